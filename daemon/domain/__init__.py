@@ -1,0 +1,1 @@
+"""The pure, synchronous domain: only the standard library is imported here."""

@@ -1,0 +1,257 @@
+"""Typed, immutable messages exchanged by the actors.
+
+Grammar (after NautilusTrader): commands are imperative (`SubmitOrder`), events are past tense (`OrderFilled`),
+and a venue's own account of itself is a `*Report` (`FillReport`). Every message carries `ts_event` (when it
+happened, venue or market time) and `ts_recv` (when our clock saw it), both integer nanoseconds since the epoch.
+Quantities and prices are `Decimal`: they are counted, so they must be exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+
+from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId, TradeId, VenueId, VenueOrderId
+
+
+class Side(str, Enum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class TradingState(str, Enum):
+    """What the daemon may do with orders (NautilusTrader's risk-engine states)."""
+
+    ACTIVE = "ACTIVE"  # any order allowed
+    REDUCING = "REDUCING"  # only orders that reduce exposure
+    HALTED = "HALTED"  # no new orders at all
+
+
+# --- market data: conflated per `key`, the latest value wins -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTicked:
+    """A new mark/last price for one instrument (spot or perp) on one venue."""
+
+    instrument_id: InstrumentId
+    price: Decimal
+    ts_event: int
+    ts_recv: int
+
+    @property
+    def key(self) -> str:
+        return self.instrument_id
+
+
+@dataclass(frozen=True, slots=True)
+class FundingRateReported:
+    """The funding rate a venue will settle for a perpetual at `settles_at_ns` (positive: shorts receive)."""
+
+    instrument_id: InstrumentId
+    rate: Decimal
+    settles_at_ns: int
+    ts_event: int
+    ts_recv: int
+
+    @property
+    def key(self) -> str:
+        return f"funding:{self.instrument_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveIndexesReported:
+    """AAVE reserve indexes as ray / 1e27 (not rebased to 1)."""
+
+    reserve: str
+    liquidity_index: Decimal
+    borrow_index: Decimal
+    ts_event: int
+    ts_recv: int
+
+    @property
+    def key(self) -> str:
+        return f"aave:{self.reserve}"
+
+
+@dataclass(frozen=True, slots=True)
+class OracleRateReported:
+    """An oracle rate quoted as quote per base, e.g. `weETH/ETH` = ETH per 1 weETH."""
+
+    pair: str
+    rate: Decimal
+    ts_event: int
+    ts_recv: int
+
+    @property
+    def key(self) -> str:
+        return f"oracle:{self.pair}"
+
+
+@dataclass(frozen=True, slots=True)
+class GasPriceReported:
+    gwei: Decimal
+    ts_event: int
+    ts_recv: int
+
+    @property
+    def key(self) -> str:
+        return "gas"
+
+
+MarketData = PriceTicked | FundingRateReported | ReserveIndexesReported | OracleRateReported | GasPriceReported
+
+
+# --- commands: lossless, the producer waits -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOrder:
+    client_order_id: ClientOrderId
+    instruction_id: InstructionId
+    instrument_id: InstrumentId
+    side: Side
+    quantity: Decimal
+    reduce_only: bool
+    reason: str
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder:
+    client_order_id: ClientOrderId
+    instrument_id: InstrumentId
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class HaltTrading:
+    reason: str
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeTrading:
+    reason: str
+    ts_event: int
+    ts_recv: int
+
+
+Command = SubmitOrder | CancelOrder | HaltTrading | ResumeTrading
+
+
+# --- venue reports: the venue's own account, ground truth -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FillReport:
+    """A trade as the venue reported it. May arrive twice (stream and REST backstop): dedup by `trade_id`."""
+
+    venue: VenueId
+    trade_id: TradeId
+    client_order_id: ClientOrderId
+    venue_order_id: VenueOrderId
+    instrument_id: InstrumentId
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStatusReport:
+    venue: VenueId
+    client_order_id: ClientOrderId
+    venue_order_id: VenueOrderId | None
+    status: str  # "accepted" | "rejected" | "filled" | "canceled"
+    reason: str
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceReport:
+    venue: VenueId
+    asset: str
+    total: Decimal
+    ts_event: int
+    ts_recv: int
+
+
+# --- events: past tense -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRejected:
+    client_order_id: ClientOrderId
+    instrument_id: InstrumentId
+    reason: str
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFilled:
+    """A fill accepted into our books: journaled (once persistence exists) before it is published."""
+
+    venue: VenueId
+    trade_id: TradeId
+    client_order_id: ClientOrderId
+    instrument_id: InstrumentId
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradingStateChanged:
+    previous: TradingState
+    current: TradingState
+    reason: str
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class PositionView:
+    instrument_id: InstrumentId
+    quantity: Decimal  # signed: negative is short
+    average_price: Decimal
+    mark_price: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioSnapshotted:
+    """The positions actor's view after applying every change so far; conflated, the latest wins."""
+
+    positions: tuple[PositionView, ...]
+    cash: tuple[tuple[str, Decimal], ...]  # (account:asset, amount)
+    net_delta_eth: Decimal
+    nav_usd: Decimal
+    fills_applied: int
+    ts_event: int
+    ts_recv: int
+
+    @property
+    def key(self) -> str:
+        return "portfolio"
+
+
+OrderEvent = OrderFilled | OrderRejected

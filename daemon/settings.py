@@ -1,0 +1,281 @@
+"""Settings: frozen pydantic models, one per concern, with units in their names.
+
+The root (`Settings`) is read from one YAML file and overridden by environment variables
+`BASISD_<SECTION>__<KEY>` (e.g. `BASISD_METRICS__PORT=9500`). The strategy section names a mode, a share
+class and venues, each defined by its own file under `configs/modes/`, `configs/share_classes/` and
+`configs/venues/` (see `daemon.config`, which loads and cross-checks them).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- process ---------------------------------------------------------------------------------------------
+
+
+class RuntimeSettings(Frozen):
+    mode: Literal["live", "paper", "replay", "backtest"] = "replay"
+    status_interval_s: float = Field(5.0, gt=0, description="Seconds between status lines")
+    run_for_s: float | None = Field(None, gt=0, description="Stop after this many real seconds (None: run on)")
+    state_dir: str = Field("var", description="Where the journal and operator state live")
+
+
+class SupervisorSettings(Frozen):
+    restart_backoff_initial_s: float = Field(0.5, gt=0)
+    restart_backoff_max_s: float = Field(30.0, gt=0)
+    restart_backoff_multiplier: float = Field(2.0, ge=1)
+    restart_jitter_fraction: float = Field(0.2, ge=0, lt=1)
+    restart_budget_count: int = Field(5, ge=0, description="Failures tolerated within the window")
+    restart_budget_window_s: float = Field(60.0, gt=0)
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+    heartbeat_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SupervisorSettings:
+        if self.restart_backoff_max_s < self.restart_backoff_initial_s:
+            raise ValueError("restart_backoff_max_s must be at least restart_backoff_initial_s")
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_timeout_s must be greater than heartbeat_interval_s")
+        return self
+
+
+class ChannelSettings(Frozen):
+    """Bounds of the edges between actors (messages for lossless channels, keys for conflating ones)."""
+
+    commands_capacity: int = Field(1024, ge=1, le=1_000_000)
+    fills_capacity: int = Field(4096, ge=1, le=1_000_000)
+    order_events_capacity: int = Field(1024, ge=1, le=1_000_000)
+    market_data_keys: int = Field(1024, ge=1, le=100_000)
+    snapshot_keys: int = Field(16, ge=1, le=1024)
+
+
+class LoggingSettings(Frozen):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MetricsSettings(Frozen):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535, description="0 picks a free port (logged at start-up)")
+
+
+# --- market -------------------------------------------------------------------------------------------
+
+
+class ReplaySettings(Frozen):
+    source: Literal["synthetic"] = "synthetic"
+    seed: int = 7
+    start: datetime = datetime(2024, 6, 1, tzinfo=UTC)
+    hours: int = Field(24 * 365, ge=2, le=24 * 365 * 10, description="Length of the replayed market")
+    speed: float | None = Field(
+        3600.0, gt=0, description="Market seconds per real second; null runs flat out"
+    )
+
+    @field_validator("start")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("start must carry a time zone, e.g. 2024-06-01T00:00:00Z")
+        return v.astimezone(UTC)
+
+
+# --- risk: the thresholds SIGHUP may change while running -----------------------------------------------
+
+
+class RiskSettings(Frozen):
+    margin_warning_ratio: float = Field(0.20, gt=0, le=1)
+    margin_urgent_ratio: float = Field(0.15, gt=0, le=1)
+    margin_maintenance_ratio: float = Field(0.10, gt=0, le=1)
+    delta_warn_fraction: float = Field(0.02, gt=0, le=1, description="Of hedge notional")
+    delta_act_fraction: float = Field(0.05, gt=0, le=1, description="Of hedge notional")
+    ltv_warn_above_target: float = Field(0.01, ge=0, le=0.2)
+    ltv_act_above_target: float = Field(0.02, ge=0, le=0.2)
+    mark_divergence_flag_fraction: float = Field(0.005, gt=0, le=0.5)
+    mark_divergence_alert_fraction: float = Field(0.01, gt=0, le=0.5)
+    data_stale_after_s: float = Field(7200.0, gt=0)
+    drawdown_reduce_fraction: float = Field(0.03, gt=0, lt=1)
+    drawdown_close_fraction: float = Field(0.04, gt=0, lt=1)
+    drawdown_halt_fraction: float = Field(0.05, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskSettings:
+        problems = []
+        if not self.margin_maintenance_ratio < self.margin_urgent_ratio < self.margin_warning_ratio:
+            problems.append("margin ratios must satisfy maintenance < urgent < warning")
+        if not self.delta_warn_fraction < self.delta_act_fraction:
+            problems.append("delta_warn_fraction must be below delta_act_fraction")
+        if not self.ltv_warn_above_target < self.ltv_act_above_target:
+            problems.append("ltv_warn_above_target must be below ltv_act_above_target")
+        if not self.mark_divergence_flag_fraction < self.mark_divergence_alert_fraction:
+            problems.append("mark_divergence_flag_fraction must be below mark_divergence_alert_fraction")
+        if not self.drawdown_reduce_fraction < self.drawdown_close_fraction < self.drawdown_halt_fraction:
+            problems.append("drawdown levels must satisfy reduce < close < halt")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+# --- strategy: what to run -----------------------------------------------------------------------------
+
+
+class StrategyParams(Frozen):
+    """Mode parameters. A mode file sets its defaults; the root config's `strategy.params` overrides them."""
+
+    asset: Literal["ETH", "BTC", "USDT"] = "ETH"
+    stake_allocation: float = Field(1.0, gt=0, le=1, description="Share of equity on the long leg (a)")
+    lst: Literal["weETH", "wstETH"] | None = None
+    max_ltv: float = Field(0.93, ge=0, lt=1, description="AAVE e-mode max LTV (read on chain when live)")
+    max_stake_spread_move: float = Field(0.0225, ge=0, lt=0.5)
+    margin_ratio_target: float = Field(1.0, gt=0, le=10, description="CEX margin / notional at entry")
+    position_deviation_threshold: float = Field(0.02, gt=0, lt=1)
+    funding_threshold: float = Field(0.0001, ge=-1, le=1)
+    min_order_usd: float = Field(10.0, gt=0)
+    min_loop_position_usd: float = Field(10_000.0, gt=0)
+    hedge_allocation: dict[str, float] = Field(default_factory=dict)
+    unwind: Literal["fast", "slow"] = "fast"
+
+    @field_validator("hedge_allocation")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            return v
+        if any(w < 0 for w in v.values()):
+            raise ValueError("hedge weights must not be negative")
+        total = sum(v.values())
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"hedge weights must sum to 1, sum to {total:g}")
+        return v
+
+    @property
+    def target_ltv(self) -> float:
+        """λ = max_ltv × (1 − max_stake_spread_move): one knob (DOMAIN §8 #2)."""
+        return self.max_ltv * (1.0 - self.max_stake_spread_move)
+
+
+class StrategySettings(Frozen):
+    mode: str = Field(description="A file name under configs/modes/, without .yaml")
+    share_class: str = Field(description="A file name under configs/share_classes/, without .yaml")
+    venues: tuple[str, ...] = Field(description="File names under configs/venues/, without .yaml")
+    initial_capital: float = Field(gt=0, description="In the share class's currency")
+    catalog_dir: str = Field(".", description="Directory holding modes/, venues/, share_classes/, "
+                                              "relative to the config file")
+    params: dict[str, Any] = Field(default_factory=dict, description="Overrides of the mode's params")
+
+
+# --- secrets ------------------------------------------------------------------------------------------
+
+
+class VenueCredentials(Frozen):
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    passphrase: SecretStr | None = None
+
+
+class CredentialsSettings(Frozen):
+    binance: VenueCredentials = VenueCredentials()
+    bybit: VenueCredentials = VenueCredentials()
+    okx: VenueCredentials = VenueCredentials()
+    wallet_private_key: SecretStr | None = None
+    rpc_url: SecretStr | None = None  # RPC URLs embed API keys
+
+    def secret_values(self) -> list[str]:
+        values = [s for s in (self.wallet_private_key, self.rpc_url) if s is not None]
+        for venue in (self.binance, self.bybit, self.okx):
+            values += [s for s in (venue.api_key, venue.api_secret, venue.passphrase) if s is not None]
+        return [s.get_secret_value() for s in values]
+
+
+# --- the root ---------------------------------------------------------------------------------------------
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BASISD_", env_nested_delimiter="__", extra="forbid", frozen=True,
+        case_sensitive=False, nested_model_default_partial_update=True,
+    )
+
+    runtime: RuntimeSettings = RuntimeSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
+    channels: ChannelSettings = ChannelSettings()
+    logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    replay: ReplaySettings = ReplaySettings()
+    risk: RiskSettings = RiskSettings()
+    strategy: StrategySettings
+    credentials: CredentialsSettings = CredentialsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment must override it, so it comes first.
+        return env_settings, init_settings
+
+
+# --- catalog entries: one file each -------------------------------------------------------------------
+
+
+class ModeDefinition(Frozen):
+    name: str
+    description: str
+    share_classes: tuple[Literal["usdt", "eth"], ...] = Field(min_length=1)
+    lending: bool = False
+    borrowing: bool = False
+    staking: bool = False
+    basis_trade: bool = Field(False, description="Hedges with perp shorts")
+    spot_venue: str | None = None
+    required_venue_kinds: tuple[Literal["cex", "lending", "staking"], ...] = ()
+    params: StrategyParams = StrategyParams()
+
+
+class ShareClassDefinition(Frozen):
+    name: str
+    currency: Literal["USDT", "ETH"]
+    hedge: Literal["always", "never"] = Field(description="USDT always hedges, ETH never (ADR-11)")
+
+
+class FeeSchedule(Frozen):
+    maker_bps: float = Field(ge=-10, le=100)
+    taker_bps: float = Field(ge=0, le=100)
+
+
+class VenueDefinition(Frozen):
+    name: str
+    kind: Literal["cex", "lending", "staking"]
+    fees: FeeSchedule | None = None
+    min_order_usd: float = Field(10.0, gt=0)
+    maintenance_margin_ratio: float | None = Field(None, gt=0, lt=1)
+    funding_interval_h: int | None = Field(None, ge=1, le=24)
+    perp_symbols: dict[str, str] = Field(default_factory=dict, description="asset -> venue symbol")
+    spot_symbols: dict[str, str] = Field(default_factory=dict)
+    emode_ltv: float | None = Field(None, ge=0, lt=1)
+    emode_liquidation_threshold: float | None = Field(None, gt=0, lt=1)
+    emode_liquidation_bonus: float | None = Field(None, ge=0, lt=0.5)
+    lst: str | None = None
+    unstaking_period_days: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> VenueDefinition:
+        if self.kind == "cex" and (self.fees is None or self.maintenance_margin_ratio is None):
+            raise ValueError("a cex venue needs fees and maintenance_margin_ratio")
+        if self.kind == "lending" and self.emode_ltv is not None and self.emode_liquidation_threshold is not None \
+                and self.emode_ltv >= self.emode_liquidation_threshold:
+            raise ValueError("emode_ltv must be below emode_liquidation_threshold")
+        if self.kind == "staking" and not self.lst:
+            raise ValueError("a staking venue needs lst (the token it mints)")
+        return self
