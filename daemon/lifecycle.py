@@ -57,7 +57,7 @@ class ActorRecord:
     last_error: str = ""
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     latency_sum_s: float = 0.0
-    redelivery: tuple[Any, int] | None = None  # (message, attempts) whose handler raised
+    redelivery: tuple[str, Any, int] | None = None  # (inbox, message, attempts) whose handler raised
 
     def observe(self, seconds: float) -> None:
         self.handled += 1
@@ -120,15 +120,15 @@ async def serve(ctx: ActorContext, inbox: Inbox[T], handle: Callable[[T], Awaita
     (it was already taken off the inbox); after `MAX_DELIVERY_ATTEMPTS` it is dead-lettered and logged.
     """
     record = ctx.record
-    if record.redelivery is not None:
-        message, attempts = record.redelivery
+    if record.redelivery is not None and record.redelivery[0] == inbox.name:
+        _, message, attempts = record.redelivery
         record.redelivery = None
         if attempts >= MAX_DELIVERY_ATTEMPTS:
             record.dead_letters += 1
             ctx.log.error("message_dead_lettered", message_type=type(message).__name__, attempts=attempts)
         else:
             ctx.started()
-            await _handle_one(ctx, handle, message, attempts)
+            await _handle_one(ctx, inbox.name, handle, message, attempts)
     ctx.started()
     receive_nowait = inbox.receive_nowait
     idle_s = ctx.heartbeat_interval_s
@@ -149,14 +149,16 @@ async def serve(ctx: ActorContext, inbox: Inbox[T], handle: Callable[[T], Awaita
                 continue
         except ChannelClosed:
             return
-        await _handle_one(ctx, handle, message, 0)  # type: ignore[arg-type]
+        await _handle_one(ctx, inbox.name, handle, message, 0)  # type: ignore[arg-type]
 
 
-async def _handle_one(ctx: ActorContext, handle: Callable[[T], Awaitable[None]], message: T, attempts: int) -> None:
+async def _handle_one(
+    ctx: ActorContext, inbox: str, handle: Callable[[T], Awaitable[None]], message: T, attempts: int
+) -> None:
     started = time.perf_counter()
     try:
         await handle(message)
     except Exception:
-        ctx.record.redelivery = (message, attempts + 1)
+        ctx.record.redelivery = (inbox, message, attempts + 1)
         raise
     ctx.record.observe(time.perf_counter() - started)

@@ -243,6 +243,7 @@ class PortfolioSnapshotted:
 
     positions: tuple[PositionView, ...]
     cash: tuple[tuple[str, Decimal], ...]  # (account:asset, amount)
+    eth_usd: Decimal
     net_delta_eth: Decimal
     nav_usd: Decimal
     fills_applied: int

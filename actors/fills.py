@@ -1,0 +1,49 @@
+"""Fills: turns venue `FillReport`s into `OrderFilled` events, once each.
+
+A venue may report the same trade twice (private stream and REST backstop, or a resend after a
+reconnect), so trades are de-duplicated by (venue, trade id) over a bounded window.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from daemon.bus import LosslessChannel
+from daemon.domain.messages import FillReport, OrderFilled
+from daemon.lifecycle import ActorContext, serve
+
+DEDUP_WINDOW = 100_000
+
+
+class FillsActor:
+    name = "fills"
+
+    def __init__(self, inbox: LosslessChannel[FillReport], outs: list[LosslessChannel[OrderFilled]]) -> None:
+        self.inbox = inbox
+        self._outs = outs
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.duplicates = 0
+
+    async def run(self, ctx: ActorContext) -> None:
+        async def handle(report: FillReport) -> None:
+            key = (report.venue, report.trade_id)
+            if key in self._seen:
+                self.duplicates += 1
+                ctx.log.info("duplicate_fill_ignored", venue=report.venue, trade_id=report.trade_id)
+                return
+            fill = OrderFilled(
+                venue=report.venue, trade_id=report.trade_id, client_order_id=report.client_order_id,
+                instrument_id=report.instrument_id, side=report.side, quantity=report.quantity,
+                price=report.price, fee=report.fee, fee_currency=report.fee_currency,
+                ts_event=report.ts_event, ts_recv=ctx.clock.now_ns(),
+            )
+            for out in self._outs:
+                await out.send(fill)
+            # Marked seen only once delivered: a failure above redelivers rather than loses the fill.
+            self._seen[key] = None
+            if len(self._seen) > DEDUP_WINDOW:
+                self._seen.popitem(last=False)
+            ctx.log.info("order_filled", venue=fill.venue, instrument=fill.instrument_id, side=fill.side.value,
+                         quantity=str(fill.quantity), price=str(fill.price), client_order_id=fill.client_order_id)
+
+        await serve(ctx, self.inbox, handle)

@@ -1,0 +1,37 @@
+"""Market data: pulls bars from the market feed (on the injected clock) and publishes them, conflated."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from daemon.bus import Fanout
+from daemon.domain.messages import MarketData
+from daemon.lifecycle import ActorContext
+
+
+class MarketFeed(Protocol):
+    async def next_batch(self) -> list[MarketData] | None:
+        """The next instant's updates, once the clock reaches it; None when the feed is exhausted."""
+        ...
+
+
+class MarketDataActor:
+    name = "market_data"
+
+    def __init__(self, feed: MarketFeed, out: Fanout[MarketData]) -> None:
+        self._feed = feed
+        self._out = out
+        self.batches = 0
+
+    async def run(self, ctx: ActorContext) -> None:
+        ctx.started()
+        while True:
+            ctx.beat()
+            batch = await self._feed.next_batch()
+            if batch is None:
+                ctx.log.info("market_feed_exhausted", batches=self.batches)
+                return
+            for update in batch:
+                self._out.publish(update)
+            ctx.record.handled += 1
+            self.batches += 1

@@ -1,0 +1,296 @@
+"""The composition root: builds channels, venues and actors from a resolved config and runs them.
+
+Edge policies (see `daemon.bus`):
+
+    market_data ──conflating──▶ strategy.market, positions.marks
+    positions   ──conflating──▶ strategy.market (snapshots), status
+    strategy    ──lossless───▶ risk.commands ──lossless──▶ execution.orders ──▶ venue port
+    venue       ──lossless───▶ fills.reports ──lossless──▶ positions.fills, strategy.events
+    risk, execution ──lossless──▶ strategy.events (rejections)
+
+Only this module knows both the actors and the venue adapters.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import CancelScope
+
+from actors.execution import ExecutionActor
+from actors.fills import FillsActor
+from actors.market_data import MarketDataActor
+from actors.positions import PositionsActor
+from actors.risk import RiskActor
+from actors.status import StatusActor
+from actors.strategy import StrategyActor
+from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
+from daemon.clock import VirtualClock
+from daemon.config import ResolvedConfig, diff_reloadable, load_settings
+from daemon.domain.book import Book
+from daemon.domain.hedge_keeper import HedgeParams
+from daemon.domain.messages import (
+    Command,
+    FillReport,
+    MarketData,
+    OrderEvent,
+    OrderFilled,
+    PortfolioSnapshotted,
+    SubmitOrder,
+)
+from daemon.domain.synthetic import SyntheticMarketSpec
+from daemon.errors import ConfigError
+from daemon.lifecycle import Actor
+from daemon.metrics import MetricSources, build_registry, serve_metrics
+from daemon.replay.feed import SyntheticFeed
+from daemon.settings import RiskSettings
+from daemon.supervisor import RestartPolicy, Supervisor
+from daemon.systemd import Notifier, watchdog_interval_s
+from daemon.trading import StateTransition, TradingStateCell
+from daemon.venues.simulated import SimulatedExchange
+
+log = structlog.get_logger()
+
+
+def _key(message: Any) -> str:
+    return message.key  # type: ignore[no-any-return]
+
+
+class Daemon:
+    """One run of the daemon. Build it inside the event loop (anyio primitives need one)."""
+
+    def __init__(self, config: ResolvedConfig, notifier: Notifier | None = None) -> None:
+        self.config = config
+        s = config.settings
+        self.notifier = notifier or Notifier()
+        self.risk_settings: RiskSettings = s.risk
+        self.metrics_port: int | None = None
+        self.stop_reason = ""
+        self._stop_scope: CancelScope | None = None
+        self.trading = TradingStateCell()
+        self.trading.subscribe(self._on_trading_state)
+
+        cap = s.channels
+        self.channels: dict[str, Any] = {}
+
+        def lossless(name: str, capacity: int) -> LosslessChannel[Any]:
+            self.channels[name] = ch = LosslessChannel[Any](name, capacity)
+            return ch
+
+        def conflating(name: str, keys: int) -> ConflatingChannel[Any]:
+            self.channels[name] = ch = ConflatingChannel[Any](name, keys, _key)
+            return ch
+
+        strategy_market: ConflatingChannel[MarketData | PortfolioSnapshotted] = conflating(
+            "strategy.market", cap.market_data_keys)
+        strategy_events: LosslessChannel[OrderEvent] = lossless("strategy.events", cap.order_events_capacity)
+        positions_marks: ConflatingChannel[MarketData] = conflating("positions.marks", cap.market_data_keys)
+        positions_fills: LosslessChannel[OrderFilled] = lossless("positions.fills", cap.fills_capacity)
+        status_snaps: ConflatingChannel[PortfolioSnapshotted] = conflating("status.snapshots", cap.snapshot_keys)
+        risk_commands: LosslessChannel[Command] = lossless("risk.commands", cap.commands_capacity)
+        execution_orders: LosslessChannel[SubmitOrder] = lossless("execution.orders", cap.commands_capacity)
+        fill_reports: LosslessChannel[FillReport] = lossless("fills.reports", cap.fills_capacity)
+        self.commands = risk_commands
+
+        replay = s.replay
+        self.clock = VirtualClock(int(replay.start.timestamp()) * 1_000_000_000, replay.speed)
+        cex = {name: v for name, v in config.venues.items() if v.kind == "cex"}
+        self.exchanges = {
+            name: SimulatedExchange(
+                name, self.clock, fill_reports,
+                taker_fee_bps=Decimal(str(v.fees.taker_bps if v.fees else 0)),
+                min_order_usd=Decimal(str(v.min_order_usd)),
+            )
+            for name, v in cex.items()
+        }
+        perp_venues = list(cex) or ["binance"]
+        spec = SyntheticMarketSpec(seed=replay.seed, start=replay.start, hours=replay.hours, venues=perp_venues)
+        self.feed = SyntheticFeed(spec, self.clock, self.exchanges)
+
+        params = config.params
+        capital = Decimal(str(s.strategy.initial_capital))
+        allocation = Decimal(str(params.stake_allocation))
+        weights = {v: Decimal(str(w)) for v, w in params.hedge_allocation.items() if v in cex}
+        self.market_data = MarketDataActor(self.feed, Fanout([strategy_market, positions_marks]))
+        self.strategy = StrategyActor(
+            strategy_market, strategy_events, risk_commands,
+            hedged=config.hedged, spot_venue=config.mode.spot_venue if config.mode.spot_venue in cex else None,
+            capital_usd=capital, long_allocation=allocation,
+            hedge=HedgeParams(weights, Decimal(str(params.funding_threshold)),
+                              Decimal(str(params.position_deviation_threshold)),
+                              Decimal(str(params.min_order_usd))),
+        )
+        self.risk = RiskActor(risk_commands, execution_orders, strategy_events)
+        self.execution = ExecutionActor(execution_orders, self.exchanges, strategy_events)
+        self.fills = FillsActor(fill_reports, [positions_fills, strategy_events])  # type: ignore[list-item]
+        self.positions = PositionsActor(
+            positions_fills, positions_marks, Fanout([strategy_market, status_snaps]),  # type: ignore[list-item]
+            lambda: self._seed_book(capital, allocation, weights),
+        )
+        self.status = StatusActor(status_snaps, s.runtime.status_interval_s, self._status_extra,
+                                  self.notifier.status)
+        self.actors: list[Actor] = [self.positions, self.fills, self.execution, self.risk, self.strategy,
+                                    self.market_data, self.status]
+        sup = s.supervisor
+        self.supervisor = Supervisor(
+            self.actors, clock=self.clock, trading=self.trading,
+            policy=RestartPolicy(sup.restart_backoff_initial_s, sup.restart_backoff_max_s,
+                                 sup.restart_backoff_multiplier, sup.restart_jitter_fraction,
+                                 sup.restart_budget_count, sup.restart_budget_window_s),
+            heartbeat_interval_s=sup.heartbeat_interval_s, heartbeat_timeout_s=sup.heartbeat_timeout_s,
+            on_escalation=lambda e: self.notifier.status(f"FAILED: {e}"),
+            rng=random.Random(replay.seed),
+        )
+        self.inbox_of = {
+            "positions": "positions.fills", "fills": "fills.reports", "execution": "execution.orders",
+            "risk": "risk.commands", "strategy": "strategy.events", "status": "status.snapshots",
+        }
+
+    def _seed_book(self, capital: Decimal, allocation: Decimal, weights: dict[str, Decimal]) -> Book:
+        """Opening balances: the long leg's cash on the spot venue, hedge margin spread by weight."""
+        book = Book()
+        if self.config.share_class.currency == "ETH":
+            book.deposit("wallet", "ETH", capital)
+            return book
+        spot = self.strategy._spot_venue
+        if spot is not None:
+            book.deposit(spot, "USDT", capital * allocation)
+            margin = capital - capital * allocation
+            for venue, w in weights.items():
+                book.deposit(venue, "USDT", margin * w)
+        else:
+            book.deposit("wallet", "USDT", capital)
+        return book
+
+    # --- running -----------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until stopped by a signal, the end of the replay, `run_for_s`, or a failure (raised)."""
+        s = self.config.settings
+        for warning in self.config.warnings:
+            log.warning("config_corrected", detail=warning)
+        log.info("daemon_starting", config=str(self.config.path), runtime_mode=s.runtime.mode,
+                 strategy_mode=self.config.mode.name, share_class=self.config.share_class.name,
+                 venues=list(self.config.venues), speed=s.replay.speed)
+        self.notifier.status("starting")
+        try:
+            async with anyio.create_task_group() as tg:
+                self._stop_scope = tg.cancel_scope
+                tg.start_soon(self._handle_signals)
+                if s.metrics.enabled:
+                    registry = build_registry(self._metric_sources())
+                    self.metrics_port = await tg.start(serve_metrics, registry, s.metrics.host, s.metrics.port)
+                await tg.start(self.supervisor.run)
+                status = f"running {self.config.mode.name} on {s.runtime.mode}"
+                self.notifier.ready(status)
+                log.info("daemon_ready", actors=[a.name for a in self.actors], metrics_port=self.metrics_port)
+                tg.start_soon(self._watchdog)
+                tg.start_soon(self._stop_when_replay_ends)
+                if s.runtime.run_for_s is not None:
+                    tg.start_soon(self._stop_after, s.runtime.run_for_s)
+        finally:
+            self.notifier.stopping(self.stop_reason or "stopping")
+            log.info("daemon_stopped", reason=self.stop_reason or "failure", trading=self.trading.state.value)
+
+    def stop(self, reason: str) -> None:
+        if not self.stop_reason:
+            self.stop_reason = reason
+            log.info("daemon_stopping", reason=reason)
+            self.notifier.stopping(reason)
+        if self._stop_scope is not None:
+            self._stop_scope.cancel()
+
+    async def _handle_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    self.stop(f"signal {signal.Signals(signum).name}")
+                elif signum == signal.SIGUSR1:
+                    self.trading.halt("operator signal SIGUSR1", source="operator")
+                elif signum == signal.SIGHUP:
+                    self.reload()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the file; apply the risk thresholds, report anything else as needing a restart."""
+        self.notifier.reloading()
+        try:
+            new = load_settings(self.config.path)
+        except ConfigError as exc:
+            log.error("reload_rejected", problems=[str(p) for p in exc.problems])
+            self.notifier.ready("reload rejected; running with the previous thresholds")
+            return
+        old = self.config.settings.model_copy(update={"risk": self.risk_settings})
+        changed, ignored = diff_reloadable(old, new)
+        self.risk_settings = new.risk
+        for key, before, after in changed:
+            log.warning("threshold_reloaded", key=key, previous=before, current=after)
+        if ignored:
+            log.warning("reload_needs_restart", sections=ignored)
+        log.info("reload_done", changed=len(changed), needs_restart=ignored)
+        self.notifier.ready(f"reloaded: {len(changed)} threshold(s) changed")
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval_s()
+        if interval is None:
+            return
+        while True:
+            if self.supervisor.heartbeats_fresh():
+                self.notifier.watchdog()
+            else:
+                stale = self.supervisor.stale_actors()
+                log.error("watchdog_withheld", stale_actors=stale)
+                self.notifier.status(f"degraded: stale heartbeat from {', '.join(stale)}")
+            await anyio.sleep(interval)
+
+    async def _stop_when_replay_ends(self) -> None:
+        while self.supervisor.records["market_data"].state.value != "stopped":
+            await anyio.sleep(0.2)
+        # Give the pipeline a moment to settle the last bar's orders before stopping.
+        await anyio.sleep(0.5)
+        self.stop("replay finished")
+
+    async def _stop_after(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        self.stop(f"run_for_s={seconds:g} elapsed")
+
+    def _on_trading_state(self, t: StateTransition) -> None:
+        log.warning("trading_state_changed", previous=t.previous.value, current=t.current.value,
+                    reason=t.reason, source=t.source)
+        self.notifier.status(f"trading {t.current.value}: {t.reason}")
+
+    def _status_extra(self) -> dict[str, object]:
+        records = self.supervisor.records.values()
+        depth = max((len(ch) for ch in self.channels.values()), default=0)
+        return {"restarts": sum(r.restarts for r in records), "max_queue": depth,
+                "orders": sum(e.orders_received for e in self.exchanges.values())}
+
+    def _metric_sources(self) -> MetricSources:
+        book = self.positions.book
+
+        def nav() -> dict[tuple[tuple[str, str], ...], float]:
+            return {(("currency", "USD"),): float(book.nav_usd())}
+
+        def delta() -> dict[tuple[tuple[str, str], ...], float]:
+            return {(("asset", "ETH"),): float(book.net_delta("ETH"))}
+
+        def perps() -> dict[tuple[tuple[str, str], ...], float]:
+            return {(("instrument", str(i)),): float(p.quantity) for i, p in book.perps.items()}
+
+        def market_time() -> dict[tuple[tuple[str, str], ...], float]:
+            return {(): self.clock.now_ns() / 1e9}
+
+        return MetricSources(
+            supervisor=self.supervisor, trading=self.trading, channels=self.channels, inbox_of=self.inbox_of,
+            runtime_mode=self.config.settings.runtime.mode, strategy_mode=self.config.mode.name,
+            gauges={
+                "basisd_nav_usd": ("Net asset value from the book", nav),
+                "basisd_net_delta_eth": ("Net ETH delta, spot plus signed perps", delta),
+                "basisd_perp_position_eth": ("Signed perp size per instrument", perps),
+                "basisd_market_time_seconds": ("Market (virtual clock) time, Unix seconds", market_time),
+            },
+        )

@@ -1,0 +1,113 @@
+"""A deterministic synthetic market for runs without data: the embedded default.
+
+Hourly bars of what the strategy modes read: ETH spot, ETH perp marks per venue (each with its own basis,
+never averaged), 8-hourly funding per venue, AAVE indexes (ray / 1e27, growing from realistic levels rather
+than from 1), the weETH/ETH oracle rate, and gas. The same seed always gives the same bars, so a replay is
+reproducible; values are quantized to Decimals with fixed exponents so that equality is exact.
+
+The dynamics are simple on purpose (log-normal ETH, mean-reverting basis and funding, constant-rate index
+growth): enough to exercise every actor, not a model of any real market.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+NS_PER_HOUR = 3_600 * 1_000_000_000
+HOURS_PER_YEAR = 24 * 365
+FUNDING_HOURS = (0, 8, 16)
+
+_PRICE = Decimal("0.01")
+_RATE = Decimal("0.00000001")
+_INDEX = Decimal("0.000000000001")
+_GWEI = Decimal("0.001")
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticBar:
+    ts_ns: int
+    eth_spot: Decimal
+    perp_marks: tuple[tuple[str, Decimal], ...]  # (venue, ETH perp mark)
+    funding: tuple[tuple[str, Decimal], ...]  # (venue, rate) at settlement hours, else empty
+    weeth_liquidity_index: Decimal
+    weth_borrow_index: Decimal
+    usdt_liquidity_index: Decimal
+    weeth_eth_oracle: Decimal
+    gas_gwei: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticMarketSpec:
+    seed: int
+    start: datetime
+    hours: int
+    venues: Sequence[str]
+    eth_start_usd: float = 3_400.0
+    eth_vol_annual: float = 0.65
+    funding_mean_8h: float = 0.0001  # ≈ 11 % a year, the long-run average of ETH perps
+    funding_vol_8h: float = 0.00015
+    basis_vol: float = 0.0004
+    weeth_supply_apr: float = 0.001
+    weth_borrow_apr: float = 0.025
+    usdt_supply_apr: float = 0.06
+    staking_apr: float = 0.028
+
+
+def generate(spec: SyntheticMarketSpec) -> Iterator[SyntheticBar]:
+    """Yield `spec.hours` consecutive hourly bars starting at `spec.start` (UTC, floored to the hour)."""
+    rng = random.Random(spec.seed)
+    start_ns = int(spec.start.timestamp()) // 3600 * NS_PER_HOUR
+    sigma_h = spec.eth_vol_annual / math.sqrt(HOURS_PER_YEAR)
+    log_price = math.log(spec.eth_start_usd)
+    basis = {v: rng.gauss(0.0, spec.basis_vol) for v in spec.venues}
+    funding = {v: spec.funding_mean_8h for v in spec.venues}
+    grow = {
+        "weeth_l": 1.0 + spec.weeth_supply_apr / HOURS_PER_YEAR,
+        "weth_b": 1.0 + spec.weth_borrow_apr / HOURS_PER_YEAR,
+        "usdt_l": 1.0 + spec.usdt_supply_apr / HOURS_PER_YEAR,
+        "oracle": 1.0 + spec.staking_apr / HOURS_PER_YEAR,
+    }
+    weeth_l, weth_b, usdt_l, oracle = 1.000041, 1.031774, 1.103620, 1.038160
+    log_gas = math.log(6.0)
+    for hour in range(spec.hours):
+        ts_ns = start_ns + hour * NS_PER_HOUR
+        if hour:
+            log_price += rng.gauss(-0.5 * sigma_h * sigma_h, sigma_h)
+            weeth_l *= grow["weeth_l"]
+            weth_b *= grow["weth_b"]
+            usdt_l *= grow["usdt_l"]
+            oracle *= grow["oracle"]
+            log_gas += 0.15 * (math.log(6.0) - log_gas) + rng.gauss(0.0, 0.25)
+        spot = math.exp(log_price)
+        marks = []
+        for v in spec.venues:
+            basis[v] += 0.2 * (0.0 - basis[v]) + rng.gauss(0.0, spec.basis_vol)
+            marks.append((v, _q(spot * (1.0 + basis[v]), _PRICE)))
+        rates: tuple[tuple[str, Decimal], ...] = ()
+        hour_of_day = (ts_ns // NS_PER_HOUR) % 24
+        if hour_of_day in FUNDING_HOURS:
+            out = []
+            for v in spec.venues:
+                funding[v] += 0.3 * (spec.funding_mean_8h - funding[v]) + rng.gauss(0.0, spec.funding_vol_8h)
+                out.append((v, _q(funding[v], _RATE)))
+            rates = tuple(out)
+        yield SyntheticBar(
+            ts_ns=ts_ns,
+            eth_spot=_q(spot, _PRICE),
+            perp_marks=tuple(marks),
+            funding=rates,
+            weeth_liquidity_index=_q(weeth_l, _INDEX),
+            weth_borrow_index=_q(weth_b, _INDEX),
+            usdt_liquidity_index=_q(usdt_l, _INDEX),
+            weeth_eth_oracle=_q(oracle, _INDEX),
+            gas_gwei=_q(math.exp(log_gas), _GWEI),
+        )
+
+
+def _q(value: float, exponent: Decimal) -> Decimal:
+    return Decimal(repr(value)).quantize(exponent)

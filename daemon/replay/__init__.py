@@ -1,0 +1,1 @@
+"""Replays of a market: the deterministic synthetic market (recorded history comes with the backtest issue)."""

@@ -1,0 +1,61 @@
+"""The synthetic market as a feed: hands out each bar once the clock reaches it, and keeps the
+simulated venues' prices current (they fill at the venue's own price, never an average)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from daemon.clock import Clock
+from daemon.domain.hedge_keeper import perp_instrument, spot_instrument
+from daemon.domain.ids import InstrumentId
+from daemon.domain.messages import (
+    FundingRateReported,
+    GasPriceReported,
+    MarketData,
+    OracleRateReported,
+    PriceTicked,
+    ReserveIndexesReported,
+)
+from daemon.domain.synthetic import NS_PER_HOUR, SyntheticBar, SyntheticMarketSpec, generate
+from daemon.venues.simulated import SimulatedExchange
+
+
+class SyntheticFeed:
+    def __init__(
+        self, spec: SyntheticMarketSpec, clock: Clock, exchanges: Mapping[str, SimulatedExchange]
+    ) -> None:
+        self._bars: Iterator[SyntheticBar] = generate(spec)
+        self._clock = clock
+        self._exchanges = exchanges
+        self.bars_published = 0
+        self.last_bar: SyntheticBar | None = None
+
+    async def next_batch(self) -> list[MarketData] | None:
+        bar = next(self._bars, None)
+        if bar is None:
+            return None
+        await self._clock.sleep_until(bar.ts_ns)
+        self.last_bar = bar
+        self.bars_published += 1
+        now = self._clock.now_ns()
+        ts = bar.ts_ns
+        out: list[MarketData] = []
+        for venue, exchange in self._exchanges.items():
+            exchange.set_price("Spot", bar.eth_spot)
+        for venue, mark in bar.perp_marks:
+            if venue in self._exchanges:
+                self._exchanges[venue].set_price("Perp", mark)
+            out.append(PriceTicked(perp_instrument(venue), mark, ts, now))
+        spot_venue = next(iter(self._exchanges), "binance")
+        out.append(PriceTicked(spot_instrument(spot_venue), bar.eth_spot, ts, now))
+        for venue, rate in bar.funding:
+            out.append(FundingRateReported(perp_instrument(venue), rate, ts + 8 * NS_PER_HOUR, ts, now))
+        out.append(ReserveIndexesReported("weETH", bar.weeth_liquidity_index, bar.weeth_liquidity_index, ts, now))
+        out.append(ReserveIndexesReported("WETH", bar.weth_borrow_index, bar.weth_borrow_index, ts, now))
+        out.append(ReserveIndexesReported("USDT", bar.usdt_liquidity_index, bar.usdt_liquidity_index, ts, now))
+        out.append(OracleRateReported("weETH/ETH", bar.weeth_eth_oracle, ts, now))
+        out.append(GasPriceReported(bar.gas_gwei, ts, now))
+        return out
+
+
+__all__ = ["InstrumentId", "SyntheticFeed"]
