@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import anyio
+
 from daemon.bus import Fanout
 from daemon.domain.messages import MarketData
 from daemon.lifecycle import ActorContext
@@ -22,6 +24,7 @@ class MarketDataActor:
         self._feed = feed
         self._out = out
         self.batches = 0
+        self.exhausted = anyio.Event()
 
     async def run(self, ctx: ActorContext) -> None:
         ctx.started()
@@ -30,6 +33,7 @@ class MarketDataActor:
             batch = await self._feed.next_batch()
             if batch is None:
                 ctx.log.info("market_feed_exhausted", batches=self.batches)
+                self.exhausted.set()
                 return
             for update in batch:
                 self._out.publish(update)

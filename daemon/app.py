@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import CancelScope
+from anyio import CancelScope
 
 from actors.execution import ExecutionActor
 from actors.fills import FillsActor
@@ -30,6 +30,7 @@ from actors.risk import RiskActor
 from actors.status import StatusActor
 from actors.strategy import StrategyActor
 from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
+from daemon.chaos import FailingActor
 from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings
 from daemon.domain.book import Book
@@ -44,7 +45,7 @@ from daemon.domain.messages import (
     SubmitOrder,
 )
 from daemon.domain.synthetic import SyntheticMarketSpec
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, ConfigProblem
 from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
 from daemon.replay.feed import SyntheticFeed
@@ -116,7 +117,7 @@ class Daemon:
         capital = Decimal(str(s.strategy.initial_capital))
         allocation = Decimal(str(params.stake_allocation))
         weights = {v: Decimal(str(w)) for v, w in params.hedge_allocation.items() if v in cex}
-        self.market_data = MarketDataActor(self.feed, Fanout([strategy_market, positions_marks]))
+        self.market_data = MarketDataActor(self.feed, Fanout[Any]([strategy_market, positions_marks]))
         self.strategy = StrategyActor(
             strategy_market, strategy_events, risk_commands,
             hedged=config.hedged, spot_venue=config.mode.spot_venue if config.mode.spot_venue in cex else None,
@@ -136,6 +137,14 @@ class Daemon:
                                   self.notifier.status)
         self.actors: list[Actor] = [self.positions, self.fills, self.execution, self.risk, self.strategy,
                                     self.market_data, self.status]
+        if s.chaos.fail_actor is not None:
+            names = [a.name for a in self.actors]
+            if s.chaos.fail_actor not in names:
+                problem = f"no actor named {s.chaos.fail_actor!r} (actors: {', '.join(names)})"
+                raise ConfigError([ConfigProblem(str(config.path), "chaos.fail_actor", problem)])
+            self.actors = [FailingActor(a, s.chaos.fail_after_s) if a.name == s.chaos.fail_actor else a
+                           for a in self.actors]
+            log.warning("chaos_enabled", actor=s.chaos.fail_actor, fail_after_s=s.chaos.fail_after_s)
         sup = s.supervisor
         self.supervisor = Supervisor(
             self.actors, clock=self.clock, trading=self.trading,
@@ -248,8 +257,7 @@ class Daemon:
             await anyio.sleep(interval)
 
     async def _stop_when_replay_ends(self) -> None:
-        while self.supervisor.records["market_data"].state.value != "stopped":
-            await anyio.sleep(0.2)
+        await self.market_data.exhausted.wait()
         # Give the pipeline a moment to settle the last bar's orders before stopping.
         await anyio.sleep(0.5)
         self.stop("replay finished")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 import anyio
@@ -32,7 +32,7 @@ T = TypeVar("T")
 CHECKPOINT_EVERY = 256
 
 
-class Policy(str, Enum):
+class Policy(StrEnum):
     LOSSLESS = "lossless"
     CONFLATING = "conflating"
 

@@ -80,7 +80,7 @@ def _run(path: str) -> int:
 
     try:
         anyio.run(main)
-    except BaseException as exc:  # noqa: BLE001 - mapped to an exit code, never swallowed silently
+    except BaseException as exc:
         error = _find_basisd_error(exc)
         if error is not None:
             log.critical("daemon_failed", error=str(error), exit_code=int(error.exit_code))

@@ -73,7 +73,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _problems(exc: ValidationError, source: str, prefix: str = "", env_prefix: str | None = None) -> list[ConfigProblem]:
+def _problems(
+    exc: ValidationError, source: str, prefix: str = "", env_prefix: str | None = None
+) -> list[ConfigProblem]:
     out = []
     for err in exc.errors(include_url=False):
         loc = [str(p) for p in err["loc"]]
@@ -201,9 +203,27 @@ def _cross_check(
     share_class: ShareClassDefinition,
     venues: dict[str, VenueDefinition],
 ) -> tuple[ModeDefinition, list[str]]:
-    problems: list[ConfigProblem] = []
+    """Checks that span files. Returns the mode (corrected where derivable) and the warnings."""
     warnings: list[str] = []
     src = str(root)
+    if share_class.hedge == "never" and mode.basis_trade:
+        warnings.append(f"{mode_file}: basis_trade: share class {share_class.name!r} never hedges (ADR-11); "
+                        "corrected to false")
+        mode = mode.model_copy(update={"basis_trade": False})
+    problems = [
+        *_share_class_problems(src, mode_file, mode, share_class),
+        *_venue_problems(src, mode_file, settings, mode, params, venues),
+        *_hedge_problems(src, mode_file, mode, params, venues),
+    ]
+    if problems:
+        raise ConfigError(problems)
+    return mode, warnings
+
+
+def _share_class_problems(
+    src: str, mode_file: str, mode: ModeDefinition, share_class: ShareClassDefinition
+) -> list[ConfigProblem]:
+    problems = []
     if share_class.name not in mode.share_classes:
         problems.append(ConfigProblem(src, "strategy.share_class",
                                       f"mode {mode.name!r} runs only with share class "
@@ -212,53 +232,59 @@ def _cross_check(
         problems.append(ConfigProblem(mode_file, "basis_trade",
                                       f"share class {share_class.name!r} must hedge the ETH it stakes "
                                       "(ADR-26): set basis_trade: true, or use an ETH share class"))
-    if share_class.hedge == "never" and mode.basis_trade:
-        warnings.append(f"{mode_file}: basis_trade: share class {share_class.name!r} never hedges (ADR-11); "
-                        "corrected to false")
-        mode = mode.model_copy(update={"basis_trade": False})
+    return problems
+
+
+def _venue_problems(
+    src: str, mode_file: str, settings: Settings, mode: ModeDefinition, params: StrategyParams,
+    venues: dict[str, VenueDefinition],
+) -> list[ConfigProblem]:
+    problems = []
     kinds = {v.kind for v in venues.values()}
-    for kind in mode.required_venue_kinds:
-        if kind not in kinds:
-            problems.append(ConfigProblem(src, "strategy.venues",
-                                          f"mode {mode.name!r} needs a {kind} venue; none is listed"))
-    if mode.basis_trade:
-        if not params.hedge_allocation:
-            problems.append(ConfigProblem(mode_file, "params.hedge_allocation",
-                                          "a hedged mode needs perp venue weights that sum to 1"))
-        for venue, weight in params.hedge_allocation.items():
-            definition = venues.get(venue)
-            if definition is None and weight > 0:
-                problems.append(ConfigProblem(src, "strategy.venues",
-                                              f"hedge_allocation gives {venue!r} weight {weight:g} but the "
-                                              "venue is not listed"))
-            elif definition is not None and (definition.kind != "cex" or params.asset not in
-                                             definition.perp_symbols):
-                problems.append(ConfigProblem(mode_file, f"params.hedge_allocation.{venue}",
-                                              f"{venue!r} has no {params.asset} perpetual to hedge with"))
+    problems += [ConfigProblem(src, "strategy.venues", f"mode {mode.name!r} needs a {kind} venue; none is listed")
+                 for kind in mode.required_venue_kinds if kind not in kinds]
     if mode.staking:
-        staking = [v for v in venues.values() if v.kind == "staking"]
         if params.lst is None:
             problems.append(ConfigProblem(mode_file, "params.lst", "a staking mode must name its LST"))
-        elif not any(v.lst == params.lst for v in staking):
-            problems.append(ConfigProblem(src, "strategy.venues",
-                                          f"no staking venue mints {params.lst} (params.lst)"))
+        elif not any(v.kind == "staking" and v.lst == params.lst for v in venues.values()):
+            problems.append(ConfigProblem(src, "strategy.venues", f"no staking venue mints {params.lst} (params.lst)"))
     if mode.borrowing:
-        for v in venues.values():
-            if v.kind == "lending" and v.emode_ltv is not None and params.max_ltv > v.emode_ltv:
-                problems.append(ConfigProblem(mode_file, "params.max_ltv",
-                                              f"{params.max_ltv:g} exceeds {v.name}'s e-mode LTV {v.emode_ltv:g}"))
+        problems += [ConfigProblem(mode_file, "params.max_ltv",
+                                   f"{params.max_ltv:g} exceeds {v.name}'s e-mode LTV {v.emode_ltv:g}")
+                     for v in venues.values()
+                     if v.kind == "lending" and v.emode_ltv is not None and params.max_ltv > v.emode_ltv]
     if mode.spot_venue is not None and mode.spot_venue not in venues:
         problems.append(ConfigProblem(src, "strategy.venues",
                                       f"mode {mode.name!r} buys spot on {mode.spot_venue!r}, which is not listed"))
-    for v in venues.values():
-        if v.maintenance_margin_ratio is not None and \
-                settings.risk.margin_urgent_ratio <= v.maintenance_margin_ratio:
-            problems.append(ConfigProblem(src, "risk.margin_urgent_ratio",
-                                          f"{settings.risk.margin_urgent_ratio:g} must be above {v.name}'s "
-                                          f"maintenance margin ratio {v.maintenance_margin_ratio:g}"))
-    if problems:
-        raise ConfigError(problems)
-    return mode, warnings
+    urgent = settings.risk.margin_urgent_ratio
+    problems += [ConfigProblem(src, "risk.margin_urgent_ratio",
+                               f"{urgent:g} must be above {v.name}'s maintenance margin ratio "
+                               f"{v.maintenance_margin_ratio:g}")
+                 for v in venues.values()
+                 if v.maintenance_margin_ratio is not None and urgent <= v.maintenance_margin_ratio]
+    return problems
+
+
+def _hedge_problems(
+    src: str, mode_file: str, mode: ModeDefinition, params: StrategyParams, venues: dict[str, VenueDefinition]
+) -> list[ConfigProblem]:
+    if not mode.basis_trade:
+        return []
+    problems = []
+    if not params.hedge_allocation:
+        problems.append(ConfigProblem(mode_file, "params.hedge_allocation",
+                                      "a hedged mode needs perp venue weights that sum to 1"))
+    for venue, weight in params.hedge_allocation.items():
+        definition = venues.get(venue)
+        if definition is None:
+            if weight > 0:
+                problems.append(ConfigProblem(src, "strategy.venues",
+                                              f"hedge_allocation gives {venue!r} weight {weight:g} but the venue "
+                                              "is not listed"))
+        elif definition.kind != "cex" or params.asset not in definition.perp_symbols:
+            problems.append(ConfigProblem(mode_file, f"params.hedge_allocation.{venue}",
+                                          f"{venue!r} has no {params.asset} perpetual to hedge with"))
+    return problems
 
 
 def diff_reloadable(old: Settings, new: Settings) -> tuple[list[tuple[str, Any, Any]], list[str]]:

@@ -10,7 +10,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -32,10 +32,8 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 # message cannot exhaust the restart budget while every message queued behind it waits.
 MAX_DELIVERY_ATTEMPTS = 2
 
-_NOTHING = object()
 
-
-class ActorState(str, Enum):
+class ActorState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     BACKING_OFF = "backing_off"
@@ -135,21 +133,22 @@ async def serve(ctx: ActorContext, inbox: Inbox[T], handle: Callable[[T], Awaita
     while True:
         ctx.beat()
         try:
-            message: T | object = receive_nowait()
+            item = receive_nowait()
         except WouldBlock:
-            message = _NOTHING
+            waited: list[T] = []
             # Only the wait is bounded by the idle timeout, never the handler. `receive` takes the message
             # after its last await, so a timeout here cannot lose one.
             with anyio.move_on_after(idle_s):
                 try:
-                    message = await inbox.receive()
+                    waited.append(await inbox.receive())
                 except ChannelClosed:
                     return
-            if message is _NOTHING:
+            if not waited:
                 continue
+            item = waited[0]
         except ChannelClosed:
             return
-        await _handle_one(ctx, inbox.name, handle, message, 0)  # type: ignore[arg-type]
+        await _handle_one(ctx, inbox.name, handle, item, 0)
 
 
 async def _handle_one(

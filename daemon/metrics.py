@@ -104,7 +104,7 @@ class BasisdCollector:
 
     def _channel_metrics(self) -> Iterator[Metric]:
         labels = ["channel", "policy"]
-        fams = {
+        fams: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "depth": GaugeMetricFamily("basisd_channel_depth", "Messages queued", labels=labels),
             "high_water": GaugeMetricFamily("basisd_channel_high_water", "Highest depth seen", labels=labels),
             "capacity": GaugeMetricFamily("basisd_channel_capacity", "Configured bound", labels=labels),
@@ -150,7 +150,7 @@ def build_registry(sources: MetricSources) -> CollectorRegistry:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    registry.register(BasisdCollector(sources))  # type: ignore[arg-type]
+    registry.register(BasisdCollector(sources))
     return registry
 
 

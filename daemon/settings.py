@@ -26,7 +26,6 @@ class RuntimeSettings(Frozen):
     mode: Literal["live", "paper", "replay", "backtest"] = "replay"
     status_interval_s: float = Field(5.0, gt=0, description="Seconds between status lines")
     run_for_s: float | None = Field(None, gt=0, description="Stop after this many real seconds (None: run on)")
-    state_dir: str = Field("var", description="Where the journal and operator state live")
 
 
 class SupervisorSettings(Frozen):
@@ -67,6 +66,13 @@ class MetricsSettings(Frozen):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535, description="0 picks a free port (logged at start-up)")
+
+
+class ChaosSettings(Frozen):
+    """Fault injection for drills. Never set in production configs."""
+
+    fail_actor: str | None = Field(None, description="Name of an actor to fail repeatedly")
+    fail_after_s: float = Field(1.0, gt=0, description="Seconds each run of that actor lasts before failing")
 
 
 # --- market -------------------------------------------------------------------------------------------
@@ -213,6 +219,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = RiskSettings()
     strategy: StrategySettings
     credentials: CredentialsSettings = CredentialsSettings()
+    chaos: ChaosSettings = ChaosSettings()
 
     @classmethod
     def settings_customise_sources(

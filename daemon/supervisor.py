@@ -82,10 +82,14 @@ class Supervisor:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run every actor until all return or one exhausts its budget; `started` once all are ready."""
-        async with anyio.create_task_group() as tg:
-            for actor in self._actors:
-                await tg.start(self._supervise, actor)
-            task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                for actor in self._actors:
+                    await tg.start(self._supervise, actor)
+                task_status.started()
+        except* RestartBudgetExceeded as group:
+            # Surface the escalation itself, not a task-group wrapper, so callers can map it to an exit code.
+            raise group.exceptions[0] from None
 
     def heartbeats_fresh(self) -> bool:
         """True while every live actor has beaten within the timeout (the condition for WATCHDOG=1)."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 
 from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId, TradeId, VenueId, VenueOrderId
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     BUY = "BUY"
     SELL = "SELL"
 
@@ -24,7 +24,7 @@ class Side(str, Enum):
         return 1 if self is Side.BUY else -1
 
 
-class TradingState(str, Enum):
+class TradingState(StrEnum):
     """What the daemon may do with orders (NautilusTrader's risk-engine states)."""
 
     ACTIVE = "ACTIVE"  # any order allowed

@@ -40,7 +40,7 @@ class SyntheticFeed:
         now = self._clock.now_ns()
         ts = bar.ts_ns
         out: list[MarketData] = []
-        for venue, exchange in self._exchanges.items():
+        for exchange in self._exchanges.values():
             exchange.set_price("Spot", bar.eth_spot)
         for venue, mark in bar.perp_marks:
             if venue in self._exchanges:

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from daemon.domain.book import Book, PerpPosition
+from daemon.domain.hedge_keeper import HedgeParams, effective_weights, hedge_intents
+from daemon.domain.ids import ClientOrderId, InstrumentId, TradeId, VenueId
+from daemon.domain.messages import OrderFilled, Side
+
+D = Decimal
+
+
+def test_size_weighted_entry_and_realized_pnl_on_reduction_and_flip() -> None:
+    p = PerpPosition()
+    assert p.apply(D(-2), D(3000)) == 0
+    assert p.apply(D(-1), D(3300)) == 0
+    assert p.average_price == D(3100)  # (2×3000 + 1×3300) / 3, not the last fill's price
+    assert p.apply(D(1), D(3000)) == D(100)  # a short bought back 100 lower
+    assert (p.quantity, p.average_price) == (D(-2), D(3100))
+    assert p.apply(D(3), D(3200)) == D(-200)  # closes 2 at a 100 loss each, flips long 1 at 3200
+    assert (p.quantity, p.average_price, p.realized_pnl) == (D(1), D(3200), D(-100))
+
+
+qty = st.decimals(min_value=D("-5"), max_value=D("5"), places=3).filter(lambda q: q != 0)
+px = st.decimals(min_value=D("1000"), max_value=D("5000"), places=2)
+
+
+@given(st.lists(st.tuples(qty, px), min_size=1, max_size=30), px)
+def test_perp_pnl_is_conserved_exactly(trades: list[tuple[Decimal, Decimal]], mark: Decimal) -> None:
+    """Realized + unrealized P&L equals the cash-flow P&L of the trades, to the last digit."""
+    p = PerpPosition()
+    cash = D(0)
+    for q, price in trades:
+        p.apply(q, price)
+        cash -= q * price
+    assert p.realized_pnl + p.unrealized(mark) == cash + p.quantity * mark
+
+
+def fill(instrument: str, side: Side, quantity: str, price: str, fee: str = "0") -> OrderFilled:
+    return OrderFilled(VenueId(instrument.split(":")[0]), TradeId("t"), ClientOrderId("c"), InstrumentId(instrument),
+                       side, D(quantity), D(price), D(fee), "USDT", 0, 0)
+
+
+def test_book_nav_and_delta_follow_fills_and_marks() -> None:
+    book = Book()
+    book.deposit("binance", "USDT", D(60_000))
+    book.deposit("bybit", "USDT", D(20_000))
+    book.apply_fill(fill("binance:Spot:ETHUSDT", Side.BUY, "10", "3000", fee="3"))
+    book.apply_fill(fill("bybit:Perp:ETHUSDT", Side.SELL, "10", "3010", fee="1.5"))
+    book.mark("spot:ETH", D(3100))
+    book.mark("bybit:Perp:ETHUSDT", D(3105))
+    assert book.net_delta("ETH") == 0
+    # 80,000 − 4.5 fees; +1,000 on spot; −950 on the short (basis narrowed by 5 × 10)
+    assert book.nav_usd() == D(80_000) - D("4.5") + D(1_000) - D(950)
+
+
+def test_hedge_moves_away_from_venues_whose_funding_charges_shorts() -> None:
+    params = HedgeParams({"binance": D("0.4"), "bybit": D("0.3"), "okx": D("0.3")}, D("0.0001"), D("0.02"), D(10))
+    weights = effective_weights(params, {"binance": D("0.0001"), "bybit": D("-0.0005"), "okx": D("0.0002")})
+    assert weights == {"binance": D("0.4") / D("0.7"), "bybit": 0, "okx": D("0.3") / D("0.7")}
+    shorts = {"binance": D(-4), "bybit": D(-3), "okx": D(-3)}
+    intents = hedge_intents(D(10), shorts, {"bybit": D("-0.0005")}, D(3000), params)
+    assert intents[0].reduce_only and intents[0].instrument_id == "bybit:Perp:ETHUSDT"
+    assert intents[0].signed_quantity == D(3)
+    assert sum(i.signed_quantity for i in intents) + sum(shorts.values()) >= D(-10)
+    assert all(not i.reduce_only for i in intents[1:])
+
+
+def test_no_orders_within_the_deviation_band() -> None:
+    params = HedgeParams({"binance": D(1)}, D("0.0001"), D("0.02"), D(10))
+    assert hedge_intents(D(10), {"binance": D("-9.9")}, {}, D(3000), params) == []

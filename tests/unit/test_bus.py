@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.bus import ChannelClosed, ConflatingChannel, Fanout, LosslessChannel, Policy, WouldBlock
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    key: str
+    value: int
+
+
+@pytest.mark.asyncio
+async def test_lossless_channel_delivers_everything_in_order_when_the_consumer_is_slower() -> None:
+    channel: LosslessChannel[int] = LosslessChannel("fills", capacity=4)
+    received: list[int] = []
+
+    async def consume() -> None:
+        for _ in range(500):
+            received.append(await channel.receive())
+            if len(received) % 7 == 0:
+                await anyio.lowlevel.checkpoint()  # slower than the producer
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        for i in range(500):
+            await channel.send(i)
+
+    assert received == list(range(500))
+    stats = channel.statistics()
+    assert stats.policy is Policy.LOSSLESS
+    assert (stats.sent, stats.received, stats.dropped, stats.depth) == (500, 500, 0, 0)
+    assert stats.high_water == 4  # the bound held
+    assert stats.send_waits > 0  # the producer was made to wait rather than drop
+
+
+@given(capacity=st.integers(1, 16), n=st.integers(0, 300), seed=st.integers(0, 2**16))
+@settings(max_examples=40, deadline=None)
+def test_lossless_channel_never_drops_for_any_bound_and_pacing(capacity: int, n: int, seed: int) -> None:
+    import random
+
+    async def main() -> list[int]:
+        rng = random.Random(seed)
+        channel: LosslessChannel[int] = LosslessChannel("commands", capacity)
+        out: list[int] = []
+
+        async def consume() -> None:
+            for _ in range(n):
+                out.append(await channel.receive())
+                if rng.random() < 0.3:
+                    await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            for i in range(n):
+                await channel.send(i)
+        return out
+
+    assert anyio.run(main) == list(range(n))
+
+
+def test_send_nowait_refuses_rather_than_drops_when_full() -> None:
+    channel: LosslessChannel[int] = LosslessChannel("orders", capacity=2)
+    channel.send_nowait(1)
+    channel.send_nowait(2)
+    with pytest.raises(WouldBlock):
+        channel.send_nowait(3)
+    assert [channel.receive_nowait(), channel.receive_nowait()] == [1, 2]
+    with pytest.raises(WouldBlock):
+        channel.receive_nowait()
+
+
+def test_conflation_keeps_the_latest_value_per_key_without_a_consumer() -> None:
+    channel: ConflatingChannel[Tick] = ConflatingChannel("market", capacity=100, key=lambda t: t.key)
+    for i in range(10_000):  # synchronous: the producer can never block
+        channel.publish(Tick(f"k{i % 10}", i))
+    assert len(channel) == 10
+    drained = [channel.receive_nowait() for _ in range(10)]
+    assert {t.key: t.value for t in drained} == {f"k{j}": 9_990 + j for j in range(10)}
+    stats = channel.statistics()
+    assert stats.conflated == 10_000 - 10
+    assert stats.dropped == 0
+    assert stats.send_waits == 0
+
+
+def test_conflated_value_keeps_its_place_in_the_queue() -> None:
+    channel: ConflatingChannel[Tick] = ConflatingChannel("market", capacity=10, key=lambda t: t.key)
+    channel.publish(Tick("a", 1))
+    channel.publish(Tick("b", 1))
+    channel.publish(Tick("a", 2))
+    assert channel.receive_nowait() == Tick("a", 2)
+    assert channel.receive_nowait() == Tick("b", 1)
+
+
+def test_conflating_overflow_drops_the_oldest_key_and_counts_it() -> None:
+    channel: ConflatingChannel[Tick] = ConflatingChannel("market", capacity=3, key=lambda t: t.key)
+    for key in "abcd":
+        channel.publish(Tick(key, 0))
+    assert [channel.receive_nowait().key for _ in range(3)] == ["b", "c", "d"]
+    assert channel.statistics().dropped == 1
+
+
+@pytest.mark.asyncio
+async def test_a_timed_out_receive_loses_no_message() -> None:
+    channel: LosslessChannel[int] = LosslessChannel("fills", capacity=8)
+    for attempt in range(300):
+        with anyio.move_on_after(0):
+            await channel.receive()
+        channel.send_nowait(attempt)
+        assert await channel.receive() == attempt
+
+
+@pytest.mark.asyncio
+async def test_close_lets_the_receiver_drain_then_signals_the_end() -> None:
+    channel: LosslessChannel[int] = LosslessChannel("fills", capacity=8)
+    await channel.send(1)
+    channel.close()
+    with pytest.raises(ChannelClosed):
+        await channel.send(2)
+    assert await channel.receive() == 1
+    with pytest.raises(ChannelClosed):
+        await channel.receive()
+
+
+@pytest.mark.asyncio
+async def test_fanout_gives_each_reader_its_own_conflation() -> None:
+    fast: ConflatingChannel[Tick] = ConflatingChannel("fast", 10, key=lambda t: t.key)
+    slow: ConflatingChannel[Tick] = ConflatingChannel("slow", 10, key=lambda t: t.key)
+    out = Fanout([fast, slow])
+    out.publish(Tick("x", 1))
+    assert (await fast.receive()).value == 1
+    out.publish(Tick("x", 2))
+    assert (await fast.receive()).value == 2
+    assert (await slow.receive()).value == 2  # slow only ever sees the latest
+    assert slow.statistics().conflated == 1
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        LosslessChannel("x", 0)
