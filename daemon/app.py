@@ -142,7 +142,7 @@ class Daemon:
             if s.chaos.fail_actor not in names:
                 problem = f"no actor named {s.chaos.fail_actor!r} (actors: {', '.join(names)})"
                 raise ConfigError([ConfigProblem(str(config.path), "chaos.fail_actor", problem)])
-            self.actors = [FailingActor(a, s.chaos.fail_after_s) if a.name == s.chaos.fail_actor else a
+            self.actors = [FailingActor(a, s.chaos.fail_after_s, s.chaos.fault) if a.name == s.chaos.fail_actor else a
                            for a in self.actors]
             log.warning("chaos_enabled", actor=s.chaos.fail_actor, fail_after_s=s.chaos.fail_after_s)
         sup = s.supervisor

@@ -16,13 +16,20 @@ class InjectedFault(RuntimeError):
 
 
 class FailingActor:
-    def __init__(self, inner: Actor, fail_after_s: float) -> None:
+    def __init__(self, inner: Actor, fail_after_s: float, fault: str = "raise") -> None:
         self.name = inner.name
         self._inner = inner
         self._fail_after_s = fail_after_s
+        self._fault = fault
 
     async def run(self, ctx: ActorContext) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._inner.run, ctx)
             await anyio.sleep(self._fail_after_s)
-            raise InjectedFault(f"chaos: injected failure of {self.name} after {self._fail_after_s:g}s")
+            if self._fault != "hang":
+                raise InjectedFault(f"chaos: injected failure of {self.name} after {self._fail_after_s:g}s")
+            tg.cancel_scope.cancel()
+        # A hung actor: still in the task tree (a stop cancels it as usual) but doing nothing, so it never
+        # beats again.
+        ctx.log.warning("chaos_hang", after_s=self._fail_after_s)
+        await anyio.sleep_forever()

@@ -71,8 +71,11 @@ class MetricsSettings(Frozen):
 class ChaosSettings(Frozen):
     """Fault injection for drills. Never set in production configs."""
 
-    fail_actor: str | None = Field(None, description="Name of an actor to fail repeatedly")
-    fail_after_s: float = Field(1.0, gt=0, description="Seconds each run of that actor lasts before failing")
+    fail_actor: str | None = Field(None, description="Name of an actor to break")
+    fail_after_s: float = Field(1.0, gt=0, description="Seconds each run of that actor lasts before the fault")
+    fault: Literal["raise", "hang"] = Field(
+        "raise", description="raise: the actor crashes (tests restarts); hang: it stops beating (tests the watchdog)"
+    )
 
 
 # --- market -------------------------------------------------------------------------------------------

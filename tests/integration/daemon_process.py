@@ -29,7 +29,8 @@ class DaemonProcess:
         self.lines: list[str] = []
         full_env = {**os.environ, "NOTIFY_SOCKET": self.sock_path, "BASISD_METRICS__PORT": "0",
                     "PYTHONUNBUFFERED": "1", **(env or {})}
-        full_env.pop("WATCHDOG_USEC", None)
+        if "WATCHDOG_USEC" not in (env or {}):
+            full_env.pop("WATCHDOG_USEC", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", *(args or ["run", "--config", str(config)])],
             cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

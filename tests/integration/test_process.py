@@ -178,3 +178,26 @@ def test_a_badly_typed_secret_is_reported_without_its_value(catalog: Path, tmp_p
         assert SECRET not in proc.output()
     finally:
         proc.close()
+
+
+def test_watchdog_pings_only_while_every_heartbeat_is_fresh(catalog: Path, tmp_path: Path) -> None:
+    path = replay_config(
+        catalog,
+        chaos={"fail_actor": "risk", "fail_after_s": 2.0, "fault": "hang"},
+        supervisor={"heartbeat_interval_s": 0.1, "heartbeat_timeout_s": 0.5},
+    )
+    proc = DaemonProcess(path, tmp_path, env={"WATCHDOG_USEC": "200000"})  # ping every 0.1 s
+    try:
+        proc.wait_ready()
+        proc.wait_for(lambda: proc.notifications.count("WATCHDOG=1") >= 5, 5, "watchdog pings while healthy")
+        proc.wait_for_event("chaos_hang", timeout_s=5)
+        proc.wait_for_event("watchdog_withheld", timeout_s=5, stale_actors=["risk"])
+        pings = proc.notifications.count("WATCHDOG=1")
+        time.sleep(1.0)
+        proc.poll_notifications()
+        assert proc.notifications.count("WATCHDOG=1") == pings  # no ping while `risk` is stale
+        assert any("STATUS=degraded: stale heartbeat from risk" in n for n in proc.notifications)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait_exit(timeout_s=5) == 0  # a hung actor does not block the stop
+    finally:
+        proc.close()
