@@ -117,10 +117,11 @@ class Daemon:
         capital = Decimal(str(s.strategy.initial_capital))
         allocation = Decimal(str(params.stake_allocation))
         weights = {v: Decimal(str(w)) for v, w in params.hedge_allocation.items() if v in cex}
+        spot_venue = config.mode.spot_venue if config.mode.spot_venue in cex else None
         self.market_data = MarketDataActor(self.feed, Fanout[Any]([strategy_market, positions_marks]))
         self.strategy = StrategyActor(
             strategy_market, strategy_events, risk_commands,
-            hedged=config.hedged, spot_venue=config.mode.spot_venue if config.mode.spot_venue in cex else None,
+            hedged=config.hedged, spot_venue=spot_venue,
             capital_usd=capital, long_allocation=allocation,
             hedge=HedgeParams(weights, Decimal(str(params.funding_threshold)),
                               Decimal(str(params.position_deviation_threshold)),
@@ -131,7 +132,7 @@ class Daemon:
         self.fills = FillsActor(fill_reports, [positions_fills, strategy_events])  # type: ignore[list-item]
         self.positions = PositionsActor(
             positions_fills, positions_marks, Fanout([strategy_market, status_snaps]),  # type: ignore[list-item]
-            lambda: self._seed_book(capital, allocation, weights),
+            lambda: self._seed_book(capital, allocation, spot_venue, weights),
         )
         self.status = StatusActor(status_snaps, s.runtime.status_interval_s, self._status_extra,
                                   self.notifier.status)
@@ -160,13 +161,14 @@ class Daemon:
             "risk": "risk.commands", "strategy": "strategy.events", "status": "status.snapshots",
         }
 
-    def _seed_book(self, capital: Decimal, allocation: Decimal, weights: dict[str, Decimal]) -> Book:
+    def _seed_book(
+        self, capital: Decimal, allocation: Decimal, spot: str | None, weights: dict[str, Decimal]
+    ) -> Book:
         """Opening balances: the long leg's cash on the spot venue, hedge margin spread by weight."""
         book = Book()
         if self.config.share_class.currency == "ETH":
             book.deposit("wallet", "ETH", capital)
             return book
-        spot = self.strategy._spot_venue
         if spot is not None:
             book.deposit(spot, "USDT", capital * allocation)
             margin = capital - capital * allocation

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from daemon.domain.ids import InstrumentId
-from daemon.domain.messages import OrderFilled, PositionView, Side
+from daemon.domain.messages import OrderFilled, PositionView
 
 ZERO = Decimal(0)
 BASIS_EXPONENT = Decimal("1e-18")
@@ -120,5 +120,3 @@ class Book:
                                       p.unrealized(mark)))
         return tuple(views)
 
-
-__all__ = ["Book", "PerpPosition", "Side", "split_instrument"]

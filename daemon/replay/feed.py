@@ -7,7 +7,6 @@ from collections.abc import Iterator, Mapping
 
 from daemon.clock import Clock
 from daemon.domain.hedge_keeper import perp_instrument, spot_instrument
-from daemon.domain.ids import InstrumentId
 from daemon.domain.messages import (
     FundingRateReported,
     GasPriceReported,
@@ -57,5 +56,3 @@ class SyntheticFeed:
         out.append(GasPriceReported(bar.gas_gwei, ts, now))
         return out
 
-
-__all__ = ["InstrumentId", "SyntheticFeed"]
