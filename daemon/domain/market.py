@@ -1,0 +1,80 @@
+"""A point-in-time view of the market as the domain needs it: prices, per-venue perp marks, LST oracle
+rates and AAVE indexes. Built by the actors from market data; pure values here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+ONE = Decimal(1)
+
+# aToken / debt token → (AAVE reserve, underlying token in the wallet's terms)
+ATOKEN_RESERVE: dict[str, tuple[str, str]] = {
+    "aWeETH": ("weETH", "weETH"), "awstETH": ("wstETH", "wstETH"), "aUSDT": ("USDT", "USDT"),
+    "aBTC": ("BTC", "BTC"), "aWETH": ("WETH", "ETH"),
+}
+DEBT_RESERVE: dict[str, tuple[str, str]] = {
+    "variableDebtWETH": ("WETH", "ETH"), "variableDebtUSDT": ("USDT", "USDT"), "variableDebtBTC": ("BTC", "BTC"),
+}
+STABLECOINS = frozenset({"USDT"})
+LSTS = frozenset({"weETH", "wstETH"})
+
+
+class MissingMarketData(LookupError):
+    """A value the calculation needs is not in the market state: never guessed, always named."""
+
+
+@dataclass(frozen=True, slots=True)
+class MarketState:
+    ts_ns: int
+    prices_usd: Mapping[str, Decimal]  # spot: "ETH", "BTC", "EIGEN", "ETHFI"
+    perp_marks: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)  # (venue, asset) → USD mark
+    lst_rates: Mapping[str, Decimal] = field(default_factory=dict)  # "weETH" → ETH per weETH (quote per base)
+    liquidity_index: Mapping[str, Decimal] = field(default_factory=dict)  # reserve → L (ray / 1e27)
+    borrow_index: Mapping[str, Decimal] = field(default_factory=dict)  # reserve → B (ray / 1e27)
+
+    def price_usd(self, asset: str) -> Decimal:
+        if asset in STABLECOINS:
+            return ONE
+        if asset in LSTS:
+            return self.lst_rate(asset) * self.price_usd("ETH")
+        try:
+            return self.prices_usd[asset]
+        except KeyError:
+            raise MissingMarketData(f"no USD price for {asset}") from None
+
+    def mark(self, venue: str, asset: str) -> Decimal:
+        """The venue's own mark for its perp; never an average across venues (ADR-14)."""
+        try:
+            return self.perp_marks[(venue, asset)]
+        except KeyError:
+            raise MissingMarketData(f"no {asset} perp mark for {venue}") from None
+
+    def lst_rate(self, lst: str) -> Decimal:
+        try:
+            return self.lst_rates[lst]
+        except KeyError:
+            raise MissingMarketData(f"no {lst}/ETH oracle rate") from None
+
+    def supply_index(self, reserve: str) -> Decimal:
+        try:
+            return self.liquidity_index[reserve]
+        except KeyError:
+            raise MissingMarketData(f"no AAVE liquidity index for {reserve}") from None
+
+    def debt_index(self, reserve: str) -> Decimal:
+        try:
+            return self.borrow_index[reserve]
+        except KeyError:
+            raise MissingMarketData(f"no AAVE borrow index for {reserve}") from None
+
+    def native(self, token: str, amount: Decimal) -> tuple[str, Decimal]:
+        """(underlying, native amount) of a wallet token; scaled AAVE balances are multiplied by their index."""
+        if token in ATOKEN_RESERVE:
+            reserve, underlying = ATOKEN_RESERVE[token]
+            return underlying, amount * self.supply_index(reserve)
+        if token in DEBT_RESERVE:
+            reserve, underlying = DEBT_RESERVE[token]
+            return underlying, -amount * self.debt_index(reserve)
+        return token, amount
