@@ -88,7 +88,7 @@ def test_deposits_are_flows_not_pnl() -> None:
     deposit = ChangeSet(Reason.DEPOSIT, 1, (TokenChange(WALLET, "USDT", D(500)),))
     book.apply(deposit)
     step = attribute_step(before, market(), book.snapshot(), market(), [deposit])
-    assert (step.flows, step.pnl, step.residual) == (D(500), 0, 0)
+    assert (step.flows, step.pnl, step.residual) == (D(500), D(0), D(0))
 
 
 def test_eth_share_class_holding_eth_has_no_delta_pnl_in_eth() -> None:
