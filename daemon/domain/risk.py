@@ -1,0 +1,260 @@
+"""Risk: measures, levels and the trading state they imply. Pure: the risk actor feeds it and acts on it.
+
+* CEX margin per venue: MR = (USDT + uPnL) / (|size| × mark), each venue its own account and its own mark
+  (DOMAIN §8 #14); maintenance 10 % is liquidation, urgent 15 %, warning 20 %; plus the price move that
+  would bring the venue to maintenance.
+* AAVE: LTV against the target λ (warn at λ + 0.01, act at λ + 0.02; thresholds relative to λ, §8 #3) and
+  the oracle drop that would bring HF to 1.
+* Delta drift as a fraction of hedge notional (warn 2 %, act 5 %, §8 #15); mark divergence between venues
+  (flag 0.5 %, alert 1 %); stale data.
+* A drawdown circuit breaker that latches (3 % close the worst half, 4 % close all, 5 % close all and stop
+  trading), and trailing stops for directional positions.
+
+The nearer solvency risk (CEX margin or AAVE health, by distance to liquidation) is reported first; delta
+comes last (§8 #1). In REDUCING, `order_allowed` lets through only orders that shrink a position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from enum import IntEnum
+
+from daemon.domain.messages import TradingState
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+INFINITY = Decimal("Infinity")
+
+
+class Level(IntEnum):
+    OK = 0
+    WARNING = 1
+    URGENT = 2  # act now
+    CRITICAL = 3  # at or past liquidation / breaker tripped
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    margin_warning_ratio: Decimal = Decimal("0.20")
+    margin_urgent_ratio: Decimal = Decimal("0.15")
+    margin_maintenance_ratio: Decimal = Decimal("0.10")
+    delta_warn_fraction: Decimal = Decimal("0.02")
+    delta_act_fraction: Decimal = Decimal("0.05")
+    ltv_warn_above_target: Decimal = Decimal("0.01")
+    ltv_act_above_target: Decimal = Decimal("0.02")
+    mark_divergence_flag_fraction: Decimal = Decimal("0.005")
+    mark_divergence_alert_fraction: Decimal = Decimal("0.01")
+    data_stale_after_s: Decimal = Decimal(7200)
+
+
+# --- CEX margin -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MarginReading:
+    venue: str
+    ratio: Decimal  # (USDT + uPnL) / notional; infinite without a position
+    level: Level
+    liquidation_price: Decimal | None
+    distance_to_liquidation: Decimal  # fraction of the mark the price must move against the position
+
+
+def margin_reading(venue: str, usdt: Decimal, size: Decimal, entry: Decimal, mark: Decimal,
+                   limits: RiskLimits) -> MarginReading:
+    if size == 0:
+        return MarginReading(venue, INFINITY, Level.OK, None, INFINITY)
+    notional = abs(size) * mark
+    equity = usdt + size * (mark - entry)
+    ratio = equity / notional
+    mm = limits.margin_maintenance_ratio
+    # equity(P) = usdt + size·(P − entry) = mm·|size|·P  →  P = (usdt − size·entry) / (mm·|size| − size)
+    denominator = mm * abs(size) - size
+    liq = (usdt - size * entry) / denominator if denominator != 0 else None
+    distance = abs(liq / mark - 1) if liq is not None and liq > 0 else INFINITY
+    if liq is not None and (liq <= 0 or (size < 0 and liq < mark) or (size > 0 and liq > mark)):
+        distance = ZERO  # already past the line
+    if ratio <= mm:
+        level = Level.CRITICAL
+    elif ratio <= limits.margin_urgent_ratio:
+        level = Level.URGENT
+    elif ratio <= limits.margin_warning_ratio:
+        level = Level.WARNING
+    else:
+        level = Level.OK
+    return MarginReading(venue, ratio, level, liq if liq is not None and liq > 0 else None, distance)
+
+
+# --- AAVE ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AaveReading:
+    health_factor: Decimal
+    ltv: Decimal
+    target_ltv: Decimal
+    level: Level
+    distance_to_liquidation: Decimal  # fractional fall of the collateral's value (in debt terms) to HF 1
+
+
+def aave_reading(collateral: Decimal, debt: Decimal, liquidation_threshold: Decimal, target_ltv: Decimal,
+                 limits: RiskLimits) -> AaveReading:
+    if debt == 0:
+        return AaveReading(INFINITY, ZERO, target_ltv, Level.OK, INFINITY)
+    ltv = debt / collateral if collateral else INFINITY
+    hf = liquidation_threshold * collateral / debt
+    distance = max(ZERO, ONE - ONE / hf)
+    if hf < 1:
+        level = Level.CRITICAL
+    elif ltv > target_ltv + limits.ltv_act_above_target:
+        level = Level.URGENT
+    elif ltv > target_ltv + limits.ltv_warn_above_target:
+        level = Level.WARNING
+    else:
+        level = Level.OK
+    return AaveReading(hf, ltv, target_ltv, level, distance)
+
+
+# --- delta, marks, staleness ---------------------------------------------------------------------------
+
+
+def delta_level(net_delta_usd: Decimal, hedge_notional_usd: Decimal, limits: RiskLimits) -> tuple[Decimal, Level]:
+    """Drift as a fraction of hedge notional; with no hedge there is no drift to measure."""
+    if hedge_notional_usd == 0:
+        return ZERO, Level.OK
+    drift = abs(net_delta_usd) / hedge_notional_usd
+    if drift > limits.delta_act_fraction:
+        return drift, Level.URGENT
+    if drift > limits.delta_warn_fraction:
+        return drift, Level.WARNING
+    return drift, Level.OK
+
+
+def mark_divergence(marks: dict[str, Decimal], limits: RiskLimits) -> tuple[Decimal, Level]:
+    """Largest relative gap between two venues' marks: > 0.5 % may be a data error, > 1 % an arbitrage."""
+    if len(marks) < 2:
+        return ZERO, Level.OK
+    low, high = min(marks.values()), max(marks.values())
+    gap = (high - low) / low
+    if gap > limits.mark_divergence_alert_fraction:
+        return gap, Level.URGENT
+    if gap > limits.mark_divergence_flag_fraction:
+        return gap, Level.WARNING
+    return gap, Level.OK
+
+
+def stale_series(ages_s: dict[str, Decimal], limits: RiskLimits) -> tuple[str, ...]:
+    return tuple(sorted(name for name, age in ages_s.items() if age > limits.data_stale_after_s))
+
+
+# --- drawdown circuit breaker --------------------------------------------------------------------------
+
+
+class DrawdownAction(IntEnum):
+    NONE = 0
+    CLOSE_WORST_HALF = 1
+    CLOSE_ALL = 2
+    CLOSE_ALL_AND_HALT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DrawdownBreaker:
+    """Peak-to-current NAV drawdown with latching levels; a frozen value the caller persists and restores."""
+
+    reduce_fraction: Decimal = Decimal("0.03")
+    close_fraction: Decimal = Decimal("0.04")
+    halt_fraction: Decimal = Decimal("0.05")
+    peak_nav: Decimal = ZERO
+    tripped: DrawdownAction = DrawdownAction.NONE
+
+    def observe(self, nav: Decimal) -> DrawdownBreaker:
+        """The breaker after seeing `nav` (in the share class's currency, net of flows)."""
+        peak = max(self.peak_nav, nav)
+        drawdown = (peak - nav) / peak if peak > 0 else ZERO
+        if drawdown >= self.halt_fraction:
+            level = DrawdownAction.CLOSE_ALL_AND_HALT
+        elif drawdown >= self.close_fraction:
+            level = DrawdownAction.CLOSE_ALL
+        elif drawdown >= self.reduce_fraction:
+            level = DrawdownAction.CLOSE_WORST_HALF
+        else:
+            level = DrawdownAction.NONE
+        return replace(self, peak_nav=peak, tripped=max(self.tripped, level))  # latches until reset
+
+    def drawdown(self, nav: Decimal) -> Decimal:
+        return (self.peak_nav - nav) / self.peak_nav if self.peak_nav > 0 else ZERO
+
+    def reset(self, nav: Decimal) -> DrawdownBreaker:
+        """An operator's decision: re-arm from the current NAV."""
+        return replace(self, peak_nav=nav, tripped=DrawdownAction.NONE)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"peak_nav": str(self.peak_nav), "tripped": self.tripped.name,
+                "reduce_fraction": str(self.reduce_fraction), "close_fraction": str(self.close_fraction),
+                "halt_fraction": str(self.halt_fraction)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> DrawdownBreaker:
+        return cls(Decimal(data["reduce_fraction"]), Decimal(data["close_fraction"]), Decimal(data["halt_fraction"]),
+                   Decimal(data["peak_nav"]), DrawdownAction[data["tripped"]])
+
+
+# --- trailing stop --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrailingStop:
+    """For a directional position: trips when price retraces `trail_fraction` from its best level."""
+
+    long: bool
+    trail_fraction: Decimal
+    best_price: Decimal
+    triggered: bool = False
+
+    def observe(self, price: Decimal) -> TrailingStop:
+        if self.triggered:
+            return self
+        best = max(self.best_price, price) if self.long else min(self.best_price, price)
+        stop = best * (1 - self.trail_fraction) if self.long else best * (1 + self.trail_fraction)
+        hit = price <= stop if self.long else price >= stop
+        return replace(self, best_price=best, triggered=hit)
+
+
+# --- trading state and the REDUCING filter -------------------------------------------------------------
+
+
+def trading_state(solvency: Level, breaker: DrawdownAction, operator_halted: bool) -> TradingState:
+    if operator_halted or breaker is DrawdownAction.CLOSE_ALL_AND_HALT:
+        return TradingState.HALTED
+    if breaker > DrawdownAction.NONE or solvency >= Level.URGENT:
+        return TradingState.REDUCING
+    return TradingState.ACTIVE
+
+
+def order_allowed(state: TradingState, position: Decimal, signed_qty: Decimal) -> bool:
+    """Whether an order of `signed_qty` on a position of `position` may go out in `state`.
+
+    REDUCING lets through only orders that shrink the position without flipping it: |p + q| < |p| and the
+    sign of p + q is not the opposite of p's.
+    """
+    if state is TradingState.HALTED:
+        return False
+    if state is TradingState.ACTIVE:
+        return True
+    after = position + signed_qty
+    return abs(after) < abs(position) and (after == 0 or (after > 0) == (position > 0))
+
+
+@dataclass(frozen=True, slots=True)
+class SolvencyPriority:
+    source: str  # "cex:<venue>" or "aave"
+    level: Level
+    distance_to_liquidation: Decimal
+
+
+def solvency_priorities(margins: list[MarginReading], aave: AaveReading | None) -> list[SolvencyPriority]:
+    """Solvency risks nearest to liquidation first (DOMAIN §8 #1): whichever of CEX margin or AAVE is closer."""
+    items = [SolvencyPriority(f"cex:{m.venue}", m.level, m.distance_to_liquidation) for m in margins]
+    if aave is not None:
+        items.append(SolvencyPriority("aave", aave.level, aave.distance_to_liquidation))
+    return sorted(items, key=lambda s: (s.distance_to_liquidation, -s.level))
