@@ -1,0 +1,389 @@
+"""The strategy manager: one entry point that turns (mode, current state, market) into instructions.
+
+`decide(change, spec, view)` computes the mode's desired state, the gaps between desired and current, and
+an ordered list of instructions, each a sequence of steps with the executor that carries it out (seed 004).
+Priorities follow DOMAIN §8 #1: solvency risks first, the one nearer liquidation (CEX margin or AAVE health)
+before the other, delta last. A USDT share class always hedges the ETH it holds; an ETH share class never
+does (ETH is its benchmark). In REDUCING only instructions that reduce exposure are produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
+from enum import StrEnum
+
+from daemon.domain.aave import atomic_entry, repay_to_target_ltv
+from daemon.domain.messages import TradingState
+from daemon.domain.risk import Level, MarginReading, RiskLimits, aave_reading, margin_reading, solvency_priorities
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+QTY = Decimal("0.001")
+
+
+class Change(StrEnum):
+    INITIAL_SETUP = "INITIAL_SETUP"
+    DEPOSIT = "DEPOSIT"
+    WITHDRAWAL = "WITHDRAWAL"
+    REBALANCE = "REBALANCE"
+    UNWIND = "UNWIND"
+
+
+class Executor(StrEnum):
+    WALLET = "wallet"  # on-chain transfers
+    CEX = "cex"  # exchange orders and withdrawals
+    AAVE = "aave"  # supply, borrow, repay, withdraw
+    STAKING = "staking"  # mint / redeem LSTs
+    ATOMIC = "atomic"  # one flash-loan transaction (leverage, deleverage)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    step: int
+    action: str
+    executor: Executor
+    venue: str
+    params: Mapping[str, Decimal | str]
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    priority: int
+    type: str
+    venue: str
+    amount_usd: Decimal
+    steps: tuple[Step, ...]
+    reduces_exposure: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModeSpec:
+    """What a mode is, in domain terms (built from the config by the composition root)."""
+
+    name: str
+    share_class: str  # "USDT" | "ETH"
+    asset: str  # "ETH" | "BTC" | "USDT"
+    lending: bool
+    borrowing: bool
+    staking: bool
+    hedged: bool
+    stake_allocation: Decimal  # a: share of equity on the long leg (USDT staking modes)
+    target_ltv: Decimal  # λ
+    liquidation_threshold: Decimal
+    hedge_weights: Mapping[str, Decimal]  # venue → weight, Σ = 1, 0 skips a venue
+    margin_ratio_target: Decimal
+    deviation_threshold: Decimal
+    min_order_usd: Decimal
+    spot_venue: str | None = "binance"
+    lst: str = "weETH"
+    unwind: str = "fast"
+
+    def __post_init__(self) -> None:
+        if self.share_class == "ETH" and self.hedged:
+            raise ValueError(f"{self.name}: an ETH share class never hedges (ADR-11)")
+        if self.share_class == "USDT" and self.staking and not self.hedged:
+            raise ValueError(f"{self.name}: a USDT share class must hedge the ETH it stakes (ADR-26)")
+        if self.hedged and abs(sum(self.hedge_weights.values(), ZERO) - ONE) > Decimal("1e-9"):
+            raise ValueError(f"{self.name}: hedge weights must sum to 1")
+
+
+@dataclass(frozen=True, slots=True)
+class VenueView:
+    usdt: Decimal
+    spot: Decimal  # of the asset
+    perp_size: Decimal  # signed
+    perp_entry: Decimal
+    mark: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyView:
+    """The current state, valued (from the ledger, exposure and market)."""
+
+    equity: Decimal  # in the share class's currency
+    price_usd: Decimal  # of the asset (ETH or BTC)
+    lst_rate: Decimal  # ETH per LST
+    aave_collateral: Decimal  # in ETH (for USDT lending: USD)
+    aave_debt: Decimal  # in ETH
+    wallet_asset: Decimal  # free asset on chain (ETH; may be negative gas debt)
+    wallet_lst: Decimal  # free LST, native units
+    wallet_usdt: Decimal
+    venues: Mapping[str, VenueView] = field(default_factory=dict)
+    trading: TradingState = TradingState.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    aave_collateral: Decimal
+    aave_debt: Decimal
+    lst: Decimal  # free LST in ETH terms (staking without AAVE)
+    spot: Decimal  # asset held spot (basis modes)
+    shorts: Mapping[str, Decimal]  # venue → signed perp size
+    margin_usd: Mapping[str, Decimal]  # venue → USDT to hold as margin
+    lending_usd: Decimal  # USDT supplied (pure lending USDT)
+
+
+@dataclass(frozen=True, slots=True)
+class Gaps:
+    aave_ltv_gap: Decimal  # current LTV − target
+    delta_gap: Decimal  # asset units the hedge must change by (negative: add shorts)
+    margin_deficit_usd: Decimal
+    critical_venue: str | None
+    short_gaps: Mapping[str, Decimal]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    change: Change
+    mode: str
+    current: StrategyView
+    desired: DesiredState
+    gaps: Gaps
+    instructions: tuple[Instruction, ...]
+
+
+# --- desired state ------------------------------------------------------------------------------------
+
+
+def desired_state(spec: ModeSpec, equity: Decimal, price: Decimal) -> DesiredState:
+    """The mode's target for `equity` (share-class currency) at `price` (USD per unit of the asset)."""
+    weights = {v: w for v, w in spec.hedge_weights.items() if w > 0} if spec.hedged else {}
+    zero_shorts: dict[str, Decimal] = {}
+    if spec.name == "pure_lending":
+        usd = equity if spec.share_class == "USDT" else ZERO
+        eth = equity if spec.share_class == "ETH" else ZERO
+        return DesiredState(eth, ZERO, ZERO, ZERO, zero_shorts, {}, usd)
+    if spec.name in ("btc_basis", "eth_basis"):
+        notional = equity / (ONE + spec.margin_ratio_target)  # N = E / (1 + r)
+        size = _qty(notional / price)
+        return DesiredState(ZERO, ZERO, ZERO, size, {v: -_qty(size * w) for v, w in weights.items()},
+                            {v: (equity - notional) * w for v, w in weights.items()}, ZERO)
+    if spec.name == "eth_staking_only":
+        return DesiredState(ZERO, ZERO, equity, ZERO, zero_shorts, {}, ZERO)
+    if spec.name == "eth_leveraged":
+        entry = atomic_entry(equity, spec.target_ltv)
+        return DesiredState(entry.supplied, entry.borrowed, ZERO, ZERO, zero_shorts, {}, ZERO)
+    long_eth = equity * spec.stake_allocation / price  # USDT staking modes: a·E of the equity goes long
+    margin = equity * (ONE - spec.stake_allocation)
+    shorts = {v: -_qty(long_eth * w) for v, w in weights.items()}
+    margins = {v: margin * w for v, w in weights.items()}
+    if spec.name == "usdt_market_neutral_no_leverage":
+        return DesiredState(ZERO, ZERO, long_eth, ZERO, shorts, margins, ZERO)
+    if spec.name == "usdt_market_neutral":
+        entry = atomic_entry(long_eth, spec.target_ltv)
+        return DesiredState(entry.supplied, entry.borrowed, ZERO, ZERO, shorts, margins, ZERO)
+    raise ValueError(f"unknown mode {spec.name!r}")
+
+
+def _qty(x: Decimal) -> Decimal:
+    return x.quantize(QTY, rounding=ROUND_DOWN)
+
+
+# --- the entry point ----------------------------------------------------------------------------------
+
+
+def decide(change: Change, spec: ModeSpec, view: StrategyView, amount: Decimal = ZERO,
+           limits: RiskLimits | None = None) -> Decision:
+    """Desired state, gaps and ordered instructions for `change` (`amount` for deposits and withdrawals)."""
+    limits = limits or RiskLimits()
+    if change in (Change.DEPOSIT, Change.WITHDRAWAL) and amount <= 0:
+        raise ValueError(f"{change} needs a positive amount, was {amount}")
+    target_equity = view.equity + (amount if change is Change.DEPOSIT else -amount if change is Change.WITHDRAWAL
+                                   else ZERO)
+    desired = desired_state(spec, ZERO if change is Change.UNWIND else target_equity, view.price_usd)
+    gaps = _gaps(spec, view, desired, limits)
+    if change in (Change.INITIAL_SETUP, Change.DEPOSIT):
+        amount = view.equity if change is Change.INITIAL_SETUP else amount
+        instructions = [] if view.trading is not TradingState.ACTIVE else _entry(spec, view, amount)
+    elif change is Change.WITHDRAWAL:
+        instructions = _exit(spec, view, amount / view.equity if view.equity else ONE)
+    elif change is Change.UNWIND:
+        instructions = _exit(spec, view, ONE)
+    else:
+        instructions = _rebalance(spec, view, desired, gaps, limits)
+    if view.trading is TradingState.HALTED:
+        instructions = []
+    elif view.trading is TradingState.REDUCING:
+        instructions = [i for i in instructions if i.reduces_exposure]
+    ordered = tuple(Instruction(n, i.type, i.venue, i.amount_usd, i.steps, i.reduces_exposure, i.reason)
+                    for n, i in enumerate(instructions, start=1))
+    return Decision(change, spec.name, view, desired, gaps, ordered)
+
+
+def _gaps(spec: ModeSpec, view: StrategyView, desired: DesiredState, limits: RiskLimits) -> Gaps:
+    ltv = view.aave_debt / view.aave_collateral if view.aave_collateral else ZERO
+    long_leg = view.aave_collateral - view.aave_debt + view.wallet_lst * view.lst_rate + \
+        sum((v.spot for v in view.venues.values()), ZERO)
+    shorts = sum((v.perp_size for v in view.venues.values()), ZERO)
+    # Net delta +x (long) means shorts must grow by x; −x means they must shrink (the seed's sign, §8 #17).
+    delta_gap = -(long_leg + shorts) if spec.hedged else ZERO
+    deficits = {venue: _margin_deficit(v, spec.margin_ratio_target) for venue, v in view.venues.items()
+                if _margin(venue, v, limits).level >= Level.WARNING}
+    critical = max(deficits, key=lambda k: deficits[k]) if deficits else None
+    short_gaps = {venue: target - view.venues.get(venue, VenueView(ZERO, ZERO, ZERO, ZERO, ZERO)).perp_size
+                  for venue, target in desired.shorts.items()}
+    return Gaps(ltv - spec.target_ltv if spec.borrowing else ZERO, delta_gap,
+                deficits.get(critical, ZERO) if critical else ZERO, critical, short_gaps)
+
+
+def _margin(venue: str, v: VenueView, limits: RiskLimits) -> MarginReading:
+    return margin_reading(venue, v.usdt, v.perp_size, v.perp_entry, v.mark, limits)
+
+
+def _margin_deficit(v: VenueView, target: Decimal) -> Decimal:
+    """USD of ETH to move from the long leg to the venue (selling it and buying back as much short) so that
+    its margin ratio returns to `target`: x = (t·|s|·P − equity) / (P·(1 + t)) ETH."""
+    equity = v.usdt + v.perp_size * (v.mark - v.perp_entry)
+    x = (target * abs(v.perp_size) * v.mark - equity) / (v.mark * (ONE + target))
+    return max(ZERO, x * v.mark)
+
+
+# --- instruction recipes -------------------------------------------------------------------------------
+
+
+def add_margin_to_cex(spec: ModeSpec, venue: str, amount_usd: Decimal, price: Decimal) -> Instruction:
+    """Seed 004's ADD_MARGIN_TO_CEX: shrink the long and the short by the same ETH, so delta is kept while
+    the venue's margin ratio rises."""
+    eth = _qty(amount_usd / price)
+    if spec.borrowing:
+        first = Step(1, "ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC, "aave_v3",
+                     {"amount_usd": amount_usd, "mode": "atomic", "unwind_mode": spec.unwind})
+    else:
+        first = Step(1, "REDEEM_LST", Executor.STAKING, "etherfi", {"amount_eth": eth, "unwind_mode": spec.unwind})
+    steps = (
+        first,
+        Step(2, "TRANSFER_ETH_TO_CEX", Executor.WALLET, venue, {"amount_eth": eth}),
+        Step(3, "SELL_ETH_SPOT", Executor.CEX, venue, {"amount_eth": eth}),
+        Step(4, "REDUCE_PERP_SHORT", Executor.CEX, venue, {"amount_eth": eth}),
+    )
+    return Instruction(0, "ADD_MARGIN_TO_CEX", venue, amount_usd, steps, True, "margin below warning")
+
+
+def _reduce_ltv(spec: ModeSpec, view: StrategyView) -> Instruction | None:
+    repay = repay_to_target_ltv(view.aave_collateral, view.aave_debt, spec.target_ltv)
+    if repay <= 0:
+        return None
+    steps = (
+        Step(1, "FLASH_BORROW", Executor.ATOMIC, "aave_v3", {"asset": "WETH", "amount_eth": repay}),
+        Step(2, "REPAY_DEBT", Executor.ATOMIC, "aave_v3", {"asset": "WETH", "amount_eth": repay}),
+        Step(3, "WITHDRAW_COLLATERAL", Executor.ATOMIC, "aave_v3", {"asset": spec.lst, "amount_eth": repay}),
+        Step(4, "SWAP_LST_TO_WETH", Executor.ATOMIC, "aave_v3", {"asset": spec.lst, "amount_eth": repay}),
+        Step(5, "REPAY_FLASH", Executor.ATOMIC, "aave_v3", {"asset": "WETH", "amount_eth": repay}),
+    )
+    # Perps are left alone: AAVE safety beats delta neutrality (both seeds); the delta is fixed next cycle.
+    return Instruction(0, "REDUCE_LTV", "aave_v3", repay * view.price_usd, steps, True, "LTV above target")
+
+
+def _delta_adjust(spec: ModeSpec, view: StrategyView, gaps: Gaps) -> Instruction | None:
+    steps: list[Step] = []
+    reduces = True
+    for venue, gap in sorted(gaps.short_gaps.items()):
+        size = _qty(abs(gap))
+        if size * view.price_usd < spec.min_order_usd:
+            continue
+        current = view.venues[venue].perp_size if venue in view.venues else ZERO
+        shrinking = abs(current + gap) < abs(current)
+        reduces = reduces and shrinking
+        action = "REDUCE_PERP_SHORT" if gap > 0 else "INCREASE_PERP_SHORT"
+        steps.append(Step(len(steps) + 1, action, Executor.CEX, venue, {"amount_eth": size}))
+    if not steps:
+        return None
+    amount = sum((Decimal(str(s.params["amount_eth"])) for s in steps), ZERO) * view.price_usd
+    return Instruction(0, "DELTA_ADJUST", "cex", amount, tuple(steps), reduces, "hedge drifted from target")
+
+
+def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: Gaps,
+               limits: RiskLimits) -> list[Instruction]:
+    solvency: list[tuple[Decimal, Instruction]] = []
+    margins = [_margin(v, vv, limits) for v, vv in view.venues.items()]
+    aave = aave_reading(view.aave_collateral, view.aave_debt, spec.liquidation_threshold, spec.target_ltv, limits) \
+        if spec.borrowing else None
+    for priority in solvency_priorities(margins, aave):
+        if priority.source == "aave" and priority.level >= Level.URGENT:
+            reduce = _reduce_ltv(spec, view)
+            if reduce is not None:
+                solvency.append((priority.distance_to_liquidation, reduce))
+        elif priority.source.startswith("cex:") and priority.level >= Level.WARNING and spec.hedged:
+            venue = priority.source[4:]
+            deficit = _margin_deficit(view.venues[venue], spec.margin_ratio_target)
+            if deficit > spec.min_order_usd:
+                solvency.append((priority.distance_to_liquidation,
+                                 add_margin_to_cex(spec, venue, deficit, view.price_usd)))
+    instructions = [i for _, i in solvency]  # already nearest-first
+    hedge = sum((abs(v.perp_size) for v in view.venues.values()), ZERO)
+    if spec.hedged and hedge and abs(gaps.delta_gap) / hedge > spec.deviation_threshold:
+        adjust = _delta_adjust(spec, view, gaps)
+        if adjust is not None:
+            instructions.append(adjust)
+    return instructions
+
+
+def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruction]:
+    """Initial setup or deposit of `amount` (share-class currency), per mode (ADR-6 sequence for USDT MN)."""
+    d = desired_state(spec, amount, view.price_usd)
+    steps: list[Step] = []
+
+    def add(action: str, executor: Executor, venue: str, **params: Decimal | str) -> None:
+        steps.append(Step(len(steps) + 1, action, executor, venue, params))
+
+    price = view.price_usd
+    if spec.name == "pure_lending":
+        add("SUPPLY", Executor.AAVE, "aave_v3", asset="USDT" if spec.share_class == "USDT" else "WETH",
+            amount=amount)
+    elif spec.name == "eth_staking_only":
+        add("STAKE", Executor.STAKING, "etherfi", amount_eth=amount, lst=spec.lst)
+    elif spec.name == "eth_leveraged":
+        add("ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3", equity_eth=amount,
+            supply_eth=d.aave_collateral, borrow_eth=d.aave_debt, lst=spec.lst)
+    else:
+        long_eth = d.spot if spec.name.endswith("_basis") else sum((-s for s in d.shorts.values()), ZERO)
+        for venue in sorted(d.shorts):
+            add("TRANSFER_USDT_TO_CEX", Executor.WALLET, venue,
+                amount_usd=d.margin_usd[venue] + (long_eth * price if venue == spec.spot_venue else ZERO))
+        spot_venue = spec.spot_venue or "binance"
+        add("BUY_SPOT", Executor.CEX, spot_venue, amount=long_eth, asset=spec.asset)
+        for venue, size in sorted(d.shorts.items()):
+            add("OPEN_PERP_SHORT", Executor.CEX, venue, amount=-size, asset=spec.asset)
+        if spec.staking:
+            add("WITHDRAW_TO_WALLET", Executor.CEX, spot_venue, amount_eth=long_eth)
+            if spec.borrowing:
+                add("ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3", equity_eth=long_eth,
+                    supply_eth=d.aave_collateral, borrow_eth=d.aave_debt, lst=spec.lst)
+            else:
+                add("STAKE", Executor.STAKING, "etherfi", amount_eth=long_eth, lst=spec.lst)
+    return [Instruction(0, "ENTRY", spec.name, amount if spec.share_class == "USDT" else amount * price,
+                        tuple(steps), False, "entry")]
+
+
+def _exit(spec: ModeSpec, view: StrategyView, fraction: Decimal) -> list[Instruction]:
+    """Withdraw `fraction` of every leg (1 = unwind). Fast: atomic flash deleverage with a DEX swap; slow:
+    protocol redemption and sequential repay/withdraw (DOMAIN §6)."""
+    fraction = min(ONE, fraction)
+    steps: list[Step] = []
+
+    def add(action: str, executor: Executor, venue: str, **params: Decimal | str) -> None:
+        steps.append(Step(len(steps) + 1, action, executor, venue, params))
+
+    if view.aave_debt > 0:
+        if spec.unwind == "fast":
+            add("ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC, "aave_v3", fraction=fraction,
+                repay_eth=view.aave_debt * fraction, withdraw_eth=view.aave_collateral * fraction)
+        else:
+            add("SEQUENTIAL_DELEVERAGE_AAVE", Executor.AAVE, "aave_v3", fraction=fraction,
+                repay_eth=view.aave_debt * fraction)
+    elif view.aave_collateral > 0:
+        add("WITHDRAW", Executor.AAVE, "aave_v3", amount=view.aave_collateral * fraction)
+    if view.wallet_lst > 0:
+        action = "SWAP_LST_TO_ETH" if spec.unwind == "fast" else "REDEEM_LST"
+        add(action, Executor.STAKING, "etherfi", amount=view.wallet_lst * fraction, lst=spec.lst)
+    for venue, v in sorted(view.venues.items()):
+        if v.perp_size != 0:
+            add("REDUCE_PERP_SHORT" if v.perp_size < 0 else "REDUCE_PERP_LONG", Executor.CEX, venue,
+                amount=_qty(abs(v.perp_size) * fraction))
+        if v.spot > 0:
+            add("SELL_SPOT", Executor.CEX, venue, amount=_qty(v.spot * fraction))
+    kind = "UNWIND" if fraction == ONE else "WITHDRAWAL"
+    return [Instruction(0, kind, spec.name, view.equity * fraction, tuple(steps), True, kind.lower())] if steps else []

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from daemon.domain.messages import TradingState
+from daemon.domain.strategy import (
+    Change,
+    ModeSpec,
+    StrategyView,
+    VenueView,
+    decide,
+    desired_state,
+)
+
+D = Decimal
+LAMBDA = D("0.909075")
+WEIGHTS = {"binance": D("0.4"), "bybit": D("0.3"), "okx": D("0.3")}
+
+
+def spec(name: str = "usdt_market_neutral", **overrides: object) -> ModeSpec:
+    values: dict[str, object] = dict(
+        name=name, share_class="USDT", asset="ETH", lending=True, borrowing=True, staking=True, hedged=True,
+        stake_allocation=D("0.5"), target_ltv=LAMBDA, liquidation_threshold=D("0.95"), hedge_weights=WEIGHTS,
+        margin_ratio_target=D(1), deviation_threshold=D("0.02"), min_order_usd=D(10),
+    )
+    values.update(overrides)
+    return ModeSpec(**values)  # type: ignore[arg-type]
+
+
+def eth_spec(name: str, **overrides: object) -> ModeSpec:
+    base: dict[str, object] = dict(share_class="ETH", hedged=False, hedge_weights={}, stake_allocation=D(1))
+    base.update(overrides)
+    return spec(name, **base)
+
+
+def empty_view(equity: str = "100000", price: str = "3000",
+               trading: TradingState = TradingState.ACTIVE) -> StrategyView:
+    return StrategyView(D(equity), D(price), D("1.05"), D(0), D(0), D(0), D(0), D(equity), {}, trading)
+
+
+def running_view(binance_usdt: str = "20000", debt: str = "151.5", trading: TradingState = TradingState.ACTIVE,
+                 shorts: tuple[str, str, str] = ("-6.666", "-5", "-5")) -> StrategyView:
+    # Long leg 16.666 ETH levered at λ: collateral 183.3, debt ≈ 166.6; shorts per venue as given.
+    collateral = D("16.666") / (1 - LAMBDA)
+    venues = {v: VenueView(D(binance_usdt) if v == "binance" else D(20_000), D(0), D(s), D(3000), D(3000))
+              for v, s in zip(WEIGHTS, shorts, strict=True)}
+    return StrategyView(D(100_000), D(3000), D("1.05"), collateral, collateral * LAMBDA if debt == "151.5" else D(debt),
+                        D(0), D(0), D(0), venues, trading)
+
+
+def test_usdt_market_neutral_desired_state_levers_to_lambda_and_shorts_the_aave_net_eth() -> None:
+    d = desired_state(spec(), D(100_000), D(3000))
+    long_eth = D(50_000) / D(3000)
+    assert abs(d.aave_debt / d.aave_collateral - LAMBDA) < D("1e-20")
+    assert abs(d.aave_collateral - d.aave_debt - long_eth) < D("1e-20")
+    assert abs(sum(d.shorts.values()) + long_eth) < D("0.003")  # within the lot size on each of 3 venues
+    assert d.margin_usd == {v: D(50_000) * w for v, w in WEIGHTS.items()}
+
+
+def test_basis_modes_keep_margin_n_is_equity_over_one_plus_r() -> None:
+    # STRATEGY_MODES' "spot = equity and short = equity" leaves no margin; N = E/(1+r) does (DOMAIN §1).
+    d = desired_state(spec("eth_basis", borrowing=False, staking=False, lending=False), D(60_000), D(3000))
+    assert d.spot == D(10)
+    assert sum(d.margin_usd.values()) == D(30_000)
+
+
+def test_a_zero_weight_skips_the_venue() -> None:
+    d = desired_state(spec(hedge_weights={"binance": D("0.5"), "bybit": D("0.5"), "okx": D(0)}), D(100_000), D(3000))
+    assert set(d.shorts) == {"binance", "bybit"}
+
+
+def test_usdt_share_class_always_hedges_its_entry() -> None:
+    decision = decide(Change.INITIAL_SETUP, spec(), empty_view())
+    (entry,) = decision.instructions
+    actions = [s.action for s in entry.steps]
+    assert actions[:3] == ["TRANSFER_USDT_TO_CEX"] * 3
+    assert actions[3] == "BUY_SPOT" and actions[4:7] == ["OPEN_PERP_SHORT"] * 3
+    assert actions[7:] == ["WITHDRAW_TO_WALLET", "ATOMIC_LEVERAGE_ENTRY"]
+    bought = entry.steps[3].params["amount"]
+    shorted = sum(D(str(s.params["amount"])) for s in entry.steps[4:7])
+    assert isinstance(bought, Decimal) and abs(bought - shorted) < D("0.003")
+    with pytest.raises(ValueError, match="ADR-26"):
+        spec(hedged=False)  # a USDT share class staking without a hedge cannot even be built
+
+
+@pytest.mark.parametrize("name", ["eth_staking_only", "eth_leveraged", "pure_lending"])
+def test_eth_share_class_never_hedges(name: str) -> None:
+    eth = eth_spec(name, borrowing=name == "eth_leveraged")
+    for change in (Change.INITIAL_SETUP, Change.REBALANCE, Change.DEPOSIT):
+        decision = decide(change, eth, empty_view("30", "3000"), amount=D(5) if change is Change.DEPOSIT else D(0))
+        assert not any("PERP" in s.action for i in decision.instructions for s in i.steps)
+        assert decision.desired.shorts == {}
+    with pytest.raises(ValueError, match="ADR-11"):
+        eth_spec(name, hedged=True, hedge_weights=WEIGHTS)
+
+
+def test_eth_leveraged_entry_is_one_atomic_transaction_at_lambda() -> None:
+    decision = decide(Change.INITIAL_SETUP, eth_spec("eth_leveraged", borrowing=True), empty_view("30"))
+    (step,) = decision.instructions[0].steps
+    assert step.action == "ATOMIC_LEVERAGE_ENTRY"
+    supply, borrow = D(str(step.params["supply_eth"])), D(str(step.params["borrow_eth"]))
+    assert abs(borrow / supply - LAMBDA) < D("1e-20") and abs(supply - borrow - 30) < D("1e-20")
+
+
+def test_add_margin_has_the_four_steps_of_seed_004_in_order() -> None:
+    # Binance: 6.666 ETH short from 3000, marked at 3000, with only 3,600 USDT: MR 0.18 < warning 0.20.
+    decision = decide(Change.REBALANCE, spec(), running_view(binance_usdt="3600"))
+    first = decision.instructions[0]
+    assert first.type == "ADD_MARGIN_TO_CEX" and first.venue == "binance" and first.priority == 1
+    assert [s.action for s in first.steps] == [
+        "ATOMIC_DELEVERAGE_AAVE", "TRANSFER_ETH_TO_CEX", "SELL_ETH_SPOT", "REDUCE_PERP_SHORT"]
+    assert [s.step for s in first.steps] == [1, 2, 3, 4]
+    eth = D(str(first.steps[1].params["amount_eth"]))
+    assert eth == first.steps[2].params["amount_eth"] == first.steps[3].params["amount_eth"]  # delta kept
+    # After moving `eth` over, the venue is back at the 100 % target.
+    usdt, size = D(3600) + eth * 3000, D("6.666") - eth
+    assert abs(usdt / (size * 3000) - 1) < D("0.001")
+    assert decision.gaps.critical_venue == "binance"
+
+
+def test_the_nearer_solvency_risk_is_handled_first() -> None:
+    # AAVE at LTV 0.94 (HF 1.0106: 1 % from liquidation) and binance at MR 0.18 (≈ 7 % away): AAVE first.
+    view = running_view(binance_usdt="3600", debt="0")
+    risky = StrategyView(view.equity, view.price_usd, view.lst_rate, view.aave_collateral,
+                         view.aave_collateral * D("0.94"), D(0), D(0), D(0), view.venues)
+    types = [i.type for i in decide(Change.REBALANCE, spec(), risky).instructions]
+    assert types[:2] == ["REDUCE_LTV", "ADD_MARGIN_TO_CEX"]
+    # With the margin much nearer its line, the order flips.
+    tight = running_view(binance_usdt="1000")
+    tight = StrategyView(tight.equity, tight.price_usd, tight.lst_rate, tight.aave_collateral,
+                         tight.aave_collateral * D("0.935"), D(0), D(0), D(0), tight.venues)
+    types = [i.type for i in decide(Change.REBALANCE, spec(), tight).instructions]
+    assert types[:2] == ["ADD_MARGIN_TO_CEX", "REDUCE_LTV"]
+
+
+def test_negative_delta_reduces_shorts_and_positive_adds_them() -> None:
+    # DOMAIN §8 #17: the seed said "−5.12 ETH net delta: short more" — the sign was wrong.
+    over_hedged = decide(Change.REBALANCE, spec(), running_view(shorts=("-8.666", "-6", "-6")))
+    adjust = next(i for i in over_hedged.instructions if i.type == "DELTA_ADJUST")
+    assert over_hedged.gaps.delta_gap > 0  # net delta negative: the hedge must shrink
+    assert {s.action for s in adjust.steps} == {"REDUCE_PERP_SHORT"} and adjust.reduces_exposure
+    under = decide(Change.REBALANCE, spec(), running_view(shorts=("-4", "-4", "-4")))
+    adjust = next(i for i in under.instructions if i.type == "DELTA_ADJUST")
+    assert {s.action for s in adjust.steps} == {"INCREASE_PERP_SHORT"}
+
+
+def test_in_reducing_only_exposure_reducing_instructions_survive_and_halted_issues_nothing() -> None:
+    view = running_view(shorts=("-4", "-4", "-4"), trading=TradingState.REDUCING)
+    assert decide(Change.REBALANCE, spec(), view).instructions == ()  # adding shorts would add exposure
+    assert decide(Change.INITIAL_SETUP, spec(), empty_view(trading=TradingState.REDUCING)).instructions == ()
+    unwind = decide(Change.UNWIND, spec(), running_view(trading=TradingState.REDUCING))
+    assert unwind.instructions and all(i.reduces_exposure for i in unwind.instructions)
+    halted = running_view(binance_usdt="3600", trading=TradingState.HALTED)
+    assert decide(Change.REBALANCE, spec(), halted).instructions == ()
+
+
+def test_unwind_fast_is_atomic_and_slow_is_sequential_and_closes_every_leg() -> None:
+    fast = decide(Change.UNWIND, spec(), running_view()).instructions[0]
+    assert fast.steps[0].action == "ATOMIC_DELEVERAGE_AAVE"
+    assert [s.action for s in fast.steps[1:]] == ["REDUCE_PERP_SHORT"] * 3
+    slow = decide(Change.UNWIND, spec(unwind="slow"), running_view()).instructions[0]
+    assert slow.steps[0].action == "SEQUENTIAL_DELEVERAGE_AAVE"
+
+
+def test_withdrawal_unwinds_proportionally() -> None:
+    withdrawal = decide(Change.WITHDRAWAL, spec(), running_view(), amount=D(25_000)).instructions[0]
+    assert withdrawal.type == "WITHDRAWAL"
+    assert withdrawal.steps[0].params["fraction"] == D("0.25")
+    with pytest.raises(ValueError, match="positive amount"):
+        decide(Change.WITHDRAWAL, spec(), running_view())
