@@ -185,3 +185,26 @@ def test_reload_diff_separates_thresholds_from_settings_that_need_a_restart(cata
     changed, ignored = diff_reloadable(old, load_settings(root))
     assert changed == [("risk.delta_act_fraction", 0.05, 0.06)]
     assert ignored == ["metrics"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "share_class", "venues"),
+    [
+        ("pure_lending", "usdt", ["aave_v3"]),
+        ("eth_leveraged", "eth", ["aave_v3", "etherfi"]),
+        ("usdt_market_neutral", "usdt", ["binance", "bybit", "okx", "aave_v3", "etherfi"]),
+        ("btc_basis", "usdt", ["binance", "bybit", "okx"]),
+    ],
+)
+def test_every_config_becomes_a_valid_domain_mode_spec(
+    catalog: Path, mode: str, share_class: str, venues: list[str]
+) -> None:
+    from decimal import Decimal
+
+    from daemon.mode_spec import mode_spec
+
+    config = load_config(write(catalog / "run.yaml", strategy(mode=mode, share_class=share_class, venues=venues)))
+    spec = mode_spec(config)
+    assert spec.hedged == config.hedged and spec.share_class == config.share_class.currency
+    if spec.borrowing:
+        assert spec.target_ltv == Decimal("0.93") * (1 - Decimal("0.0225"))

@@ -1,0 +1,27 @@
+"""The bridge from a loaded configuration to the domain's `ModeSpec` (settings stay out of the domain)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from daemon.config import ResolvedConfig
+from daemon.domain.strategy import ModeSpec
+
+
+def mode_spec(config: ResolvedConfig) -> ModeSpec:
+    p = config.params
+    lending = [v for v in config.venues.values() if v.kind == "lending"]
+    threshold = lending[0].emode_liquidation_threshold if lending and lending[0].emode_liquidation_threshold \
+        else 0.95
+    return ModeSpec(
+        name=config.mode.name, share_class=config.share_class.currency, asset=p.asset,
+        lending=config.mode.lending, borrowing=config.mode.borrowing, staking=config.mode.staking,
+        hedged=config.hedged, stake_allocation=Decimal(str(p.stake_allocation)),
+        target_ltv=Decimal(str(p.max_ltv)) * (1 - Decimal(str(p.max_stake_spread_move))),
+        liquidation_threshold=Decimal(str(threshold)),
+        hedge_weights={v: Decimal(str(w)) for v, w in p.hedge_allocation.items()} if config.hedged else {},
+        margin_ratio_target=Decimal(str(p.margin_ratio_target)),
+        deviation_threshold=Decimal(str(p.position_deviation_threshold)),
+        min_order_usd=Decimal(str(p.min_order_usd)), spot_venue=config.mode.spot_venue,
+        lst=p.lst or "weETH", unwind=p.unwind,
+    )
