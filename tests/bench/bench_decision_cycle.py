@@ -78,7 +78,10 @@ def main() -> None:
         residual = max(residual, abs(step.residual))
         previous = snapshot
     timings.sort()
-    p = lambda q: timings[int(q * (len(timings) - 1))] / 1000  # noqa: E731
+
+    def p(q: float) -> float:
+        return timings[int(q * (len(timings) - 1))] / 1000
+
     print(f"cycles: {len(timings)}  instructions issued: {instructions}  max |P&L residual|: {residual:.2E}")
     print(f"per cycle µs: mean {statistics.fmean(timings) / 1000:.1f}  p50 {p(0.5):.1f}  p99 {p(0.99):.1f}  "
           f"max {timings[-1] / 1000:.1f}")
