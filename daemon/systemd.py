@@ -18,6 +18,9 @@ class Notifier:
             # A leading "@" names a socket in the Linux abstract namespace.
             self._address = b"\0" + address[1:].encode() if address.startswith("@") else address
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Never block the event loop on a busy systemd: a full socket queue drops the notification
+            # (the watchdog will ping again) instead of freezing every actor.
+            self._sock.setblocking(False)
         self.sent: list[str] = []  # what was sent, for `basisd status` and the tests' failure messages
 
     @property

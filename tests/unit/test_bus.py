@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import anyio
@@ -145,3 +146,54 @@ async def test_fanout_gives_each_reader_its_own_conflation() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         LosslessChannel("x", 0)
+
+
+@pytest.mark.asyncio
+async def test_a_receiver_cancelled_after_being_woken_passes_the_message_on() -> None:
+    channel: LosslessChannel[int] = LosslessChannel("inbox", capacity=4)
+    first = asyncio.create_task(channel.receive())
+    second = asyncio.create_task(channel.receive())
+    await asyncio.sleep(0)  # both are parked, `first` at the head of the queue
+    channel.send_nowait(1)  # picks `first`...
+    first.cancel()  # ...which is cancelled before it runs: the wake-up must go to `second`
+    with anyio.fail_after(2):
+        assert await second == 1
+    assert first.cancelled()
+    assert len(channel) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_scope_racing_a_delivery_never_loses_or_duplicates_the_message() -> None:
+    for _ in range(50):
+        channel: LosslessChannel[int] = LosslessChannel("inbox", capacity=4)
+        got: list[int] = []
+        scopes = [anyio.CancelScope(), anyio.CancelScope()]
+
+        async def receive(scope: anyio.CancelScope, ch: LosslessChannel[int], out: list[int]) -> None:
+            with scope:
+                out.append(await ch.receive())
+
+        async with anyio.create_task_group() as tg:
+            for scope in scopes:
+                tg.start_soon(receive, scope, channel, got)
+            await anyio.wait_all_tasks_blocked()
+            channel.send_nowait(7)
+            scopes[0].cancel()
+            await anyio.wait_all_tasks_blocked()
+            scopes[1].cancel()
+        assert got + [channel.receive_nowait() for _ in range(len(channel))] == [7]
+
+
+@pytest.mark.asyncio
+async def test_many_blocked_producers_all_get_through_in_order_of_arrival() -> None:
+    channel: LosslessChannel[tuple[int, int]] = LosslessChannel("commands", capacity=1)
+    async with anyio.create_task_group() as tg:
+        for producer in range(5):
+            async def produce(p: int = producer) -> None:
+                for i in range(20):
+                    await channel.send((p, i))
+            tg.start_soon(produce)
+        received = [await channel.receive() for _ in range(100)]
+    for producer in range(5):
+        assert [i for p, i in received if p == producer] == list(range(20))
+    assert channel.statistics().send_waits > 0
