@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from daemon.bus import LosslessChannel
-from daemon.domain.book import split_instrument
+from daemon.domain.booking import split_instrument
 from daemon.domain.messages import OrderEvent, OrderRejected, SubmitOrder, TradingState
 from daemon.lifecycle import ActorContext, serve
 from daemon.ports import ExchangeVenue

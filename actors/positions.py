@@ -1,14 +1,20 @@
-"""Positions: the single writer of the book. Applies fills and marks, publishes snapshots (conflated)."""
+"""Positions: the single writer of the ledger. Books fills as atomic change sets, keeps the market board,
+and publishes valued snapshots (conflated: readers only ever need the latest)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import anyio
 
 from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
-from daemon.domain.book import ZERO, Book
-from daemon.domain.messages import MarketData, OrderFilled, PortfolioSnapshotted, PriceTicked
+from daemon.domain.booking import fill_change_set
+from daemon.domain.exposure import compute_exposure, perp_asset
+from daemon.domain.ids import InstrumentId
+from daemon.domain.ledger import ChangeSet, Ledger, LedgerError
+from daemon.domain.market import MarketBoard, MissingMarketData
+from daemon.domain.messages import MarketData, OrderFilled, PortfolioSnapshotted, PositionView
+from daemon.domain.pnl import nav_usd
 from daemon.lifecycle import ActorContext, serve
 
 
@@ -20,40 +26,66 @@ class PositionsActor:
         fills: LosslessChannel[OrderFilled],
         marks: ConflatingChannel[MarketData],
         snapshots: Fanout[PortfolioSnapshotted],
-        seed_book: Callable[[], Book],
+        ledger: Ledger,
+        opening: Callable[[], Iterable[ChangeSet]],
     ) -> None:
         self.fills = fills
         self.marks = marks
         self._snapshots = snapshots
-        self._seed_book = seed_book
-        self.book = seed_book()
-        self._applied: set[str] = set()
+        # The ledger and board outlive restarts of this actor (they are the books, rebuilt from the journal
+        # once persistence exists); `_booked` makes a redelivered fill harmless.
+        self.ledger = ledger
+        for change in opening():
+            ledger.apply(change)
+        self.board = MarketBoard()
+        self._booked: set[str] = set()
+        self.latest: PortfolioSnapshotted | None = None
 
     async def run(self, ctx: ActorContext) -> None:
-        book = self.book
+        ledger, board = self.ledger, self.board
 
         def publish() -> None:
+            market = board.state()
+            snapshot = ledger.snapshot()
+            try:
+                nav = nav_usd(snapshot, market)
+                exposure = compute_exposure(snapshot, market)
+            except MissingMarketData:
+                return  # not every series has arrived yet: nothing trustworthy to publish
+            positions = []
+            for p in snapshot.perps:
+                if p.quantity == 0:
+                    continue
+                mark = market.mark(p.venue, perp_asset(p.instrument))
+                instrument = InstrumentId(f"{p.venue}:Perp:{p.instrument}")
+                positions.append(PositionView(instrument, p.quantity, p.entry_price, mark, p.realized_pnl,
+                                              p.quantity * mark - p.cost))
             now = ctx.clock.now_ns()
-            self._snapshots.publish(PortfolioSnapshotted(
-                positions=book.positions(),
-                cash=tuple(sorted((f"{acct}:{asset}", v) for (acct, asset), v in book.cash.items())),
-                eth_usd=book.marks.get("spot:ETH", ZERO),
-                net_delta_eth=book.net_delta("ETH"), nav_usd=book.nav_usd(),
-                fills_applied=book.fills_applied, ts_event=now, ts_recv=now,
-            ))
+            self.latest = PortfolioSnapshotted(
+                positions=tuple(positions), cash=tuple((f"{a}:{t}", v) for a, t, v in snapshot.balances),
+                eth_usd=market.price_usd("ETH"),
+                net_delta_eth=exposure.net_delta("ETH"), nav_usd=nav, fills_applied=len(self._booked),
+                ts_event=market.ts_ns, ts_recv=now,
+            )
+            self._snapshots.publish(self.latest)
 
         async def on_fill(fill: OrderFilled) -> None:
-            if fill.trade_id in self._applied:
+            if fill.trade_id in self._booked:
                 return
-            book.apply_fill(fill)
-            self._applied.add(fill.trade_id)
+            try:
+                ledger.apply(fill_change_set(fill))
+            except LedgerError as exc:
+                # The venue says it happened and our books cannot hold it: they are wrong. Stop adding risk
+                # until a human or the reconciler has looked.
+                ctx.log.critical("fill_not_booked", trade_id=fill.trade_id, error=str(exc))
+                ctx.trading.halt(f"fill {fill.trade_id} could not be booked: {exc}", source="positions")
+                return
+            self._booked.add(fill.trade_id)
             publish()
 
         async def on_mark(update: MarketData) -> None:
-            if isinstance(update, PriceTicked):
-                _, kind, _ = update.instrument_id.split(":")
-                book.mark("spot:ETH" if kind == "Spot" else update.instrument_id, update.price)
-                publish()
+            board.update(update)
+            publish()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, ctx, self.fills, on_fill)

@@ -12,7 +12,7 @@ from decimal import Decimal
 import anyio
 
 from daemon.bus import ConflatingChannel, LosslessChannel
-from daemon.domain.book import split_instrument
+from daemon.domain.booking import split_instrument
 from daemon.domain.hedge_keeper import (
     HedgeParams,
     OrderIntent,

@@ -33,8 +33,8 @@ from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.chaos import FailingActor
 from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings
-from daemon.domain.book import Book
 from daemon.domain.hedge_keeper import HedgeParams
+from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.messages import (
     Command,
     FillReport,
@@ -131,8 +131,9 @@ class Daemon:
         self.execution = ExecutionActor(execution_orders, self.exchanges, strategy_events)
         self.fills = FillsActor(fill_reports, [positions_fills, strategy_events])  # type: ignore[list-item]
         self.positions = PositionsActor(
-            positions_fills, positions_marks, Fanout([strategy_market, status_snaps]),  # type: ignore[list-item]
-            lambda: self._seed_book(capital, allocation, spot_venue, weights),
+            positions_fills, positions_marks, Fanout[Any]([strategy_market, status_snaps]),
+            Ledger(tuple(cex), gas_debt_allowed=config.share_class.currency == "USDT"),
+            lambda: self._opening(capital, allocation, spot_venue, weights),
         )
         self.status = StatusActor(status_snaps, s.runtime.status_interval_s, self._status_extra,
                                   self.notifier.status)
@@ -161,22 +162,19 @@ class Daemon:
             "risk": "risk.commands", "strategy": "strategy.events", "status": "status.snapshots",
         }
 
-    def _seed_book(
+    def _opening(
         self, capital: Decimal, allocation: Decimal, spot: str | None, weights: dict[str, Decimal]
-    ) -> Book:
+    ) -> list[ChangeSet]:
         """Opening balances: the long leg's cash on the spot venue, hedge margin spread by weight."""
-        book = Book()
-        if self.config.share_class.currency == "ETH":
-            book.deposit("wallet", "ETH", capital)
-            return book
-        if spot is not None:
-            book.deposit(spot, "USDT", capital * allocation)
-            margin = capital - capital * allocation
-            for venue, w in weights.items():
-                book.deposit(venue, "USDT", margin * w)
+        asset = self.config.share_class.currency
+        changes: tuple[TokenChange, ...]
+        if spot is None or asset == "ETH":
+            changes = (TokenChange(WALLET, asset, capital),)
         else:
-            book.deposit("wallet", "USDT", capital)
-        return book
+            margin = capital - capital * allocation
+            changes = (TokenChange(spot, "USDT", capital * allocation),
+                       *(TokenChange(v, "USDT", margin * w) for v, w in weights.items()))
+        return [ChangeSet(Reason.INITIAL_CAPITAL, self.clock.now_ns(), changes)]
 
     # --- running -----------------------------------------------------------------------------------------
 
@@ -280,16 +278,20 @@ class Daemon:
                 "orders": sum(e.orders_received for e in self.exchanges.values())}
 
     def _metric_sources(self) -> MetricSources:
-        book = self.positions.book
+        def latest() -> PortfolioSnapshotted | None:
+            return self.positions.latest
 
         def nav() -> dict[tuple[tuple[str, str], ...], float]:
-            return {(("currency", "USD"),): float(book.nav_usd())}
+            snap = latest()
+            return {(("currency", "USD"),): float(snap.nav_usd)} if snap else {}
 
         def delta() -> dict[tuple[tuple[str, str], ...], float]:
-            return {(("asset", "ETH"),): float(book.net_delta("ETH"))}
+            snap = latest()
+            return {(("asset", "ETH"),): float(snap.net_delta_eth)} if snap else {}
 
         def perps() -> dict[tuple[tuple[str, str], ...], float]:
-            return {(("instrument", str(i)),): float(p.quantity) for i, p in book.perps.items()}
+            snap = latest()
+            return {(("instrument", str(p.instrument_id)),): float(p.quantity) for p in snap.positions} if snap else {}
 
         def market_time() -> dict[tuple[tuple[str, str], ...], float]:
             return {(): self.clock.now_ns() / 1e9}
@@ -298,8 +300,8 @@ class Daemon:
             supervisor=self.supervisor, trading=self.trading, channels=self.channels, inbox_of=self.inbox_of,
             runtime_mode=self.config.settings.runtime.mode, strategy_mode=self.config.mode.name,
             gauges={
-                "basisd_nav_usd": ("Net asset value from the book", nav),
-                "basisd_net_delta_eth": ("Net ETH delta, spot plus signed perps", delta),
+                "basisd_nav_usd": ("Net asset value from the ledger at market", nav),
+                "basisd_net_delta_eth": ("Net ETH delta, on chain plus CEX", delta),
                 "basisd_perp_position_eth": ("Signed perp size per instrument", perps),
                 "basisd_market_time_seconds": ("Market (virtual clock) time, Unix seconds", market_time),
             },

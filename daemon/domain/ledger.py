@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
-from daemon.domain.book import PerpPosition
-
 ZERO = Decimal(0)
+BASIS_EXPONENT = Decimal("1e-18")
 WALLET = "wallet"
 
 WALLET_TOKENS: tuple[str, ...] = (
@@ -32,6 +31,46 @@ WALLET_TOKENS: tuple[str, ...] = (
 )
 SCALED_TOKENS = frozenset(t for t in WALLET_TOKENS if t.startswith(("a", "variableDebt")) and t != "ETHFI")
 CEX_ASSETS: tuple[str, ...] = ("USDT", "ETH", "BTC")
+
+
+@dataclass(slots=True)
+class PerpPosition:
+    """A perp position held as a signed cost basis rather than an average price.
+
+    An average price needs a division, and a rounded average would make realized + unrealized P&L drift
+    from the cash actually paid. With the cost basis, the only division (the share of basis a reduction
+    removes) is booked identically on both sides, so P&L stays exact to the last digit.
+    """
+
+    quantity: Decimal = ZERO  # signed, negative = short
+    cost: Decimal = ZERO  # signed Σ quantity × price of what is still open
+    realized_pnl: Decimal = ZERO
+
+    @property
+    def average_price(self) -> Decimal:
+        return self.cost / self.quantity if self.quantity else ZERO
+
+    def apply(self, signed_qty: Decimal, price: Decimal) -> Decimal:
+        """Add `signed_qty` at `price`; return the P&L this realizes."""
+        q0 = self.quantity
+        if q0 == 0 or (q0 > 0) == (signed_qty > 0):
+            self.quantity = q0 + signed_qty
+            self.cost += signed_qty * price
+            return ZERO
+        closed = min(abs(signed_qty), abs(q0))
+        direction = 1 if q0 > 0 else -1
+        # Quantized so that every later sum stays within Decimal's 28 digits, i.e. exact.
+        removed = self.cost if closed == abs(q0) else (self.cost * closed / abs(q0)).quantize(BASIS_EXPONENT)
+        realized = direction * closed * price - removed
+        self.realized_pnl += realized
+        self.cost -= removed
+        self.quantity = q0 + signed_qty
+        if self.quantity and (self.quantity > 0) != (q0 > 0):  # flipped: the remainder opens at `price`
+            self.cost = self.quantity * price
+        return realized
+
+    def unrealized(self, mark: Decimal) -> Decimal:
+        return self.quantity * mark - self.cost
 
 
 class Reason(StrEnum):

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from daemon.domain.messages import OracleRateReported, PriceTicked, ReserveIndexesReported
+
 ONE = Decimal(1)
 
 # aToken / debt token → (AAVE reserve, underlying token in the wallet's terms)
@@ -19,6 +21,45 @@ DEBT_RESERVE: dict[str, tuple[str, str]] = {
 }
 STABLECOINS = frozenset({"USDT"})
 LSTS = frozenset({"weETH", "wstETH"})
+
+
+class MarketBoard:
+    """Folds market-data messages into the latest `MarketState` (the positions and risk actors keep one)."""
+
+    def __init__(self) -> None:
+        self.ts_ns = 0
+        self.prices: dict[str, Decimal] = {}
+        self.marks: dict[tuple[str, str], Decimal] = {}
+        self.lst: dict[str, Decimal] = {}
+        self.supply: dict[str, Decimal] = {"WETH": ONE}
+        self.borrow: dict[str, Decimal] = {}
+        self.updated_ns: dict[str, int] = {}  # series → ts_event of its last update (for staleness)
+
+    def update(self, message: object) -> None:
+        if isinstance(message, PriceTicked):
+            venue, kind, symbol = message.instrument_id.split(":")
+            asset = symbol[:-4]
+            if kind == "Perp":
+                self.marks[(venue, asset)] = message.price
+            else:
+                self.prices[asset] = message.price
+            key: str = message.instrument_id
+        elif isinstance(message, OracleRateReported):
+            self.lst[message.pair.split("/")[0]] = message.rate
+            key = f"oracle:{message.pair}"
+        elif isinstance(message, ReserveIndexesReported):
+            self.supply[message.reserve] = message.liquidity_index
+            self.borrow[message.reserve] = message.borrow_index
+            key = f"aave:{message.reserve}"
+        else:
+            return
+        ts = getattr(message, "ts_event", 0)
+        self.ts_ns = max(self.ts_ns, ts)
+        self.updated_ns[key] = ts
+
+    def state(self) -> MarketState:
+        return MarketState(self.ts_ns, dict(self.prices), dict(self.marks), dict(self.lst), dict(self.supply),
+                           dict(self.borrow))
 
 
 class MissingMarketData(LookupError):

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
-from daemon.domain.book import split_instrument
+from daemon.domain.booking import split_instrument
 from daemon.domain.ids import ClientOrderId, TradeId, VenueId, VenueOrderId
 from daemon.domain.messages import FillReport, OrderStatusReport, SubmitOrder
 

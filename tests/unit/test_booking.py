@@ -2,13 +2,18 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.domain.book import Book, PerpPosition
+from daemon.domain.booking import fill_change_set
+from daemon.domain.exposure import compute_exposure
 from daemon.domain.hedge_keeper import HedgeParams, effective_weights, hedge_intents
 from daemon.domain.ids import ClientOrderId, InstrumentId, TradeId, VenueId
-from daemon.domain.messages import OrderFilled, Side
+from daemon.domain.ledger import WALLET, ChangeSet, Ledger, LedgerError, PerpPosition, Reason, TokenChange
+from daemon.domain.market import MarketBoard
+from daemon.domain.messages import OracleRateReported, OrderFilled, PriceTicked, Side
+from daemon.domain.pnl import nav_usd
 
 D = Decimal
 
@@ -39,22 +44,36 @@ def test_perp_pnl_is_conserved_exactly(trades: list[tuple[Decimal, Decimal]], ma
     assert p.realized_pnl + p.unrealized(mark) == cash + p.quantity * mark
 
 
-def fill(instrument: str, side: Side, quantity: str, price: str, fee: str = "0") -> OrderFilled:
-    return OrderFilled(VenueId(instrument.split(":")[0]), TradeId("t"), ClientOrderId("c"), InstrumentId(instrument),
+def fill(instrument: str, side: Side, quantity: str, price: str, fee: str = "0", trade: str = "t") -> OrderFilled:
+    return OrderFilled(VenueId(instrument.split(":")[0]), TradeId(trade), ClientOrderId("c"), InstrumentId(instrument),
                        side, D(quantity), D(price), D(fee), "USDT", 0, 0)
 
 
-def test_book_nav_and_delta_follow_fills_and_marks() -> None:
-    book = Book()
-    book.deposit("binance", "USDT", D(60_000))
-    book.deposit("bybit", "USDT", D(20_000))
-    book.apply_fill(fill("binance:Spot:ETHUSDT", Side.BUY, "10", "3000", fee="3"))
-    book.apply_fill(fill("bybit:Perp:ETHUSDT", Side.SELL, "10", "3010", fee="1.5"))
-    book.mark("spot:ETH", D(3100))
-    book.mark("bybit:Perp:ETHUSDT", D(3105))
-    assert book.net_delta("ETH") == 0
+def test_fills_book_atomically_and_value_through_the_market_board() -> None:
+    ledger = Ledger(("binance", "bybit"))
+    ledger.apply(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange("binance", "USDT", D(60_000)),
+                                                        TokenChange("bybit", "USDT", D(20_000)))))
+    ledger.apply(fill_change_set(fill("binance:Spot:ETHUSDT", Side.BUY, "10", "3000", fee="3")))
+    ledger.apply(fill_change_set(fill("bybit:Perp:ETHUSDT", Side.SELL, "10", "3010", fee="1.5")))
+    board = MarketBoard()
+    for message in (PriceTicked(InstrumentId("binance:Spot:ETHUSDT"), D(3100), 1, 1),
+                    PriceTicked(InstrumentId("bybit:Perp:ETHUSDT"), D(3105), 1, 1),
+                    OracleRateReported("weETH/ETH", D("1.05"), 1, 1)):
+        board.update(message)
+    market = board.state()
+    assert market.mark("bybit", "ETH") == D(3105) and market.lst_rate("weETH") == D("1.05")
+    assert compute_exposure(ledger.snapshot(), market).net_delta("ETH") == 0
     # 80,000 − 4.5 fees; +1,000 on spot; −950 on the short (basis narrowed by 5 × 10)
-    assert book.nav_usd() == D(80_000) - D("4.5") + D(1_000) - D(950)
+    assert nav_usd(ledger.snapshot(), market) == D(80_000) - D("4.5") + D(1_000) - D(950)
+
+
+def test_a_spot_buy_the_account_cannot_pay_for_is_refused_whole() -> None:
+    ledger = Ledger(("binance",))
+    ledger.apply(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange("binance", "USDT", D(100)),)))
+    with pytest.raises(LedgerError, match="binance:USDT"):
+        ledger.apply(fill_change_set(fill("binance:Spot:ETHUSDT", Side.BUY, "1", "3000")))
+    assert ledger.balance("binance", "ETH") == 0 and ledger.balance("binance", "USDT") == 100
+    assert ledger.balance(WALLET, "USDT") == 0
 
 
 def test_hedge_moves_away_from_venues_whose_funding_charges_shorts() -> None:
