@@ -1,22 +1,46 @@
-"""Risk: the gate between strategy and execution, and the owner of trading-state commands.
+"""Risk: the gate between strategy and execution, and the judge of the trading state.
 
-HALTED lets nothing through; REDUCING lets only reduce-only orders through. Rejections go back to the
-strategy as `OrderRejected`, so it never waits on an order that will not happen.
+Orders: HALTED lets nothing through; REDUCING only reduce-only orders. Rejections go back to the strategy
+as `OrderRejected`, so it never waits on an order that will not happen.
+
+Snapshots: every portfolio snapshot is assessed (margin per venue, the drawdown breaker) with the limits in
+force at that moment (a SIGHUP reload changes them), and the trading state follows: an urgent solvency
+level or a tripped breaker means REDUCING, the breaker's last level HALTED. Risk may move the state towards
+safety on its own, and back to ACTIVE once its own reasons clear; it never lifts a halt it did not set.
 """
 
 from __future__ import annotations
 
-from daemon.bus import LosslessChannel
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import anyio
+
+from daemon.bus import ConflatingChannel, LosslessChannel
+from daemon.domain.booking import split_instrument
 from daemon.domain.messages import (
     Command,
     HaltTrading,
     OrderEvent,
     OrderRejected,
+    PortfolioSnapshotted,
     ResumeTrading,
     SubmitOrder,
     TradingState,
 )
+from daemon.domain.risk import DrawdownAction, DrawdownBreaker, Level, MarginReading, RiskLimits, margin_reading
+from daemon.domain.risk import trading_state as implied_state
 from daemon.lifecycle import ActorContext, serve
+
+
+@dataclass(frozen=True, slots=True)
+class RiskAssessment:
+    margins: tuple[MarginReading, ...]
+    drawdown: Decimal
+    breaker: DrawdownAction
+    solvency: Level
+    implied: TradingState
 
 
 class RiskActor:
@@ -27,14 +51,21 @@ class RiskActor:
         inbox: LosslessChannel[Command],
         approved: LosslessChannel[SubmitOrder],
         events: LosslessChannel[OrderEvent],
+        snapshots: ConflatingChannel[PortfolioSnapshotted],
+        limits: Callable[[], RiskLimits],
+        breaker: DrawdownBreaker,
     ) -> None:
         self.inbox = inbox
+        self.snapshots = snapshots
         self._approved = approved
         self._events = events
+        self._limits = limits
+        self.breaker = breaker  # outlives restarts; persisted with the journal once it exists
+        self.assessment: RiskAssessment | None = None
         self.rejected = 0
 
     async def run(self, ctx: ActorContext) -> None:
-        async def handle(command: Command) -> None:
+        async def on_command(command: Command) -> None:
             if isinstance(command, SubmitOrder):
                 refusal = self._refusal(command, ctx.trading.state)
                 if refusal is None:
@@ -51,7 +82,43 @@ class RiskActor:
             elif isinstance(command, ResumeTrading):
                 ctx.trading.set(TradingState.ACTIVE, command.reason, source="risk")
 
-        await serve(ctx, self.inbox, handle)
+        async def on_snapshot(snapshot: PortfolioSnapshotted) -> None:
+            self.assessment = self._assess(snapshot)
+            self._apply(ctx, self.assessment)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve, ctx, self.inbox, on_command)
+            tg.start_soon(serve, ctx, self.snapshots, on_snapshot)
+
+    def _assess(self, snapshot: PortfolioSnapshotted) -> RiskAssessment:
+        limits = self._limits()
+        cash = dict(snapshot.cash)
+        margins = []
+        for p in snapshot.positions:
+            venue = split_instrument(p.instrument_id)[0]
+            margins.append(margin_reading(venue, cash.get(f"{venue}:USDT", Decimal(0)), p.quantity,
+                                          p.average_price, p.mark_price, limits))
+        self.breaker = self.breaker.observe(snapshot.nav_usd)
+        solvency = max((m.level for m in margins), default=Level.OK)
+        implied = implied_state(solvency, self.breaker.tripped, operator_halted=False)
+        return RiskAssessment(tuple(margins), self.breaker.drawdown(snapshot.nav_usd), self.breaker.tripped,
+                              solvency, implied)
+
+    @staticmethod
+    def _apply(ctx: ActorContext, a: RiskAssessment) -> None:
+        current = ctx.trading.state
+        if current is TradingState.HALTED or a.implied is current:
+            return  # a halt is lifted only by whoever set it (an operator, or a resume command)
+        if a.implied is TradingState.ACTIVE and current is TradingState.REDUCING:
+            # Hysteresis: back to ACTIVE only once clear of the warning band too, not merely above urgent,
+            # so a ratio hovering at the line does not flap the state (and the orders) every bar.
+            if a.solvency is Level.OK:
+                ctx.trading.set(TradingState.ACTIVE, "risk cleared", source="risk")
+            return
+        worst = min(a.margins, key=lambda m: m.ratio, default=None)
+        reason = (f"drawdown breaker {a.breaker.name}" if a.breaker is not DrawdownAction.NONE else
+                  f"margin {worst.level.name} on {worst.venue} (ratio {worst.ratio:.3f})" if worst else "risk")
+        ctx.trading.set(a.implied, reason, source="risk")
 
     @staticmethod
     def _refusal(order: SubmitOrder, state: TradingState) -> str | None:

@@ -133,8 +133,9 @@ class StrategyActor:
             return [OrderIntent(spot_instrument(self._spot_venue), qty, False, "entry")]
         if not self._hedged:
             return []
-        shorts = {split_instrument(p.instrument_id)[0]: p.quantity for p in snapshot.positions}
-        intents = hedge_intents(long_eth, shorts, funding, price, self._hedge)
         if not ctx.trading.allows_new_exposure():
-            intents = [i for i in intents if i.reduce_only]
-        return intents
+            # Hold the hedge as it is. Sending only the reduce-only legs of a move between venues would
+            # shrink each position and still unhedge the book: a partial hedge move is worse than none.
+            return []
+        shorts = {split_instrument(p.instrument_id)[0]: p.quantity for p in snapshot.positions}
+        return hedge_intents(long_eth, shorts, funding, price, self._hedge)

@@ -44,6 +44,7 @@ from daemon.domain.messages import (
     PortfolioSnapshotted,
     SubmitOrder,
 )
+from daemon.domain.risk import DrawdownBreaker, RiskLimits
 from daemon.domain.synthetic import SyntheticMarketSpec
 from daemon.errors import ConfigError, ConfigProblem
 from daemon.lifecycle import Actor
@@ -93,6 +94,7 @@ class Daemon:
         positions_marks: ConflatingChannel[MarketData] = conflating("positions.marks", cap.market_data_keys)
         positions_fills: LosslessChannel[OrderFilled] = lossless("positions.fills", cap.fills_capacity)
         status_snaps: ConflatingChannel[PortfolioSnapshotted] = conflating("status.snapshots", cap.snapshot_keys)
+        risk_snaps: ConflatingChannel[PortfolioSnapshotted] = conflating("risk.snapshots", cap.snapshot_keys)
         risk_commands: LosslessChannel[Command] = lossless("risk.commands", cap.commands_capacity)
         execution_orders: LosslessChannel[SubmitOrder] = lossless("execution.orders", cap.commands_capacity)
         fill_reports: LosslessChannel[FillReport] = lossless("fills.reports", cap.fills_capacity)
@@ -127,11 +129,15 @@ class Daemon:
                               Decimal(str(params.position_deviation_threshold)),
                               Decimal(str(params.min_order_usd))),
         )
-        self.risk = RiskActor(risk_commands, execution_orders, strategy_events)
+        self.risk = RiskActor(
+            risk_commands, execution_orders, strategy_events, risk_snaps, self._risk_limits,
+            DrawdownBreaker(Decimal(str(s.risk.drawdown_reduce_fraction)), Decimal(str(s.risk.drawdown_close_fraction)),
+                            Decimal(str(s.risk.drawdown_halt_fraction))),
+        )
         self.execution = ExecutionActor(execution_orders, self.exchanges, strategy_events)
         self.fills = FillsActor(fill_reports, [positions_fills, strategy_events])  # type: ignore[list-item]
         self.positions = PositionsActor(
-            positions_fills, positions_marks, Fanout[Any]([strategy_market, status_snaps]),
+            positions_fills, positions_marks, Fanout[Any]([strategy_market, status_snaps, risk_snaps]),
             Ledger(tuple(cex), gas_debt_allowed=config.share_class.currency == "USDT"),
             lambda: self._opening(capital, allocation, spot_venue, weights),
         )
@@ -161,6 +167,14 @@ class Daemon:
             "positions": "positions.fills", "fills": "fills.reports", "execution": "execution.orders",
             "risk": "risk.commands", "strategy": "strategy.events", "status": "status.snapshots",
         }
+
+    def _risk_limits(self) -> RiskLimits:
+        """The limits in force now: SIGHUP replaces `risk_settings`, and the risk actor asks on every snapshot."""
+        r = self.risk_settings
+        return RiskLimits(*(Decimal(str(getattr(r, f))) for f in (
+            "margin_warning_ratio", "margin_urgent_ratio", "margin_maintenance_ratio", "delta_warn_fraction",
+            "delta_act_fraction", "ltv_warn_above_target", "ltv_act_above_target", "mark_divergence_flag_fraction",
+            "mark_divergence_alert_fraction", "data_stale_after_s")))
 
     def _opening(
         self, capital: Decimal, allocation: Decimal, spot: str | None, weights: dict[str, Decimal]
@@ -296,6 +310,14 @@ class Daemon:
         def market_time() -> dict[tuple[tuple[str, str], ...], float]:
             return {(): self.clock.now_ns() / 1e9}
 
+        def margin_ratio() -> dict[tuple[tuple[str, str], ...], float]:
+            a = self.risk.assessment
+            return {(("venue", m.venue),): float(m.ratio) for m in a.margins} if a else {}
+
+        def drawdown() -> dict[tuple[tuple[str, str], ...], float]:
+            a = self.risk.assessment
+            return {(): float(a.drawdown)} if a else {}
+
         return MetricSources(
             supervisor=self.supervisor, trading=self.trading, channels=self.channels, inbox_of=self.inbox_of,
             runtime_mode=self.config.settings.runtime.mode, strategy_mode=self.config.mode.name,
@@ -304,5 +326,7 @@ class Daemon:
                 "basisd_net_delta_eth": ("Net ETH delta, on chain plus CEX", delta),
                 "basisd_perp_position_eth": ("Signed perp size per instrument", perps),
                 "basisd_market_time_seconds": ("Market (virtual clock) time, Unix seconds", market_time),
+                "basisd_margin_ratio": ("CEX margin ratio per venue: (USDT + uPnL) / notional", margin_ratio),
+                "basisd_drawdown_ratio": ("Drawdown of NAV from its peak, as a fraction", drawdown),
             },
         )

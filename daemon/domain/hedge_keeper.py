@@ -42,17 +42,25 @@ def spot_instrument(venue: str) -> InstrumentId:
     return InstrumentId(f"{venue}:Spot:ETHUSDT")
 
 
+MAX_WEIGHT_MULTIPLE = Decimal("1.5")
+
+
 def effective_weights(params: HedgeParams, funding: dict[str, Decimal]) -> dict[str, Decimal]:
     """Hedge weights with venues whose funding charges shorts switched off, renormalized to 1.
 
-    If every venue charges, the configured weights stand: staying hedged matters more than funding.
+    The configured weights stand if every venue charges (staying hedged matters more than funding), or if
+    the move would put more than 1.5× its configured share on any venue: each venue's margin was sized for
+    its configured share, and this policy does not move margin.
     """
     eligible = {v: w for v, w in params.weights.items()
                 if w > 0 and funding.get(v, ZERO) >= -params.funding_threshold}
     total = sum(eligible.values(), ZERO)
     if total == 0:
         return dict(params.weights)
-    return {v: eligible.get(v, ZERO) / total for v in params.weights}
+    moved = {v: eligible.get(v, ZERO) / total for v in params.weights}
+    if any(moved[v] > params.weights[v] * MAX_WEIGHT_MULTIPLE for v in moved):
+        return dict(params.weights)
+    return moved
 
 
 def hedge_intents(

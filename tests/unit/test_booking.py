@@ -88,6 +88,12 @@ def test_hedge_moves_away_from_venues_whose_funding_charges_shorts() -> None:
     assert all(not i.reduce_only for i in intents[1:])
 
 
+def test_hedge_never_concentrates_beyond_what_each_venues_margin_was_sized_for() -> None:
+    params = HedgeParams({"binance": D("0.4"), "bybit": D("0.3"), "okx": D("0.3")}, D("0.0001"), D("0.02"), D(10))
+    two_charging = {"binance": D("-0.001"), "bybit": D("-0.001"), "okx": D("0.0001")}
+    assert effective_weights(params, two_charging) == params.weights  # okx alone would carry 100 %
+
+
 def test_no_orders_within_the_deviation_band() -> None:
     params = HedgeParams({"binance": D(1)}, D("0.0001"), D("0.02"), D(10))
     assert hedge_intents(D(10), {"binance": D("-9.9")}, {}, D(3000), params) == []

@@ -170,3 +170,17 @@ def test_withdrawal_unwinds_proportionally() -> None:
     assert withdrawal.steps[0].params["fraction"] == D("0.25")
     with pytest.raises(ValueError, match="positive amount"):
         decide(Change.WITHDRAWAL, spec(), running_view())
+
+
+def test_a_hedge_move_between_venues_is_not_reducing_and_is_held_whole_in_reducing() -> None:
+    # Total short right, split wrong: the adjustment moves size from binance to the others. Each binance
+    # order alone would reduce a position, but half a move unhedges the book, so it is all or nothing.
+    skewed = running_view(shorts=("-9.666", "-2", "-2"))
+    decision = decide(Change.REBALANCE, spec(), skewed)
+    move = next(i for i in decision.instructions if i.type == "DELTA_ADJUST")
+    actions = {s.venue: s.action for s in move.steps}
+    assert actions["binance"] == "REDUCE_PERP_SHORT" and actions["bybit"] == "INCREASE_PERP_SHORT"
+    assert not move.reduces_exposure
+    reducing = StrategyView(skewed.equity, skewed.price_usd, skewed.lst_rate, skewed.aave_collateral,
+                            skewed.aave_debt, D(0), D(0), D(0), skewed.venues, TradingState.REDUCING)
+    assert not any(i.type == "DELTA_ADJUST" for i in decide(Change.REBALANCE, spec(), reducing).instructions)

@@ -1,0 +1,131 @@
+"""The risk actor with real channels under the real supervisor: snapshots in, trading state and gating out."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+
+import anyio
+import pytest
+
+from actors.risk import RiskActor
+from daemon.bus import ConflatingChannel, LosslessChannel
+from daemon.clock import VirtualClock
+from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
+from daemon.domain.messages import (
+    Command,
+    OrderEvent,
+    OrderRejected,
+    PortfolioSnapshotted,
+    PositionView,
+    Side,
+    SubmitOrder,
+    TradingState,
+)
+from daemon.domain.risk import DrawdownBreaker, RiskLimits
+from daemon.supervisor import RestartPolicy, Supervisor
+from daemon.trading import TradingStateCell
+
+D = Decimal
+
+
+@dataclass
+class Rig:
+    commands: LosslessChannel[Command]
+    approved: LosslessChannel[SubmitOrder]
+    events: LosslessChannel[OrderEvent]
+    snapshots: ConflatingChannel[PortfolioSnapshotted]
+    trading: TradingStateCell
+    actor: RiskActor
+    limits: list[RiskLimits]
+
+
+@asynccontextmanager
+async def running_rig() -> AsyncIterator[Rig]:
+    commands: LosslessChannel[Command] = LosslessChannel("risk.commands", 16)
+    approved: LosslessChannel[SubmitOrder] = LosslessChannel("execution.orders", 16)
+    events: LosslessChannel[OrderEvent] = LosslessChannel("strategy.events", 16)
+    snapshots: ConflatingChannel[PortfolioSnapshotted] = ConflatingChannel("risk.snapshots", 4, lambda s: s.key)
+    limits = [RiskLimits()]
+    actor = RiskActor(commands, approved, events, snapshots, lambda: limits[0], DrawdownBreaker())
+    trading = TradingStateCell()
+    sup = Supervisor([actor], clock=VirtualClock(0, None), trading=trading, policy=RestartPolicy(),
+                     heartbeat_interval_s=0.05, heartbeat_timeout_s=1, rng=random.Random(0))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        yield Rig(commands, approved, events, snapshots, trading, actor, limits)
+        tg.cancel_scope.cancel()
+
+
+def snapshot(nav: str, binance_usdt: str = "30000", mark: str = "3000") -> PortfolioSnapshotted:
+    short = PositionView(InstrumentId("binance:Perp:ETHUSDT"), D(-10), D(3000), D(mark), D(0),
+                         D(-10) * (D(mark) - 3000))
+    return PortfolioSnapshotted((short,), (("binance:USDT", D(binance_usdt)),), D(mark), D(0), D(nav), 1, 0, 0)
+
+
+def order(reduce_only: bool) -> SubmitOrder:
+    return SubmitOrder(ClientOrderId("c1"), InstructionId("i1"), InstrumentId("binance:Perp:ETHUSDT"), Side.SELL,
+                       D(1), reduce_only, "test", 0, 0)
+
+
+async def settle(rig: Rig) -> None:
+    with anyio.fail_after(2):
+        while len(rig.snapshots) or len(rig.commands):
+            await anyio.sleep(0.005)
+        await anyio.sleep(0.02)
+
+
+@pytest.mark.asyncio
+async def test_low_margin_moves_to_reducing_and_only_reduce_only_orders_pass() -> None:
+    async with running_rig() as rig:
+        rig.snapshots.publish(snapshot("100000", mark="5220"))  # MR ≈ 0.149: urgent
+        await settle(rig)
+        assert rig.trading.state is TradingState.REDUCING
+        assert "margin URGENT on binance" in rig.trading.reason
+        await rig.commands.send(order(reduce_only=False))
+        await rig.commands.send(order(reduce_only=True))
+        await settle(rig)
+        refused = rig.events.receive_nowait()
+        assert isinstance(refused, OrderRejected) and "reducing" in refused.reason
+        assert rig.approved.receive_nowait().reduce_only
+        rig.snapshots.publish(snapshot("100000", mark="5000"))  # out of urgent, still in the warning band
+        await settle(rig)
+        assert rig.trading.state is TradingState.REDUCING  # hysteresis: no flapping at the line
+        rig.snapshots.publish(snapshot("100000", mark="3000"))  # margin restored
+        await settle(rig)
+        assert rig.trading.state.value == "ACTIVE"
+
+
+@pytest.mark.asyncio
+async def test_drawdown_breaker_levels_drive_reducing_then_halted() -> None:
+    async with running_rig() as rig:
+        for nav, state in (("100000", TradingState.ACTIVE), ("96900", TradingState.REDUCING),
+                           ("99000", TradingState.REDUCING), ("94900", TradingState.HALTED)):
+            rig.snapshots.publish(snapshot(nav))
+            await settle(rig)
+            assert rig.trading.state is state, nav
+        assert rig.actor.breaker.peak_nav == D(100_000)
+
+
+@pytest.mark.asyncio
+async def test_risk_never_lifts_an_operator_halt() -> None:
+    async with running_rig() as rig:
+        rig.trading.halt("operator signal SIGUSR1", source="operator")
+        rig.snapshots.publish(snapshot("100000"))
+        await settle(rig)
+        assert rig.trading.state is TradingState.HALTED and rig.trading.reason == "operator signal SIGUSR1"
+
+
+@pytest.mark.asyncio
+async def test_reloaded_limits_apply_to_the_next_snapshot() -> None:
+    async with running_rig() as rig:
+        rig.snapshots.publish(snapshot("100000", mark="4900"))  # MR ≈ 0.212: fine under the default 0.20 warning
+        await settle(rig)
+        assert rig.actor.assessment is not None and rig.actor.assessment.margins[0].level.name == "OK"
+        rig.limits[0] = RiskLimits(margin_warning_ratio=D("0.30"), margin_urgent_ratio=D("0.25"))  # as SIGHUP does
+        rig.snapshots.publish(snapshot("100000", mark="4901"))
+        await settle(rig)
+        assert rig.trading.state is TradingState.REDUCING
