@@ -37,17 +37,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str) -> ResolvedConfig:
-    config = load_config(path)
+def _load(path: str) -> ResolvedConfig | None:
+    """The config, with its secrets registered for redaction; or None, every problem printed to stderr."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
     logging_setup.register_secrets(config.settings.credentials.secret_values())
     return config
 
 
 def _check_config(path: str) -> int:
-    try:
-        config = _load(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _load(path)
+    if config is None:
         return ExitCode.CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -60,10 +63,8 @@ def _check_config(path: str) -> int:
 
 
 def _run(path: str) -> int:
-    try:
-        config = _load(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _load(path)
+    if config is None:
         return ExitCode.CONFIG
     s = config.settings
     logging_setup.configure(s.logging.format, s.logging.level)
