@@ -1,4 +1,5 @@
-"""Fills: turns venue `FillReport`s into `OrderFilled` events, once each.
+"""Fills: turns venue `FillReport`s into `OrderFilled` events, once each, and passes the venues' other
+balance reports to the books in the order they arrived.
 
 A venue may report the same trade twice (private stream and REST backstop, or a resend after a
 reconnect), so trades are de-duplicated by (venue, trade id) over a bounded window.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from daemon.bus import LosslessChannel
-from daemon.domain.messages import FillReport, OrderFilled
+from daemon.domain.messages import BalancesChanged, OrderFilled, VenueReport
 from daemon.lifecycle import ActorContext, serve
 
 DEDUP_WINDOW = 100_000
@@ -18,14 +19,23 @@ DEDUP_WINDOW = 100_000
 class FillsActor:
     name = "fills"
 
-    def __init__(self, inbox: LosslessChannel[FillReport], outs: list[LosslessChannel[OrderFilled]]) -> None:
+    def __init__(
+        self,
+        inbox: LosslessChannel[VenueReport],
+        books: LosslessChannel[OrderFilled | BalancesChanged],
+        strategy: LosslessChannel[OrderFilled],
+    ) -> None:
         self.inbox = inbox
-        self._outs = outs
+        self._books = books
+        self._strategy = strategy
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.duplicates = 0
 
     async def run(self, ctx: ActorContext) -> None:
-        async def handle(report: FillReport) -> None:
+        async def handle(report: VenueReport) -> None:
+            if isinstance(report, BalancesChanged):
+                await self._books.send(report)  # same channel as fills: the books see venue order
+                return
             key = (report.venue, report.trade_id)
             if key in self._seen:
                 self.duplicates += 1
@@ -37,8 +47,8 @@ class FillsActor:
                 price=report.price, fee=report.fee, fee_currency=report.fee_currency,
                 ts_event=report.ts_event, ts_recv=ctx.clock.now_ns(),
             )
-            for out in self._outs:
-                await out.send(fill)
+            await self._books.send(fill)
+            await self._strategy.send(fill)
             # Marked seen only once delivered: a failure above redelivers rather than loses the fill.
             self._seen[key] = None
             if len(self._seen) > DEDUP_WINDOW:

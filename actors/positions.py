@@ -13,7 +13,7 @@ from daemon.domain.exposure import compute_exposure, perp_asset
 from daemon.domain.ids import InstrumentId
 from daemon.domain.ledger import ChangeSet, Ledger, LedgerError
 from daemon.domain.market import MarketBoard, MissingMarketData
-from daemon.domain.messages import MarketData, OrderFilled, PortfolioSnapshotted, PositionView
+from daemon.domain.messages import BalancesChanged, MarketData, OrderFilled, PortfolioSnapshotted, PositionView
 from daemon.domain.pnl import nav_usd
 from daemon.lifecycle import ActorContext, serve
 
@@ -23,7 +23,7 @@ class PositionsActor:
 
     def __init__(
         self,
-        fills: LosslessChannel[OrderFilled],
+        fills: LosslessChannel[OrderFilled | BalancesChanged],
         marks: ConflatingChannel[MarketData],
         snapshots: Fanout[PortfolioSnapshotted],
         ledger: Ledger,
@@ -64,23 +64,27 @@ class PositionsActor:
             self.latest = PortfolioSnapshotted(
                 positions=tuple(positions), cash=tuple((f"{a}:{t}", v) for a, t, v in snapshot.balances),
                 eth_usd=market.price_usd("ETH"),
-                net_delta_eth=exposure.net_delta("ETH"), nav_usd=nav, fills_applied=len(self._booked),
-                ts_event=market.ts_ns, ts_recv=now,
+                net_delta_eth=exposure.net_delta("ETH"), nav_usd=nav, reports_booked=len(self._booked),
+                ts_event=market.ts_ns, ts_recv=now, ledger=snapshot,
             )
             self._snapshots.publish(self.latest)
 
-        async def on_fill(fill: OrderFilled) -> None:
-            if fill.trade_id in self._booked:
+        async def on_report(report: OrderFilled | BalancesChanged) -> None:
+            if isinstance(report, OrderFilled):
+                key, change = f"{report.venue}:{report.trade_id}", fill_change_set(report)
+            else:
+                key, change = f"{report.venue}:{report.report_id}", report.change
+            if key in self._booked:
                 return
             try:
-                ledger.apply(fill_change_set(fill))
+                ledger.apply(change)
             except LedgerError as exc:
                 # The venue says it happened and our books cannot hold it: they are wrong. Stop adding risk
                 # until a human or the reconciler has looked.
-                ctx.log.critical("fill_not_booked", trade_id=fill.trade_id, error=str(exc))
-                ctx.trading.halt(f"fill {fill.trade_id} could not be booked: {exc}", source="positions")
+                ctx.log.critical("report_not_booked", report=key, error=str(exc))
+                ctx.trading.halt(f"{key} could not be booked: {exc}", source="positions")
                 return
-            self._booked.add(fill.trade_id)
+            self._booked.add(key)
             publish()
 
         async def on_mark(update: MarketData) -> None:
@@ -88,5 +92,5 @@ class PositionsActor:
             publish()
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(serve, ctx, self.fills, on_fill)
+            tg.start_soon(serve, ctx, self.fills, on_report)
             tg.start_soon(serve, ctx, self.marks, on_mark)

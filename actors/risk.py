@@ -21,7 +21,9 @@ from daemon.bus import ConflatingChannel, LosslessChannel
 from daemon.domain.booking import split_instrument
 from daemon.domain.messages import (
     Command,
+    ExecuteInstruction,
     HaltTrading,
+    InstructionFinished,
     OrderEvent,
     OrderRejected,
     PortfolioSnapshotted,
@@ -49,7 +51,7 @@ class RiskActor:
     def __init__(
         self,
         inbox: LosslessChannel[Command],
-        approved: LosslessChannel[SubmitOrder],
+        approved: LosslessChannel[SubmitOrder | ExecuteInstruction],
         events: LosslessChannel[OrderEvent],
         snapshots: ConflatingChannel[PortfolioSnapshotted],
         limits: Callable[[], RiskLimits],
@@ -66,7 +68,18 @@ class RiskActor:
 
     async def run(self, ctx: ActorContext) -> None:
         async def on_command(command: Command) -> None:
-            if isinstance(command, SubmitOrder):
+            if isinstance(command, ExecuteInstruction):
+                state = ctx.trading.state
+                if state is TradingState.ACTIVE or (state is TradingState.REDUCING and
+                                                    command.instruction.reduces_exposure):
+                    await self._approved.send(command)
+                    return
+                self.rejected += 1
+                now = ctx.clock.now_ns()
+                reason = f"trading is {state.value.lower()}"
+                ctx.log.warning("instruction_refused", instruction_id=command.instruction_id, reason=reason)
+                await self._events.send(InstructionFinished(command.instruction_id, False, 0, 0, reason, now, now))
+            elif isinstance(command, SubmitOrder):
                 refusal = self._refusal(command, ctx.trading.state)
                 if refusal is None:
                     await self._approved.send(command)

@@ -51,7 +51,7 @@ class StatusActor:
         if snap is not None:
             shorts = " ".join(f"{p.instrument_id.split(':')[0]}={p.quantity}" for p in snap.positions)
             fields.update(eth_usd=str(snap.eth_usd), nav_usd=f"{snap.nav_usd:.2f}",
-                          delta_eth=f"{snap.net_delta_eth:.3f}", shorts=shorts or "-", fills=snap.fills_applied)
+                          delta_eth=f"{snap.net_delta_eth:.3f}", shorts=shorts or "-", booked=snap.reports_booked)
         fields.update(self._extra())
         ctx.log.info("status", **fields)
         self._on_status(" ".join(f"{k}={v}" for k, v in fields.items() if k != "shorts"))

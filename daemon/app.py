@@ -33,28 +33,32 @@ from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.chaos import FailingActor
 from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings
-from daemon.domain.hedge_keeper import HedgeParams
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
+from daemon.domain.market import MarketBoard
 from daemon.domain.messages import (
+    BalancesChanged,
     Command,
-    FillReport,
+    ExecuteInstruction,
     MarketData,
     OrderEvent,
     OrderFilled,
     PortfolioSnapshotted,
     SubmitOrder,
+    VenueReport,
 )
 from daemon.domain.risk import DrawdownBreaker, RiskLimits
 from daemon.domain.synthetic import SyntheticMarketSpec
 from daemon.errors import ConfigError, ConfigProblem
 from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
+from daemon.mode_spec import mode_spec
 from daemon.replay.feed import SyntheticFeed
 from daemon.settings import RiskSettings
 from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.systemd import Notifier, watchdog_interval_s
 from daemon.trading import StateTransition, TradingStateCell
 from daemon.venues.simulated import SimulatedExchange
+from daemon.venues.simulated_chain import SimulatedChain
 
 log = structlog.get_logger()
 
@@ -92,12 +96,14 @@ class Daemon:
             "strategy.market", cap.market_data_keys)
         strategy_events: LosslessChannel[OrderEvent] = lossless("strategy.events", cap.order_events_capacity)
         positions_marks: ConflatingChannel[MarketData] = conflating("positions.marks", cap.market_data_keys)
-        positions_fills: LosslessChannel[OrderFilled] = lossless("positions.fills", cap.fills_capacity)
+        positions_reports: LosslessChannel[OrderFilled | BalancesChanged] = lossless("positions.reports",
+                                                                                 cap.fills_capacity)
         status_snaps: ConflatingChannel[PortfolioSnapshotted] = conflating("status.snapshots", cap.snapshot_keys)
         risk_snaps: ConflatingChannel[PortfolioSnapshotted] = conflating("risk.snapshots", cap.snapshot_keys)
         risk_commands: LosslessChannel[Command] = lossless("risk.commands", cap.commands_capacity)
-        execution_orders: LosslessChannel[SubmitOrder] = lossless("execution.orders", cap.commands_capacity)
-        fill_reports: LosslessChannel[FillReport] = lossless("fills.reports", cap.fills_capacity)
+        execution_orders: LosslessChannel[SubmitOrder | ExecuteInstruction] = lossless("execution.orders",
+                                                                                      cap.commands_capacity)
+        venue_reports: LosslessChannel[VenueReport] = lossless("fills.reports", cap.fills_capacity)
         self.commands = risk_commands
 
         replay = s.replay
@@ -105,7 +111,7 @@ class Daemon:
         cex = {name: v for name, v in config.venues.items() if v.kind == "cex"}
         self.exchanges = {
             name: SimulatedExchange(
-                name, self.clock, fill_reports,
+                name, self.clock, venue_reports,
                 taker_fee_bps=Decimal(str(v.fees.taker_bps if v.fees else 0)),
                 min_order_usd=Decimal(str(v.min_order_usd)),
             )
@@ -113,33 +119,27 @@ class Daemon:
         }
         perp_venues = list(cex) or ["binance"]
         spec = SyntheticMarketSpec(seed=replay.seed, start=replay.start, hours=replay.hours, venues=perp_venues)
-        self.feed = SyntheticFeed(spec, self.clock, self.exchanges)
+        self.board = MarketBoard()  # what the simulated chain prices its transactions with
+        self.feed = SyntheticFeed(spec, self.clock, self.exchanges, self.board)
+        self.spec = mode_spec(config)
+        self.chain = SimulatedChain(self.clock, self.board, venue_reports, self.exchanges, lst=self.spec.lst)
 
-        params = config.params
         capital = Decimal(str(s.strategy.initial_capital))
-        allocation = Decimal(str(params.stake_allocation))
-        weights = {v: Decimal(str(w)) for v, w in params.hedge_allocation.items() if v in cex}
-        spot_venue = config.mode.spot_venue if config.mode.spot_venue in cex else None
         self.market_data = MarketDataActor(self.feed, Fanout[Any]([strategy_market, positions_marks]))
-        self.strategy = StrategyActor(
-            strategy_market, strategy_events, risk_commands,
-            hedged=config.hedged, spot_venue=spot_venue,
-            capital_usd=capital, long_allocation=allocation,
-            hedge=HedgeParams(weights, Decimal(str(params.funding_threshold)),
-                              Decimal(str(params.position_deviation_threshold)),
-                              Decimal(str(params.min_order_usd))),
-        )
+        self.strategy = StrategyActor(strategy_market, strategy_events, risk_commands, spec=self.spec,
+                                      venues=tuple(cex))
         self.risk = RiskActor(
             risk_commands, execution_orders, strategy_events, risk_snaps, self._risk_limits,
             DrawdownBreaker(Decimal(str(s.risk.drawdown_reduce_fraction)), Decimal(str(s.risk.drawdown_close_fraction)),
                             Decimal(str(s.risk.drawdown_halt_fraction))),
         )
-        self.execution = ExecutionActor(execution_orders, self.exchanges, strategy_events)
-        self.fills = FillsActor(fill_reports, [positions_fills, strategy_events])  # type: ignore[list-item]
+        self.execution = ExecutionActor(execution_orders, self.exchanges, strategy_events, self.chain)
+        self.fills = FillsActor(venue_reports, positions_reports, strategy_events)  # type: ignore[arg-type]
         self.positions = PositionsActor(
-            positions_fills, positions_marks, Fanout[Any]([strategy_market, status_snaps, risk_snaps]),
+            positions_reports, positions_marks, Fanout[Any]([strategy_market, status_snaps, risk_snaps]),
             Ledger(tuple(cex), gas_debt_allowed=config.share_class.currency == "USDT"),
-            lambda: self._opening(capital, allocation, spot_venue, weights),
+            lambda: [ChangeSet(Reason.INITIAL_CAPITAL, self.clock.now_ns(),
+                               (TokenChange(WALLET, config.share_class.currency, capital),))],
         )
         self.status = StatusActor(status_snaps, s.runtime.status_interval_s, self._status_extra,
                                   self.notifier.status)
@@ -164,7 +164,7 @@ class Daemon:
             rng=random.Random(replay.seed),
         )
         self.inbox_of = {
-            "positions": "positions.fills", "fills": "fills.reports", "execution": "execution.orders",
+            "positions": "positions.reports", "fills": "fills.reports", "execution": "execution.orders",
             "risk": "risk.commands", "strategy": "strategy.events", "status": "status.snapshots",
         }
 
@@ -175,20 +175,6 @@ class Daemon:
             "margin_warning_ratio", "margin_urgent_ratio", "margin_maintenance_ratio", "delta_warn_fraction",
             "delta_act_fraction", "ltv_warn_above_target", "ltv_act_above_target", "mark_divergence_flag_fraction",
             "mark_divergence_alert_fraction", "data_stale_after_s")))
-
-    def _opening(
-        self, capital: Decimal, allocation: Decimal, spot: str | None, weights: dict[str, Decimal]
-    ) -> list[ChangeSet]:
-        """Opening balances: the long leg's cash on the spot venue, hedge margin spread by weight."""
-        asset = self.config.share_class.currency
-        changes: tuple[TokenChange, ...]
-        if spot is None or asset == "ETH":
-            changes = (TokenChange(WALLET, asset, capital),)
-        else:
-            margin = capital - capital * allocation
-            changes = (TokenChange(spot, "USDT", capital * allocation),
-                       *(TokenChange(v, "USDT", margin * w) for v, w in weights.items()))
-        return [ChangeSet(Reason.INITIAL_CAPITAL, self.clock.now_ns(), changes)]
 
     # --- running -----------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from daemon.domain.messages import OracleRateReported, PriceTicked, ReserveIndexesReported
+from daemon.domain.messages import GasPriceReported, OracleRateReported, PriceTicked, ReserveIndexesReported
 
 ONE = Decimal(1)
 
@@ -33,6 +33,7 @@ class MarketBoard:
         self.lst: dict[str, Decimal] = {}
         self.supply: dict[str, Decimal] = {"WETH": ONE}
         self.borrow: dict[str, Decimal] = {}
+        self.gas_gwei: Decimal | None = None
         self.updated_ns: dict[str, int] = {}  # series → ts_event of its last update (for staleness)
 
     def update(self, message: object) -> None:
@@ -51,6 +52,9 @@ class MarketBoard:
             self.supply[message.reserve] = message.liquidity_index
             self.borrow[message.reserve] = message.borrow_index
             key = f"aave:{message.reserve}"
+        elif isinstance(message, GasPriceReported):
+            self.gas_gwei = message.gwei
+            key = "gas"
         else:
             return
         ts = getattr(message, "ts_event", 0)

@@ -11,8 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId, TradeId, VenueId, VenueOrderId
+from daemon.domain.ledger import ChangeSet, LedgerSnapshot
+
+if TYPE_CHECKING:
+    from daemon.domain.strategy import Instruction
 
 
 class Side(StrEnum):
@@ -145,7 +150,17 @@ class ResumeTrading:
     ts_recv: int
 
 
-Command = SubmitOrder | CancelOrder | HaltTrading | ResumeTrading
+@dataclass(frozen=True, slots=True)
+class ExecuteInstruction:
+    """Carry out one instruction of the strategy manager, its steps in order."""
+
+    instruction_id: InstructionId
+    instruction: Instruction
+    ts_event: int
+    ts_recv: int
+
+
+Command = SubmitOrder | CancelOrder | HaltTrading | ResumeTrading | ExecuteInstruction
 
 
 # --- venue reports: the venue's own account, ground truth -----------------------------------------------
@@ -187,6 +202,22 @@ class BalanceReport:
     total: Decimal
     ts_event: int
     ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class BalancesChanged:
+    """A venue's report of a balance change other than a trade fill (a transfer, an on-chain transaction, a
+    funding settlement), as the ledger change set it amounts to. Travels on the same ordered channel as
+    fills, so the books see every venue event in the order it happened."""
+
+    venue: VenueId
+    report_id: str  # unique per venue: a resent report is recognised and booked once
+    change: ChangeSet
+    ts_event: int
+    ts_recv: int
+
+
+VenueReport = FillReport | BalancesChanged
 
 
 # --- events: past tense -----------------------------------------------------------------------------------
@@ -246,13 +277,25 @@ class PortfolioSnapshotted:
     eth_usd: Decimal
     net_delta_eth: Decimal
     nav_usd: Decimal
-    fills_applied: int
+    reports_booked: int
     ts_event: int
     ts_recv: int
+    ledger: LedgerSnapshot | None = None  # the books this view was valued from
 
     @property
     def key(self) -> str:
         return "portfolio"
 
 
-OrderEvent = OrderFilled | OrderRejected
+@dataclass(frozen=True, slots=True)
+class InstructionFinished:
+    instruction_id: InstructionId
+    completed: bool
+    steps_done: int
+    reports: int  # venue reports the steps produced: the books are current once they have booked this many
+    reason: str
+    ts_event: int
+    ts_recv: int
+
+
+OrderEvent = OrderFilled | OrderRejected | InstructionFinished

@@ -224,9 +224,20 @@ def _gaps(spec: ModeSpec, view: StrategyView, desired: DesiredState, limits: Ris
                 if _margin(venue, v, limits).level >= Level.WARNING}
     critical = max(deficits, key=lambda k: deficits[k]) if deficits else None
     short_gaps = {venue: target - view.venues.get(venue, VenueView(ZERO, ZERO, ZERO, ZERO, ZERO)).perp_size
-                  for venue, target in desired.shorts.items()}
+                  for venue, target in hedge_targets(spec, long_leg).items()}
     return Gaps(ltv - spec.target_ltv if spec.borrowing else ZERO, delta_gap,
                 deficits.get(critical, ZERO) if critical else ZERO, critical, short_gaps)
+
+
+def hedge_targets(spec: ModeSpec, long_leg: Decimal) -> dict[str, Decimal]:
+    """Shorts that hedge the long leg actually held (−AAVE net ETH − free LST − spot, split by weight).
+
+    Not the entry's a·E/P: once in, the hedge follows the ETH held, which drifts with yields, fees and
+    margin top-ups, while E/P moves with the price of ETH itself (DOMAIN §4).
+    """
+    if not spec.hedged:
+        return {}
+    return {v: -_qty(long_leg * w) for v, w in spec.hedge_weights.items() if w > 0}
 
 
 def _margin(venue: str, v: VenueView, limits: RiskLimits) -> MarginReading:
@@ -244,13 +255,18 @@ def _margin_deficit(v: VenueView, target: Decimal) -> Decimal:
 # --- instruction recipes -------------------------------------------------------------------------------
 
 
-def add_margin_to_cex(spec: ModeSpec, venue: str, amount_usd: Decimal, price: Decimal) -> Instruction:
+def add_margin_to_cex(spec: ModeSpec, view: StrategyView, venue: str, amount_usd: Decimal) -> Instruction:
     """Seed 004's ADD_MARGIN_TO_CEX: shrink the long and the short by the same ETH, so delta is kept while
-    the venue's margin ratio rises."""
+    the venue's margin ratio rises. The AAVE leg is freed at constant LTV: repay p·D, withdraw p·C with
+    p = x / (C − D), which frees p·(C − D) = x of equity."""
+    price = view.price_usd
     eth = _qty(amount_usd / price)
     if spec.borrowing:
+        equity = view.aave_collateral - view.aave_debt
+        p = min(ONE, eth / equity) if equity > 0 else ZERO
         first = Step(1, "ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC, "aave_v3",
-                     {"amount_usd": amount_usd, "mode": "atomic", "unwind_mode": spec.unwind})
+                     {"amount_usd": amount_usd, "repay_eth": p * view.aave_debt,
+                      "withdraw_eth": p * view.aave_collateral, "mode": "atomic", "unwind_mode": spec.unwind})
     else:
         first = Step(1, "REDEEM_LST", Executor.STAKING, "etherfi", {"amount_eth": eth, "unwind_mode": spec.unwind})
     steps = (
@@ -311,7 +327,7 @@ def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: 
             deficit = _margin_deficit(view.venues[venue], spec.margin_ratio_target)
             if deficit > spec.min_order_usd:
                 solvency.append((priority.distance_to_liquidation,
-                                 add_margin_to_cex(spec, venue, deficit, view.price_usd)))
+                                 add_margin_to_cex(spec, view, venue, deficit)))
     instructions = [i for _, i in solvency]  # already nearest-first
     hedge = sum((abs(v.perp_size) for v in view.venues.values()), ZERO)
     if spec.hedged and hedge and abs(gaps.delta_gap) / hedge > spec.deviation_threshold:
@@ -350,8 +366,10 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruct
         if spec.staking:
             add("WITHDRAW_TO_WALLET", Executor.CEX, spot_venue, amount_eth=long_eth)
             if spec.borrowing:
+                # Sized from exactly what was bought (lot-rounded), so the flash loan balances to the wei.
+                lev = atomic_entry(long_eth, spec.target_ltv)
                 add("ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3", equity_eth=long_eth,
-                    supply_eth=d.aave_collateral, borrow_eth=d.aave_debt, lst=spec.lst)
+                    supply_eth=lev.supplied, borrow_eth=lev.borrowed, lst=spec.lst)
             else:
                 add("STAKE", Executor.STAKING, "etherfi", amount_eth=long_eth, lst=spec.lst)
     return [Instruction(0, "ENTRY", spec.name, amount if spec.share_class == "USDT" else amount * price,

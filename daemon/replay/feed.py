@@ -4,9 +4,11 @@ simulated venues' prices current (they fill at the venue's own price, never an a
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 
 from daemon.clock import Clock
-from daemon.domain.hedge_keeper import perp_instrument, spot_instrument
+from daemon.domain.ids import InstrumentId
+from daemon.domain.market import MarketBoard
 from daemon.domain.messages import (
     FundingRateReported,
     GasPriceReported,
@@ -19,10 +21,21 @@ from daemon.domain.synthetic import NS_PER_HOUR, SyntheticBar, SyntheticMarketSp
 from daemon.venues.simulated import SimulatedExchange
 
 
+def perp_instrument(venue: str) -> InstrumentId:
+    return InstrumentId(f"{venue}:Perp:ETHUSDT")
+
+
+def spot_instrument(venue: str) -> InstrumentId:
+    return InstrumentId(f"{venue}:Spot:ETHUSDT")
+
+
 class SyntheticFeed:
     def __init__(
-        self, spec: SyntheticMarketSpec, clock: Clock, exchanges: Mapping[str, SimulatedExchange]
+        self, spec: SyntheticMarketSpec, clock: Clock, exchanges: Mapping[str, SimulatedExchange],
+        board: MarketBoard | None = None,
     ) -> None:
+        self._board = board
+        self._last_rate: dict[str, Decimal] = {}
         self._bars: Iterator[SyntheticBar] = generate(spec)
         self._clock = clock
         self._exchanges = exchanges
@@ -47,12 +60,20 @@ class SyntheticFeed:
             out.append(PriceTicked(perp_instrument(venue), mark, ts, now))
         spot_venue = next(iter(self._exchanges), "binance")
         out.append(PriceTicked(spot_instrument(spot_venue), bar.eth_spot, ts, now))
+        marks = dict(bar.perp_marks)
         for venue, rate in bar.funding:
+            # The rate published at the previous settlement is paid now, on the position held now.
+            if venue in self._exchanges and venue in self._last_rate:
+                await self._exchanges[venue].settle_funding(self._last_rate[venue], marks[venue])
+            self._last_rate[venue] = rate
             out.append(FundingRateReported(perp_instrument(venue), rate, ts + 8 * NS_PER_HOUR, ts, now))
         out.append(ReserveIndexesReported("weETH", bar.weeth_liquidity_index, bar.weeth_liquidity_index, ts, now))
         out.append(ReserveIndexesReported("WETH", bar.weth_borrow_index, bar.weth_borrow_index, ts, now))
         out.append(ReserveIndexesReported("USDT", bar.usdt_liquidity_index, bar.usdt_liquidity_index, ts, now))
         out.append(OracleRateReported("weETH/ETH", bar.weeth_eth_oracle, ts, now))
         out.append(GasPriceReported(bar.gas_gwei, ts, now))
+        if self._board is not None:
+            for update in out:
+                self._board.update(update)
         return out
 

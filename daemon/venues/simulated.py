@@ -15,7 +15,8 @@ from daemon.bus import LosslessChannel
 from daemon.clock import Clock
 from daemon.domain.booking import split_instrument
 from daemon.domain.ids import ClientOrderId, TradeId, VenueId, VenueOrderId
-from daemon.domain.messages import FillReport, OrderStatusReport, SubmitOrder
+from daemon.domain.ledger import ChangeSet, Reason, TokenChange
+from daemon.domain.messages import BalancesChanged, FillReport, OrderStatusReport, SubmitOrder, VenueReport
 
 BPS = Decimal("0.0001")
 
@@ -25,7 +26,7 @@ class SimulatedExchange:
         self,
         venue: str,
         clock: Clock,
-        reports: LosslessChannel[FillReport],
+        reports: LosslessChannel[VenueReport],
         taker_fee_bps: Decimal,
         slippage_bps_per_million_usd: Decimal = Decimal(5),
         min_order_usd: Decimal = Decimal(10),
@@ -39,6 +40,8 @@ class SimulatedExchange:
         self._prices: dict[str, Decimal] = {}  # "Perp" / "Spot" -> price of ETH
         self._orders: dict[ClientOrderId, OrderStatusReport] = {}
         self._ids = itertools.count(1)
+        self._perp_size = Decimal(0)  # the venue's own record of the account's ETH perp position
+        self.funding_settlements = 0
 
     def set_price(self, kind: str, price: Decimal) -> None:
         self._prices[kind] = price
@@ -73,6 +76,8 @@ class SimulatedExchange:
         notional = order.quantity * price
         fill_price = (price * (1 + order.side.sign * self._slippage * notional)).quantize(Decimal("0.01"))
         fee = (order.quantity * fill_price * self._taker_fee).quantize(Decimal("0.00000001"))
+        if kind == "Perp":
+            self._perp_size += order.quantity * order.side.sign
         report = OrderStatusReport(self.venue, order.client_order_id, venue_order_id, "filled", "", now, now)
         self._orders[order.client_order_id] = report
         await self._reports.send(FillReport(
@@ -81,6 +86,17 @@ class SimulatedExchange:
             quantity=order.quantity, price=fill_price, fee=fee, fee_currency="USDT", ts_event=now, ts_recv=now,
         ))
         return report
+
+    async def settle_funding(self, rate: Decimal, mark: Decimal) -> None:
+        """Settle one funding interval on the position held now: a positive rate pays shorts."""
+        if self._perp_size == 0:
+            return
+        payment = (-self._perp_size * mark * rate).quantize(Decimal("0.00000001"))
+        now = self._clock.now_ns()
+        self.funding_settlements += 1
+        change = ChangeSet(Reason.FUNDING_PAYMENT, now, (TokenChange(self.venue, "USDT", payment),),
+                           ref=f"funding-{now}")
+        await self._reports.send(BalancesChanged(self.venue, f"funding-{now}", change, now, now))
 
     async def cancel_all_orders(self) -> int:
         # Market orders fill at once here, so nothing is ever left open to cancel.

@@ -17,6 +17,7 @@ from daemon.clock import VirtualClock
 from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
 from daemon.domain.messages import (
     Command,
+    ExecuteInstruction,
     OrderEvent,
     OrderRejected,
     PortfolioSnapshotted,
@@ -35,7 +36,7 @@ D = Decimal
 @dataclass
 class Rig:
     commands: LosslessChannel[Command]
-    approved: LosslessChannel[SubmitOrder]
+    approved: LosslessChannel[SubmitOrder | ExecuteInstruction]
     events: LosslessChannel[OrderEvent]
     snapshots: ConflatingChannel[PortfolioSnapshotted]
     trading: TradingStateCell
@@ -46,7 +47,7 @@ class Rig:
 @asynccontextmanager
 async def running_rig() -> AsyncIterator[Rig]:
     commands: LosslessChannel[Command] = LosslessChannel("risk.commands", 16)
-    approved: LosslessChannel[SubmitOrder] = LosslessChannel("execution.orders", 16)
+    approved: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 16)
     events: LosslessChannel[OrderEvent] = LosslessChannel("strategy.events", 16)
     snapshots: ConflatingChannel[PortfolioSnapshotted] = ConflatingChannel("risk.snapshots", 4, lambda s: s.key)
     limits = [RiskLimits()]
@@ -90,7 +91,8 @@ async def test_low_margin_moves_to_reducing_and_only_reduce_only_orders_pass() -
         await settle(rig)
         refused = rig.events.receive_nowait()
         assert isinstance(refused, OrderRejected) and "reducing" in refused.reason
-        assert rig.approved.receive_nowait().reduce_only
+        passed = rig.approved.receive_nowait()
+        assert isinstance(passed, SubmitOrder) and passed.reduce_only
         rig.snapshots.publish(snapshot("100000", mark="5000"))  # out of urgent, still in the warning band
         await settle(rig)
         assert rig.trading.state is TradingState.REDUCING  # hysteresis: no flapping at the line

@@ -41,9 +41,13 @@ def test_ready_arrives_on_the_notify_socket_and_sigterm_exits_0(daemon: DaemonPr
     # READY only once every actor had started
     started = daemon.wait_for_event("daemon_ready")
     assert set(started["actors"]) == {"positions", "fills", "execution", "risk", "strategy", "market_data", "status"}
-    daemon.wait_for_event("order_filled")  # the pipeline really trades
+    # The strategy manager's entry runs through every actor and both simulated venues.
+    entry = daemon.wait_for_event("instruction_finished", type="ENTRY")
+    assert entry["completed"] is True and entry["steps_done"] == entry["steps"] == 9, entry
     status = daemon.wait_for_event("status")
-    assert status["trading"] == "ACTIVE" and int(status["fills"]) >= 1
+    assert status["trading"] == "ACTIVE" and int(status["booked"]) >= 9
+    assert abs(float(status["delta_eth"])) < 0.05  # hedged: perp shorts match the AAVE net ETH
+    assert 99_000 < float(status["nav_usd"]) < 101_000  # 100,000 less fees, slippage and gas
     t0 = time.monotonic()
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(timeout_s=5) == 0

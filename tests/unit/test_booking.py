@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from daemon.domain.booking import fill_change_set
 from daemon.domain.exposure import compute_exposure
-from daemon.domain.hedge_keeper import HedgeParams, effective_weights, hedge_intents
 from daemon.domain.ids import ClientOrderId, InstrumentId, TradeId, VenueId
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, LedgerError, PerpPosition, Reason, TokenChange
 from daemon.domain.market import MarketBoard
@@ -74,26 +73,3 @@ def test_a_spot_buy_the_account_cannot_pay_for_is_refused_whole() -> None:
         ledger.apply(fill_change_set(fill("binance:Spot:ETHUSDT", Side.BUY, "1", "3000")))
     assert ledger.balance("binance", "ETH") == 0 and ledger.balance("binance", "USDT") == 100
     assert ledger.balance(WALLET, "USDT") == 0
-
-
-def test_hedge_moves_away_from_venues_whose_funding_charges_shorts() -> None:
-    params = HedgeParams({"binance": D("0.4"), "bybit": D("0.3"), "okx": D("0.3")}, D("0.0001"), D("0.02"), D(10))
-    weights = effective_weights(params, {"binance": D("0.0001"), "bybit": D("-0.0005"), "okx": D("0.0002")})
-    assert weights == {"binance": D("0.4") / D("0.7"), "bybit": 0, "okx": D("0.3") / D("0.7")}
-    shorts = {"binance": D(-4), "bybit": D(-3), "okx": D(-3)}
-    intents = hedge_intents(D(10), shorts, {"bybit": D("-0.0005")}, D(3000), params)
-    assert intents[0].reduce_only and intents[0].instrument_id == "bybit:Perp:ETHUSDT"
-    assert intents[0].signed_quantity == D(3)
-    assert sum(i.signed_quantity for i in intents) + sum(shorts.values()) >= D(-10)
-    assert all(not i.reduce_only for i in intents[1:])
-
-
-def test_hedge_never_concentrates_beyond_what_each_venues_margin_was_sized_for() -> None:
-    params = HedgeParams({"binance": D("0.4"), "bybit": D("0.3"), "okx": D("0.3")}, D("0.0001"), D("0.02"), D(10))
-    two_charging = {"binance": D("-0.001"), "bybit": D("-0.001"), "okx": D("0.0001")}
-    assert effective_weights(params, two_charging) == params.weights  # okx alone would carry 100 %
-
-
-def test_no_orders_within_the_deviation_band() -> None:
-    params = HedgeParams({"binance": D(1)}, D("0.0001"), D("0.02"), D(10))
-    assert hedge_intents(D(10), {"binance": D("-9.9")}, {}, D(3000), params) == []

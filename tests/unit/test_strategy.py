@@ -184,3 +184,16 @@ def test_a_hedge_move_between_venues_is_not_reducing_and_is_held_whole_in_reduci
     reducing = StrategyView(skewed.equity, skewed.price_usd, skewed.lst_rate, skewed.aave_collateral,
                             skewed.aave_debt, D(0), D(0), D(0), skewed.venues, TradingState.REDUCING)
     assert not any(i.type == "DELTA_ADJUST" for i in decide(Change.REBALANCE, spec(), reducing).instructions)
+
+
+def test_rebalance_hedges_the_eth_actually_held_not_the_entrys_equity_over_price() -> None:
+    # The long leg is 16.666 ETH; ETH has fallen to 2000, so a·E/P would say 25 ETH. Shorts match the long
+    # leg already: nothing to do. (Hedging a·E/P would add 8 ETH of shorts and leave the book net short.)
+    view = running_view()
+    fallen = StrategyView(view.equity, D(2000), view.lst_rate, view.aave_collateral, view.aave_debt, D(0), D(0),
+                          D(0), {v: VenueView(D(20_000), D(0), vv.perp_size, D(3000), D(2000))
+                                 for v, vv in view.venues.items()})
+    decision = decide(Change.REBALANCE, spec(), fallen)
+    assert not any(i.type == "DELTA_ADJUST" for i in decision.instructions)
+    assert abs(decision.gaps.delta_gap) < D("0.01")
+    assert all(abs(g) < D("0.01") for g in decision.gaps.short_gaps.values())

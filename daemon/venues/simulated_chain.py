@@ -1,0 +1,131 @@
+"""A simulated Ethereum wallet with AAVE v3, EtherFi staking and CEX deposit/withdrawal rails.
+
+Each operation is one transaction: it either happens whole or not at all, costs gas (units per operation
+from the project's data × the hour's gas price, paid in wallet ETH — for a USDT share class that is gas
+debt), and is reported as one `BalancesChanged` on the venue report channel, the same ordered channel the
+exchanges' fills use. AAVE positions move as scaled balances at the current indexes; staking mints at the
+oracle rate; a DEX swap of the LST pays the configured fee. Flash-loan legs (flash borrow, stake, supply,
+borrow, repay flash) are one atomic transaction, booked as its net effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from daemon.bus import LosslessChannel
+from daemon.clock import Clock
+from daemon.domain.aave import scaled_from_native
+from daemon.domain.ids import VenueId
+from daemon.domain.ledger import WALLET, ChangeSet, Reason, TokenChange
+from daemon.domain.market import MarketBoard
+from daemon.domain.messages import BalancesChanged, VenueReport
+from daemon.errors import NonRetryableVenueError
+
+GAS_UNITS: dict[str, int] = {  # DOMAIN §3, from operation_gas_costs_summary
+    "ATOMIC_ENTRY": 1_250_000, "ATOMIC_DELEVERAGE": 1_100_000, "STAKE": 150_000, "REDEEM_LST": 200_000,
+    "SWAP": 180_000, "TRANSFER": 100_000, "SUPPLY": 250_000, "WITHDRAW": 220_000,
+}
+GWEI = Decimal("1e-9")
+ZERO = Decimal(0)
+
+
+class SimulatedChain:
+    venue = VenueId("chain")
+
+    def __init__(self, clock: Clock, board: MarketBoard, reports: LosslessChannel[VenueReport],
+                 exchanges: Mapping[str, object], lst: str = "weETH", swap_fee_bps: Decimal = Decimal(20)) -> None:
+        self._clock = clock
+        self._board = board
+        self._reports = reports
+        self._exchanges = exchanges
+        self._lst = lst
+        self._a_token = {"weETH": "aWeETH", "wstETH": "awstETH"}[lst]
+        self._swap_fee = swap_fee_bps / Decimal(10_000)
+        self.transactions = 0
+
+    # --- operations (one transaction each) ---------------------------------------------------------------
+
+    async def transfer_usdt_to_cex(self, venue: str, amount: Decimal, ref: str) -> None:
+        self._check_venue(venue)
+        await self._book(Reason.VENUE_TRANSFER, "TRANSFER", ref, (
+            TokenChange(WALLET, "USDT", -amount), TokenChange(venue, "USDT", amount)))
+
+    async def transfer_eth_to_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
+        self._check_venue(venue)
+        await self._book(Reason.VENUE_TRANSFER, "TRANSFER", ref, (
+            TokenChange(WALLET, "ETH", -amount_eth), TokenChange(venue, "ETH", amount_eth)))
+
+    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
+        # An exchange withdrawal costs no wallet gas (the exchange charges its own fee, not modelled here).
+        self._check_venue(venue)
+        await self._book(Reason.VENUE_TRANSFER, None, ref, (
+            TokenChange(venue, "ETH", -amount_eth), TokenChange(WALLET, "ETH", amount_eth)))
+
+    async def stake(self, amount_eth: Decimal, ref: str) -> None:
+        minted = amount_eth / self._oracle()
+        await self._book(Reason.STAKE_DEPOSIT, "STAKE", ref, (
+            TokenChange(WALLET, "ETH", -amount_eth), TokenChange(WALLET, self._lst, minted)))
+
+    async def atomic_leverage_entry(self, equity_eth: Decimal, supply_eth: Decimal, borrow_eth: Decimal,
+                                    ref: str) -> None:
+        """Flash-borrow WETH, stake everything, supply the LST, borrow the flash amount back, repay."""
+        if supply_eth - borrow_eth - equity_eth > Decimal("1e-12") * supply_eth:
+            raise NonRetryableVenueError(f"atomic entry does not balance: supply {supply_eth} ≠ equity "
+                                         f"{equity_eth} + borrow {borrow_eth}")
+        lst = supply_eth / self._oracle()
+        await self._book(Reason.ATOMIC_LEVERAGE_EXECUTION, "ATOMIC_ENTRY", ref, (
+            TokenChange(WALLET, "ETH", -equity_eth),
+            TokenChange(WALLET, self._a_token, scaled_from_native(lst, self._index(self._lst))),
+            TokenChange(WALLET, "variableDebtWETH", scaled_from_native(borrow_eth, self._debt_index())),
+        ))
+
+    async def atomic_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str) -> Decimal:
+        """Flash-repay `repay_eth` of debt, withdraw `withdraw_eth` worth of collateral, swap it to ETH on a
+        DEX (paying the fee), repay the flash; whatever ETH is left lands in the wallet. Returns it."""
+        lst = withdraw_eth / self._oracle()
+        received = withdraw_eth * (1 - self._swap_fee)
+        freed = received - repay_eth
+        if freed < 0:
+            raise NonRetryableVenueError(f"deleverage withdraws {withdraw_eth} ETH of collateral, too little to "
+                                         f"repay {repay_eth} after the swap fee")
+        await self._book(Reason.ATOMIC_DELEVERAGE_EXECUTION, "ATOMIC_DELEVERAGE", ref, (
+            TokenChange(WALLET, self._a_token, -scaled_from_native(lst, self._index(self._lst))),
+            TokenChange(WALLET, "variableDebtWETH", -scaled_from_native(repay_eth, self._debt_index())),
+            TokenChange(WALLET, "ETH", freed),
+        ))
+        return freed
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    async def _book(self, reason: Reason, gas_op: str | None, ref: str, changes: tuple[TokenChange, ...]) -> None:
+        now = self._clock.now_ns()
+        if gas_op is not None:
+            gwei = self._board.gas_gwei if self._board.gas_gwei is not None else Decimal(10)
+            changes = (*changes, TokenChange(WALLET, "ETH", -(Decimal(GAS_UNITS[gas_op]) * gwei * GWEI)))
+        self.transactions += 1
+        change = ChangeSet(reason, now, changes, ref=ref)
+        report = BalancesChanged(self.venue, f"tx{self.transactions}", change, now, now)
+        await self._reports.send(report)
+
+    def _check_venue(self, venue: str) -> None:
+        if venue not in self._exchanges:
+            raise NonRetryableVenueError(f"no exchange account {venue!r} to transfer to")
+
+    def _oracle(self) -> Decimal:
+        rate = self._board.lst.get(self._lst)
+        if rate is None:
+            raise NonRetryableVenueError(f"no {self._lst}/ETH oracle rate yet")
+        return rate
+
+    def _index(self, reserve: str) -> Decimal:
+        index = self._board.supply.get(reserve)
+        if index is None:
+            raise NonRetryableVenueError(f"no AAVE liquidity index for {reserve} yet")
+        return index
+
+    def _debt_index(self) -> Decimal:
+        index = self._board.borrow.get("WETH")
+        if index is None:
+            raise NonRetryableVenueError("no AAVE borrow index for WETH yet")
+        return index

@@ -1,0 +1,169 @@
+"""Instructions carried out by the execution actor through the real simulated exchange and chain."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+
+import anyio
+import pytest
+
+from actors.execution import ExecutionActor
+from daemon.bus import LosslessChannel
+from daemon.clock import VirtualClock
+from daemon.domain.aave import atomic_entry
+from daemon.domain.booking import fill_change_set
+from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
+from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
+from daemon.domain.market import MarketBoard
+from daemon.domain.messages import (
+    BalancesChanged,
+    ExecuteInstruction,
+    FillReport,
+    GasPriceReported,
+    InstructionFinished,
+    OracleRateReported,
+    OrderEvent,
+    OrderFilled,
+    ReserveIndexesReported,
+    Side,
+    SubmitOrder,
+    VenueReport,
+)
+from daemon.domain.strategy import Executor, Instruction, Step
+from daemon.supervisor import RestartPolicy, Supervisor
+from daemon.trading import TradingStateCell
+from daemon.venues.simulated import SimulatedExchange
+from daemon.venues.simulated_chain import SimulatedChain
+
+D = Decimal
+VENUES = ("binance", "bybit")
+
+
+@dataclass
+class Rig:
+    orders: LosslessChannel[SubmitOrder | ExecuteInstruction]
+    reports: LosslessChannel[VenueReport]
+    events: LosslessChannel[OrderEvent]
+    exchanges: dict[str, SimulatedExchange]
+    trading: TradingStateCell
+
+
+@asynccontextmanager
+async def running() -> AsyncIterator[Rig]:
+    clock = VirtualClock(0, None)
+    orders: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 64)
+    reports: LosslessChannel[VenueReport] = LosslessChannel("fills.reports", 256)
+    events: LosslessChannel[OrderEvent] = LosslessChannel("strategy.events", 64)
+    exchanges = {v: SimulatedExchange(v, clock, reports, taker_fee_bps=D(5)) for v in VENUES}
+    for exchange in exchanges.values():
+        exchange.set_price("Spot", D(3000))
+        exchange.set_price("Perp", D(3001))
+    board = MarketBoard()
+    for message in (OracleRateReported("weETH/ETH", D("1.05"), 0, 0), GasPriceReported(D(10), 0, 0),
+                    ReserveIndexesReported("weETH", D("1.01"), D("1.01"), 0, 0),
+                    ReserveIndexesReported("WETH", D("1.03"), D("1.05"), 0, 0)):
+        board.update(message)
+    chain = SimulatedChain(clock, board, reports, exchanges)
+    actor = ExecutionActor(orders, exchanges, events, chain)
+    trading = TradingStateCell()
+    sup = Supervisor([actor], clock=clock, trading=trading, policy=RestartPolicy(), heartbeat_interval_s=0.05,
+                     heartbeat_timeout_s=1, rng=random.Random(0))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        yield Rig(orders, reports, events, exchanges, trading)
+        tg.cancel_scope.cancel()
+
+
+def entry_instruction(long_eth: Decimal) -> Instruction:
+    lev = atomic_entry(long_eth, D("0.9"))
+    steps = (
+        Step(1, "TRANSFER_USDT_TO_CEX", Executor.WALLET, "binance", {"amount_usd": long_eth * 3000 + 10_000}),
+        Step(2, "BUY_SPOT", Executor.CEX, "binance", {"amount": long_eth}),
+        Step(3, "OPEN_PERP_SHORT", Executor.CEX, "binance", {"amount": long_eth}),
+        Step(4, "WITHDRAW_TO_WALLET", Executor.CEX, "binance", {"amount_eth": long_eth}),
+        Step(5, "ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3",
+             {"equity_eth": long_eth, "supply_eth": lev.supplied, "borrow_eth": lev.borrowed}),
+    )
+    return Instruction(1, "ENTRY", "test", long_eth * 3000, steps, False, "entry")
+
+
+async def finished(rig: Rig) -> InstructionFinished:
+    with anyio.fail_after(2):
+        while True:
+            event = await rig.events.receive()
+            if isinstance(event, InstructionFinished):
+                return event
+
+
+def book(reports: list[VenueReport]) -> Ledger:
+    ledger = Ledger(VENUES, gas_debt_allowed=True)
+    ledger.apply(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange(WALLET, "USDT", D(100_000)),)))
+    for r in reports:
+        if isinstance(r, BalancesChanged):
+            ledger.apply(r.change)
+        else:
+            ledger.apply(fill_change_set(OrderFilled(r.venue, r.trade_id, r.client_order_id, r.instrument_id, r.side,
+                                                     r.quantity, r.price, r.fee, r.fee_currency, 0, 0)))
+    return ledger
+
+
+@pytest.mark.asyncio
+async def test_an_entry_runs_its_steps_in_order_and_its_reports_book_cleanly() -> None:
+    async with running() as rig:
+        await rig.orders.send(ExecuteInstruction(InstructionId("i1"), entry_instruction(D(10)), 0, 0))
+        done = await finished(rig)
+        assert (done.completed, done.steps_done, done.reports) == (True, 5, 5)
+        reports = [rig.reports.receive_nowait() for _ in range(len(rig.reports))]
+    kinds = [type(r).__name__ if isinstance(r, FillReport) else r.change.reason.value for r in reports]
+    assert kinds == ["VENUE_TRANSFER", "FillReport", "FillReport", "VENUE_TRANSFER", "ATOMIC_LEVERAGE_EXECUTION"]
+    fills = [r for r in reports if isinstance(r, FillReport)]
+    assert [f.client_order_id for f in fills] == ["i1-2", "i1-3"]  # deterministic: a resend is recognised
+    ledger = book(reports)  # every report books, in order, without a refusal
+    lev = atomic_entry(D(10), D("0.9"))
+    assert ledger.balance(WALLET, "aWeETH") == lev.supplied / D("1.05") / D("1.01")
+    assert ledger.balance(WALLET, "variableDebtWETH") == lev.borrowed / D("1.05")
+    # Gas debt: the USDT transfer (100k gas) and the atomic entry (1.25M gas) at 10 gwei; the exchange's
+    # withdrawal costs the wallet nothing.
+    assert ledger.balance(WALLET, "ETH") == -(D(100_000) + D(1_250_000)) * D(10) * D("1e-9")
+    assert ledger.perp("binance", "ETHUSDT").quantity == -10
+
+
+@pytest.mark.asyncio
+async def test_a_halt_between_steps_stops_the_instruction_and_says_where() -> None:
+    async with running() as rig:
+        rig.trading.halt("operator", source="operator")
+        await rig.orders.send(ExecuteInstruction(InstructionId("i2"), entry_instruction(D(10)), 0, 0))
+        done = await finished(rig)
+        assert (done.completed, done.steps_done) == (False, 0)
+        assert "stopped before step 1: trading is halted" in done.reason
+        assert len(rig.reports) == 0 and all(e.orders_received == 0 for e in rig.exchanges.values())
+
+
+@pytest.mark.asyncio
+async def test_a_failing_step_stops_the_rest_and_is_reported() -> None:
+    instruction = entry_instruction(D(10))
+    broken = Instruction(1, "ENTRY", "test", D(0), (instruction.steps[0], Step(
+        2, "TRANSFER_USDT_TO_CEX", Executor.WALLET, "kraken", {"amount_usd": D(1)}), instruction.steps[1]), False, "x")
+    async with running() as rig:
+        await rig.orders.send(ExecuteInstruction(InstructionId("i3"), broken, 0, 0))
+        done = await finished(rig)
+        assert (done.completed, done.steps_done, done.reports) == (False, 1, 1)
+        assert "step 2 TRANSFER_USDT_TO_CEX failed" in done.reason and "kraken" in done.reason
+        assert rig.exchanges["binance"].orders_received == 0  # step 3 never ran
+
+
+@pytest.mark.asyncio
+async def test_funding_pays_shorts_on_a_positive_rate_at_the_venues_own_mark() -> None:
+    async with running() as rig:
+        exchange = rig.exchanges["bybit"]
+        await exchange.submit_order(SubmitOrder(ClientOrderId("c1"), InstructionId("i"),
+                                                InstrumentId("bybit:Perp:ETHUSDT"), Side.SELL, D(2), False, "t", 0, 0))
+        await exchange.settle_funding(D("0.0001"), D(3010))
+        reports = [rig.reports.receive_nowait() for _ in range(len(rig.reports))]
+    funding = reports[-1]
+    assert isinstance(funding, BalancesChanged) and funding.change.reason is Reason.FUNDING_PAYMENT
+    assert funding.change.tokens == (TokenChange("bybit", "USDT", D("0.60200000")),)
