@@ -31,9 +31,18 @@ from daemon.domain.messages import (
     SubmitOrder,
     TradingState,
 )
-from daemon.domain.risk import DrawdownAction, DrawdownBreaker, Level, MarginReading, RiskLimits, margin_reading
+from daemon.domain.risk import (
+    DrawdownAction,
+    DrawdownBreaker,
+    Level,
+    MarginReading,
+    RiskLimits,
+    margin_reading,
+    mark_divergence,
+)
 from daemon.domain.risk import trading_state as implied_state
 from daemon.lifecycle import ActorContext, serve
+from daemon.state_store import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,12 @@ class RiskAssessment:
     breaker: DrawdownAction
     solvency: Level
     implied: TradingState
+    mark_divergence: Decimal  # largest gap between venues' marks, as a fraction
+    divergence_level: Level  # flag (> 0.5 %, maybe bad data) or alert (> 1 %): reported, never traded on
+
+
+BREAKER_KEY = "drawdown_breaker"
+PEAK_SAVE_STEP = Decimal("1.001")  # persist a new NAV peak once it is 0.1 % above the saved one, not every bar
 
 
 class RiskActor:
@@ -56,13 +71,19 @@ class RiskActor:
         snapshots: ConflatingChannel[PortfolioSnapshotted],
         limits: Callable[[], RiskLimits],
         breaker: DrawdownBreaker,
+        store: StateStore | None = None,
     ) -> None:
         self.inbox = inbox
         self.snapshots = snapshots
         self._approved = approved
         self._events = events
         self._limits = limits
-        self.breaker = breaker  # outlives restarts; persisted with the journal once it exists
+        # The breaker outlives restarts of this actor and, with a store, of the process: a tripped breaker
+        # that a restart forgot would resume trading after the loss that tripped it.
+        self._store = store
+        saved = store.load(BREAKER_KEY) if store is not None else None
+        self.breaker = DrawdownBreaker.from_dict(saved) if saved is not None else breaker
+        self._saved_peak = self.breaker.peak_nav
         self.assessment: RiskAssessment | None = None
         self.rejected = 0
 
@@ -96,7 +117,12 @@ class RiskActor:
                 ctx.trading.set(TradingState.ACTIVE, command.reason, source="risk")
 
         async def on_snapshot(snapshot: PortfolioSnapshotted) -> None:
+            previous = self.assessment
             self.assessment = self._assess(snapshot)
+            if self.assessment.divergence_level > Level.OK and (
+                    previous is None or previous.divergence_level < self.assessment.divergence_level):
+                ctx.log.warning("mark_divergence", level=self.assessment.divergence_level.name,
+                                gap=f"{self.assessment.mark_divergence:.4%}")
             self._apply(ctx, self.assessment)
 
         async with anyio.create_task_group() as tg:
@@ -111,11 +137,18 @@ class RiskActor:
             venue = split_instrument(p.instrument_id)[0]
             margins.append(margin_reading(venue, cash.get(f"{venue}:USDT", Decimal(0)), p.quantity,
                                           p.average_price, p.mark_price, limits))
-        self.breaker = self.breaker.observe(snapshot.nav_usd)
+        observed = self.breaker.observe(snapshot.nav_usd)
+        if self._store is not None and (observed.tripped is not self.breaker.tripped or
+                                        observed.peak_nav >= self._saved_peak * PEAK_SAVE_STEP):
+            self._store.save(BREAKER_KEY, observed.to_dict())
+            self._saved_peak = observed.peak_nav
+        self.breaker = observed
         solvency = max((m.level for m in margins), default=Level.OK)
         implied = implied_state(solvency, self.breaker.tripped, operator_halted=False)
+        marks = {split_instrument(p.instrument_id)[0]: p.mark_price for p in snapshot.positions}
+        gap, gap_level = mark_divergence(marks, limits)
         return RiskAssessment(tuple(margins), self.breaker.drawdown(snapshot.nav_usd), self.breaker.tripped,
-                              solvency, implied)
+                              solvency, implied, gap, gap_level)
 
     @staticmethod
     def _apply(ctx: ActorContext, a: RiskAssessment) -> None:

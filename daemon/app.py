@@ -54,6 +54,7 @@ from daemon.metrics import MetricSources, build_registry, serve_metrics
 from daemon.mode_spec import mode_spec
 from daemon.replay.feed import SyntheticFeed
 from daemon.settings import RiskSettings
+from daemon.state_store import StateStore
 from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.systemd import Notifier, watchdog_interval_s
 from daemon.trading import StateTransition, TradingStateCell
@@ -132,6 +133,7 @@ class Daemon:
             risk_commands, execution_orders, strategy_events, risk_snaps, self._risk_limits,
             DrawdownBreaker(Decimal(str(s.risk.drawdown_reduce_fraction)), Decimal(str(s.risk.drawdown_close_fraction)),
                             Decimal(str(s.risk.drawdown_halt_fraction))),
+            StateStore(s.runtime.state_dir) if s.runtime.state_dir else None,
         )
         self.execution = ExecutionActor(execution_orders, self.exchanges, strategy_events, self.chain)
         self.fills = FillsActor(venue_reports, positions_reports, strategy_events)  # type: ignore[arg-type]
@@ -300,6 +302,10 @@ class Daemon:
             a = self.risk.assessment
             return {(("venue", m.venue),): float(m.ratio) for m in a.margins} if a else {}
 
+        def divergence() -> dict[tuple[tuple[str, str], ...], float]:
+            a = self.risk.assessment
+            return {(): float(a.mark_divergence)} if a else {}
+
         def drawdown() -> dict[tuple[tuple[str, str], ...], float]:
             a = self.risk.assessment
             return {(): float(a.drawdown)} if a else {}
@@ -314,5 +320,6 @@ class Daemon:
                 "basisd_market_time_seconds": ("Market (virtual clock) time, Unix seconds", market_time),
                 "basisd_margin_ratio": ("CEX margin ratio per venue: (USDT + uPnL) / notional", margin_ratio),
                 "basisd_drawdown_ratio": ("Drawdown of NAV from its peak, as a fraction", drawdown),
+                "basisd_mark_divergence_ratio": ("Largest gap between venues' perp marks, as a fraction", divergence),
             },
         )

@@ -26,6 +26,10 @@ class RuntimeSettings(Frozen):
     mode: Literal["live", "paper", "replay", "backtest"] = "replay"
     status_interval_s: float = Field(5.0, gt=0, description="Seconds between status lines")
     run_for_s: float | None = Field(None, gt=0, description="Stop after this many real seconds (None: run on)")
+    state_dir: str | None = Field(
+        None, description="Where state that must survive a restart is kept (the drawdown breaker); unset, a "
+                          "restart starts afresh, as a replay should. Live: the unit's StateDirectory."
+    )
 
 
 class SupervisorSettings(Frozen):

@@ -273,6 +273,13 @@ def king_unwrap(amount_king: Decimal, eigen_per_king: Decimal, ethfi_per_king: D
     ), ref=ref)
 
 
+def king_unwrap_due(king_usd: Decimal, unwrap_gas_usd: Decimal, floor_usd: Decimal = Decimal(100)) -> bool:
+    """Unwrap once the KING held is worth more than both the floor and 100× the unwrap's gas (DOMAIN §8 #24:
+    the guide gives each rule alone; either alone unwraps dust in a gas spike or waits forever when gas is
+    cheap)."""
+    return king_usd > max(floor_usd, 100 * unwrap_gas_usd)
+
+
 @dataclass(frozen=True, slots=True)
 class KingVault:
     """The KING vault: what it holds and how many KING shares exist (KING_TOKEN_HANDLING_GUIDE)."""

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import pytest
@@ -26,7 +27,8 @@ from daemon.domain.messages import (
     SubmitOrder,
     TradingState,
 )
-from daemon.domain.risk import DrawdownBreaker, RiskLimits
+from daemon.domain.risk import DrawdownAction, DrawdownBreaker, RiskLimits
+from daemon.state_store import StateStore
 from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.trading import TradingStateCell
 
@@ -45,13 +47,13 @@ class Rig:
 
 
 @asynccontextmanager
-async def running_rig() -> AsyncIterator[Rig]:
+async def running_rig(store: StateStore | None = None) -> AsyncIterator[Rig]:
     commands: LosslessChannel[Command] = LosslessChannel("risk.commands", 16)
     approved: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 16)
     events: LosslessChannel[OrderEvent] = LosslessChannel("strategy.events", 16)
     snapshots: ConflatingChannel[PortfolioSnapshotted] = ConflatingChannel("risk.snapshots", 4, lambda s: s.key)
     limits = [RiskLimits()]
-    actor = RiskActor(commands, approved, events, snapshots, lambda: limits[0], DrawdownBreaker())
+    actor = RiskActor(commands, approved, events, snapshots, lambda: limits[0], DrawdownBreaker(), store)
     trading = TradingStateCell()
     sup = Supervisor([actor], clock=VirtualClock(0, None), trading=trading, policy=RestartPolicy(),
                      heartbeat_interval_s=0.05, heartbeat_timeout_s=1, rng=random.Random(0))
@@ -131,3 +133,29 @@ async def test_reloaded_limits_apply_to_the_next_snapshot() -> None:
         rig.snapshots.publish(snapshot("100000", mark="4901"))
         await settle(rig)
         assert rig.trading.state is TradingState.REDUCING
+
+
+@pytest.mark.asyncio
+async def test_a_tripped_breaker_survives_a_restart_of_the_process(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state")
+    async with running_rig(store) as rig:
+        for nav in ("100000", "95900"):
+            rig.snapshots.publish(snapshot(nav))
+            await settle(rig)
+        assert rig.actor.breaker.tripped is DrawdownAction.CLOSE_ALL
+    # A new process: a fresh actor, the same state directory. NAV has recovered, the breaker stays tripped.
+    async with running_rig(StateStore(tmp_path / "state")) as rig:
+        assert rig.actor.breaker.tripped is DrawdownAction.CLOSE_ALL
+        assert rig.actor.breaker.peak_nav == D(100_000)
+        rig.snapshots.publish(snapshot("99500"))
+        await settle(rig)
+        assert rig.trading.state is TradingState.REDUCING
+
+
+def test_state_is_replaced_atomically(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save("k", {"a": "1"})
+    store.save("k", {"a": "2"})
+    assert store.load("k") == {"a": "2"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.json"]  # no temporary file left behind
+    assert store.load("missing") is None

@@ -16,6 +16,7 @@ from daemon.domain.ledger import (
     Reason,
     TokenChange,
     king_unwrap,
+    king_unwrap_due,
 )
 
 D = Decimal
@@ -105,6 +106,13 @@ def test_king_unwraps_into_eigen_and_ethfi_by_the_vaults_usd_composition() -> No
     assert ledger.balance(WALLET, "EIGEN") == 3 * eigen and ledger.balance(WALLET, "ETHFI") == 3 * ethfi
     with pytest.raises(LedgerError):
         ledger.apply(king_unwrap(D(1), eigen, ethfi, ts_ns=2))  # no KING left: nothing changes
+
+
+def test_king_is_unwrapped_only_above_both_the_floor_and_100x_gas() -> None:
+    assert not king_unwrap_due(D(150), unwrap_gas_usd=D(5))  # 100 × $5 gas = $500: the floor alone would unwrap
+    assert king_unwrap_due(D(501), unwrap_gas_usd=D(5))
+    assert not king_unwrap_due(D(90), unwrap_gas_usd=D("0.2"))  # 100× gas = $20: gas alone would unwrap $90
+    assert king_unwrap_due(D(101), unwrap_gas_usd=D("0.2"))
 
 
 def test_history_is_bounded() -> None:
