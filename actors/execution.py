@@ -11,7 +11,7 @@ less than planned).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import ROUND_DOWN, Decimal
 
 from daemon.bus import LosslessChannel
@@ -43,6 +43,10 @@ ORDER_STEPS: dict[str, tuple[str, Side, bool]] = {
     "REDUCE_PERP_SHORT": ("Perp", Side.BUY, True),
     "REDUCE_PERP_LONG": ("Perp", Side.SELL, True),
 }
+
+
+# REDUCE_LTV's steps after FLASH_BORROW: one atomic transaction, carried out as the FLASH_BORROW step.
+ATOMIC_BUNDLE_TAIL = frozenset({"REPAY_DEBT", "WITHDRAW_COLLATERAL", "SWAP_LST_TO_WETH", "REPAY_FLASH"})
 
 
 class ExecutionActor:
@@ -128,28 +132,12 @@ class ExecutionActor:
             raise NonRetryableVenueError(reason)
 
     async def _chain_step(self, instruction_id: InstructionId, step: Step, freed: Decimal | None) -> Decimal | None:
-        """Carry out an on-chain or transfer step; return the ETH it freed for the steps after it."""
-        chain = self._chain
-        if chain is None:
+        """Carry out an on-chain or transfer step; return the ETH freed for the steps after it."""
+        handler = CHAIN_STEPS.get(step.action)
+        if self._chain is None or handler is None:
             raise NonRetryableVenueError(f"no venue can carry out {step.action}")
-        ref, params = f"{instruction_id}-{step.step}", step.params
-        if step.action == "TRANSFER_USDT_TO_CEX":
-            await chain.transfer_usdt_to_cex(step.venue, _amount(step, freed, "amount_usd"), ref)
-        elif step.action == "TRANSFER_ETH_TO_CEX":
-            await chain.transfer_eth_to_cex(step.venue, _amount(step, freed, "amount_eth"), ref)
-        elif step.action == "WITHDRAW_TO_WALLET":
-            await chain.withdraw_eth_from_cex(step.venue, _amount(step, freed, "amount_eth"), ref)
-        elif step.action == "STAKE":
-            await chain.stake(_amount(step, freed, "amount_eth"), ref)
-        elif step.action == "ATOMIC_LEVERAGE_ENTRY":
-            await chain.atomic_leverage_entry(Decimal(str(params["equity_eth"])), Decimal(str(params["supply_eth"])),
-                                              Decimal(str(params["borrow_eth"])), ref)
-        elif step.action == "ATOMIC_DELEVERAGE_AAVE" and "withdraw_eth" in params:
-            return await chain.atomic_deleverage(Decimal(str(params["repay_eth"])),
-                                                 Decimal(str(params["withdraw_eth"])), ref)
-        else:
-            raise NonRetryableVenueError(f"the simulated chain cannot carry out {step.action} yet")
-        return freed
+        produced = await handler(self._chain, step, freed, f"{instruction_id}-{step.step}")
+        return produced if produced is not None else freed
 
 
 def _amount(step: Step, freed: Decimal | None, *keys: str) -> Decimal:
@@ -158,3 +146,71 @@ def _amount(step: Step, freed: Decimal | None, *keys: str) -> Decimal:
             value = Decimal(str(step.params[key]))
             return min(value, freed) if freed is not None else value
     raise NonRetryableVenueError(f"{step.action} has none of the parameters {keys}")
+
+
+def _d(step: Step, key: str) -> Decimal:
+    return Decimal(str(step.params[key]))
+
+
+ChainStep = Callable[[SimulatedChain, Step, Decimal | None, str], Awaitable[Decimal | None]]
+
+
+async def _transfer_usdt(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+    await c.transfer_usdt_to_cex(s.venue, _amount(s, freed, "amount_usd"), ref)
+
+
+async def _transfer_eth(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+    await c.transfer_eth_to_cex(s.venue, _amount(s, freed, "amount_eth"), ref)
+
+
+async def _withdraw_to_wallet(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+    await c.withdraw_eth_from_cex(s.venue, _amount(s, freed, "amount_eth"), ref)
+
+
+async def _stake(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+    await c.stake(_amount(s, freed, "amount_eth"), ref)
+
+
+async def _leverage(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+    await c.atomic_leverage_entry(_d(s, "equity_eth"), _d(s, "supply_eth"), _d(s, "borrow_eth"), ref)
+
+
+async def _deleverage(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> Decimal:
+    # (The sequential variant's several transactions are booked as their net effect for now.)
+    return await c.atomic_deleverage(_d(s, "repay_eth"), _d(s, "withdraw_eth"), ref)
+
+
+async def _reduce_debt(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+    await c.atomic_reduce_debt(_d(s, "amount_eth"), ref)
+
+
+async def _inside_flash(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+    return None  # carried out inside the FLASH_BORROW step's transaction
+
+
+async def _supply(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+    await c.supply(str(s.params["asset"]), _d(s, "amount"), ref)
+
+
+async def _withdraw(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+    await c.withdraw(str(s.params["asset"]), _d(s, "amount"), ref)
+
+
+async def _exit_lst(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> Decimal:
+    lst = _d(s, "amount") if "amount" in s.params else _d(s, "amount_eth") / c.oracle_rate()
+    exit_ = c.swap_lst_to_eth if s.action == "SWAP_LST_TO_ETH" else c.redeem_lst
+    return await exit_(lst, ref)
+
+
+async def _sell_eth(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+    await c.swap_eth_to_usdt(_amount(s, freed, "amount_eth"), ref)
+
+
+CHAIN_STEPS: dict[str, ChainStep] = {
+    "TRANSFER_USDT_TO_CEX": _transfer_usdt, "TRANSFER_ETH_TO_CEX": _transfer_eth,
+    "WITHDRAW_TO_WALLET": _withdraw_to_wallet, "STAKE": _stake, "ATOMIC_LEVERAGE_ENTRY": _leverage,
+    "ATOMIC_DELEVERAGE_AAVE": _deleverage, "SEQUENTIAL_DELEVERAGE_AAVE": _deleverage,
+    "FLASH_BORROW": _reduce_debt, **dict.fromkeys(ATOMIC_BUNDLE_TAIL, _inside_flash),
+    "SUPPLY": _supply, "WITHDRAW": _withdraw, "SWAP_LST_TO_ETH": _exit_lst, "REDEEM_LST": _exit_lst,
+    "SWAP_ETH_TO_USDT": _sell_eth,
+}

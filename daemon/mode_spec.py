@@ -23,5 +23,5 @@ def mode_spec(config: ResolvedConfig) -> ModeSpec:
         margin_ratio_target=Decimal(str(p.margin_ratio_target)),
         deviation_threshold=Decimal(str(p.position_deviation_threshold)),
         min_order_usd=Decimal(str(p.min_order_usd)), spot_venue=config.mode.spot_venue,
-        lst=p.lst or "weETH", unwind=p.unwind,
+        lst=p.lst or "weETH", unwind=p.unwind, gas_reserve=Decimal(str(p.gas_reserve_eth)),
     )

@@ -156,6 +156,9 @@ class StrategyParams(Frozen):
     min_loop_position_usd: float = Field(10_000.0, gt=0)
     hedge_allocation: dict[str, float] = Field(default_factory=dict)
     unwind: Literal["fast", "slow"] = "fast"
+    gas_reserve_eth: float = Field(
+        0.05, ge=0, le=10, description="ETH share class: wallet ETH kept back from the entry to pay gas (it cannot "
+                                       "run gas debt as the USDT class does)")
 
     @field_validator("hedge_allocation")
     @classmethod

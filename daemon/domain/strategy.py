@@ -80,6 +80,7 @@ class ModeSpec:
     spot_venue: str | None = "binance"
     lst: str = "weETH"
     unwind: str = "fast"
+    gas_reserve: Decimal = ZERO  # ETH kept in the wallet for gas (ETH share class, which has no gas debt)
 
     def __post_init__(self) -> None:
         if self.share_class == "ETH" and self.hedged:
@@ -339,6 +340,9 @@ def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: 
 
 def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruction]:
     """Initial setup or deposit of `amount` (share-class currency), per mode (ADR-6 sequence for USDT MN)."""
+    if spec.share_class == "ETH":
+        # Keep gas money back: an ETH share class pays gas from wallet ETH and cannot go into gas debt.
+        amount = max(ZERO, amount - spec.gas_reserve)
     d = desired_state(spec, amount, view.price_usd)
     steps: list[Step] = []
 
@@ -385,18 +389,25 @@ def _exit(spec: ModeSpec, view: StrategyView, fraction: Decimal) -> list[Instruc
     def add(action: str, executor: Executor, venue: str, **params: Decimal | str) -> None:
         steps.append(Step(len(steps) + 1, action, executor, venue, params))
 
+    eth_freed = ZERO  # ETH value the on-chain legs turn into wallet ETH
     if view.aave_debt > 0:
-        if spec.unwind == "fast":
-            add("ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC, "aave_v3", fraction=fraction,
-                repay_eth=view.aave_debt * fraction, withdraw_eth=view.aave_collateral * fraction)
-        else:
-            add("SEQUENTIAL_DELEVERAGE_AAVE", Executor.AAVE, "aave_v3", fraction=fraction,
-                repay_eth=view.aave_debt * fraction)
+        action, executor = ("ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC) if spec.unwind == "fast" else \
+            ("SEQUENTIAL_DELEVERAGE_AAVE", Executor.AAVE)
+        add(action, executor, "aave_v3", fraction=fraction, repay_eth=view.aave_debt * fraction,
+            withdraw_eth=view.aave_collateral * fraction)
+        eth_freed += (view.aave_collateral - view.aave_debt) * fraction
     elif view.aave_collateral > 0:
-        add("WITHDRAW", Executor.AAVE, "aave_v3", amount=view.aave_collateral * fraction)
+        asset = spec.lst if spec.staking else ("USDT" if spec.share_class == "USDT" else "WETH")
+        add("WITHDRAW", Executor.AAVE, "aave_v3", asset=asset, amount=view.aave_collateral * fraction)
+        if asset == spec.lst:
+            eth_freed += view.aave_collateral * fraction
     if view.wallet_lst > 0:
         action = "SWAP_LST_TO_ETH" if spec.unwind == "fast" else "REDEEM_LST"
         add(action, Executor.STAKING, "etherfi", amount=view.wallet_lst * fraction, lst=spec.lst)
+        eth_freed += view.wallet_lst * view.lst_rate * fraction
+    if spec.share_class == "USDT" and eth_freed > 0:
+        # A USDT share class holds no ETH once out: what the long leg frees is sold, as the shorts close.
+        add("SWAP_ETH_TO_USDT", Executor.WALLET, "dex", amount_eth=eth_freed)
     for venue, v in sorted(view.venues.items()):
         if v.perp_size != 0:
             add("REDUCE_PERP_SHORT" if v.perp_size < 0 else "REDUCE_PERP_LONG", Executor.CEX, venue,

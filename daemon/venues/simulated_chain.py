@@ -96,6 +96,54 @@ class SimulatedChain:
         ))
         return freed
 
+    async def atomic_reduce_debt(self, repay_eth: Decimal, ref: str) -> None:
+        """REDUCE_LTV as one transaction: flash-borrow WETH, repay debt, withdraw enough collateral to cover the
+        flash after the swap fee, swap it, repay the flash. Frees nothing; LTV falls."""
+        withdraw = repay_eth / (1 - self._swap_fee)
+        await self.atomic_deleverage(repay_eth, withdraw, ref)
+
+    async def supply(self, asset: str, amount: Decimal, ref: str) -> None:
+        token, a_token, reserve = {"USDT": ("USDT", "aUSDT", "USDT"), "WETH": ("ETH", "aWETH", "WETH")}[asset]
+        await self._book(Reason.COLLATERAL_SUPPLIED, "SUPPLY", ref, (
+            TokenChange(WALLET, token, -amount),
+            TokenChange(WALLET, a_token, scaled_from_native(amount, self._index(reserve)))))
+
+    async def withdraw(self, asset: str, amount: Decimal, ref: str) -> None:
+        """Withdraw `amount` of the asset's value (for an LST: in ETH, as the strategy values collateral)."""
+        if asset == self._lst:
+            lst = amount / self._oracle()
+            await self._book(Reason.COLLATERAL_WITHDRAWN, "WITHDRAW", ref, (
+                TokenChange(WALLET, self._a_token, -scaled_from_native(lst, self._index(self._lst))),
+                TokenChange(WALLET, self._lst, lst)))
+            return
+        token, a_token, reserve = {"USDT": ("USDT", "aUSDT", "USDT"), "WETH": ("ETH", "aWETH", "WETH")}[asset]
+        await self._book(Reason.COLLATERAL_WITHDRAWN, "WITHDRAW", ref, (
+            TokenChange(WALLET, a_token, -scaled_from_native(amount, self._index(reserve))),
+            TokenChange(WALLET, token, amount)))
+
+    async def swap_lst_to_eth(self, amount_lst: Decimal, ref: str) -> Decimal:
+        """Fast exit: sell the LST on a DEX at the oracle rate less the fee. Returns the ETH received."""
+        received = amount_lst * self._oracle() * (1 - self._swap_fee)
+        await self._book(Reason.TRADE_EXECUTED, "SWAP", ref, (
+            TokenChange(WALLET, self._lst, -amount_lst), TokenChange(WALLET, "ETH", received)))
+        return received
+
+    async def redeem_lst(self, amount_lst: Decimal, ref: str) -> Decimal:
+        """Slow exit: redeem at the protocol's rate, no swap fee. (The protocol's waiting period, about 7 days
+        for EtherFi, is not simulated yet: the ETH arrives at once.)"""
+        received = amount_lst * self._oracle()
+        await self._book(Reason.STAKE_WITHDRAWAL, "REDEEM_LST", ref, (
+            TokenChange(WALLET, self._lst, -amount_lst), TokenChange(WALLET, "ETH", received)))
+        return received
+
+    async def swap_eth_to_usdt(self, amount_eth: Decimal, ref: str) -> None:
+        price = self._board.prices.get("ETH")
+        if price is None:
+            raise NonRetryableVenueError("no ETH price yet")
+        usdt = amount_eth * price * (1 - self._swap_fee)
+        await self._book(Reason.TRADE_EXECUTED, "SWAP", ref, (
+            TokenChange(WALLET, "ETH", -amount_eth), TokenChange(WALLET, "USDT", usdt)))
+
     # --- helpers ---------------------------------------------------------------------------------------
 
     async def _book(self, reason: Reason, gas_op: str | None, ref: str, changes: tuple[TokenChange, ...]) -> None:
@@ -111,6 +159,9 @@ class SimulatedChain:
     def _check_venue(self, venue: str) -> None:
         if venue not in self._exchanges:
             raise NonRetryableVenueError(f"no exchange account {venue!r} to transfer to")
+
+    def oracle_rate(self) -> Decimal:
+        return self._oracle()
 
     def _oracle(self) -> Decimal:
         rate = self._board.lst.get(self._lst)

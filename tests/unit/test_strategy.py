@@ -159,7 +159,12 @@ def test_in_reducing_only_exposure_reducing_instructions_survive_and_halted_issu
 def test_unwind_fast_is_atomic_and_slow_is_sequential_and_closes_every_leg() -> None:
     fast = decide(Change.UNWIND, spec(), running_view()).instructions[0]
     assert fast.steps[0].action == "ATOMIC_DELEVERAGE_AAVE"
-    assert [s.action for s in fast.steps[1:]] == ["REDUCE_PERP_SHORT"] * 3
+    # A USDT share class ends holding no ETH: the freed long leg is sold as the shorts close.
+    assert fast.steps[1].action == "SWAP_ETH_TO_USDT"
+    freed = D(str(fast.steps[1].params["amount_eth"]))
+    closed = sum(D(str(s.params["amount"])) for s in fast.steps[2:])
+    assert [s.action for s in fast.steps[2:]] == ["REDUCE_PERP_SHORT"] * 3
+    assert abs(freed - closed) < D("0.01")  # long and short leave together
     slow = decide(Change.UNWIND, spec(unwind="slow"), running_view()).instructions[0]
     assert slow.steps[0].action == "SEQUENTIAL_DELEVERAGE_AAVE"
 
@@ -197,3 +202,10 @@ def test_rebalance_hedges_the_eth_actually_held_not_the_entrys_equity_over_price
     assert not any(i.type == "DELTA_ADJUST" for i in decision.instructions)
     assert abs(decision.gaps.delta_gap) < D("0.01")
     assert all(abs(g) < D("0.01") for g in decision.gaps.short_gaps.values())
+
+
+def test_an_eth_share_class_entry_keeps_gas_money_back() -> None:
+    # Found by running every mode on the replay: supplying all 30 ETH left nothing for the supply's own gas.
+    decision = decide(Change.INITIAL_SETUP, eth_spec("eth_staking_only", gas_reserve=D("0.05")), empty_view("30"))
+    (step,) = decision.instructions[0].steps
+    assert step.action == "STAKE" and step.params["amount_eth"] == D("29.95")
