@@ -125,7 +125,8 @@ class ExecutionActor:
         quantity = _amount(step, freed, "amount", "amount_eth").quantize(QTY, rounding=ROUND_DOWN)
         now = ctx.clock.now_ns()
         order = SubmitOrder(client_order_id(instruction_id, step.step), instruction_id,
-                            InstrumentId(f"{step.venue}:{kind}:ETHUSDT"), side, quantity, reduce_only, step.action,
+                            InstrumentId(f"{step.venue}:{kind}:{step.params.get('asset', 'ETH')}USDT"), side, quantity,
+                            reduce_only, step.action,
                             now, now)
         reason = await self._submit(ctx, order)
         if reason is not None:

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import anyio
 
-from daemon.bus import ConflatingChannel, LosslessChannel
+from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.domain.booking import split_instrument
 from daemon.domain.messages import (
     Command,
@@ -28,6 +28,7 @@ from daemon.domain.messages import (
     OrderRejected,
     PortfolioSnapshotted,
     ResumeTrading,
+    RiskAssessed,
     SubmitOrder,
     TradingState,
 )
@@ -72,6 +73,7 @@ class RiskActor:
         limits: Callable[[], RiskLimits],
         breaker: DrawdownBreaker,
         store: StateStore | None = None,
+        published: Fanout[RiskAssessed] | None = None,
     ) -> None:
         self.inbox = inbox
         self.snapshots = snapshots
@@ -81,6 +83,7 @@ class RiskActor:
         # The breaker outlives restarts of this actor and, with a store, of the process: a tripped breaker
         # that a restart forgot would resume trading after the loss that tripped it.
         self._store = store
+        self._published = published
         saved = store.load(BREAKER_KEY) if store is not None else None
         self.breaker = DrawdownBreaker.from_dict(saved) if saved is not None else breaker
         self._saved_peak = self.breaker.peak_nav
@@ -124,6 +127,11 @@ class RiskActor:
                 ctx.log.warning("mark_divergence", level=self.assessment.divergence_level.name,
                                 gap=f"{self.assessment.mark_divergence:.4%}")
             self._apply(ctx, self.assessment)
+            if self._published is not None:
+                a, now = self.assessment, ctx.clock.now_ns()
+                self._published.publish(RiskAssessed(
+                    ctx.trading.state, a.solvency.name, tuple((m.venue, m.ratio) for m in a.margins), a.drawdown,
+                    a.breaker.name, a.mark_divergence, snapshot.ts_event, now))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, ctx, self.inbox, on_command)

@@ -43,6 +43,7 @@ from daemon.domain.messages import (
     OrderEvent,
     OrderFilled,
     PortfolioSnapshotted,
+    RiskAssessed,
     SubmitOrder,
     VenueReport,
 )
@@ -99,7 +100,8 @@ class Daemon:
         positions_marks: ConflatingChannel[MarketData] = conflating("positions.marks", cap.market_data_keys)
         positions_reports: LosslessChannel[OrderFilled | BalancesChanged] = lossless("positions.reports",
                                                                                  cap.fills_capacity)
-        status_snaps: ConflatingChannel[PortfolioSnapshotted] = conflating("status.snapshots", cap.snapshot_keys)
+        status_snaps: ConflatingChannel[PortfolioSnapshotted | RiskAssessed] = conflating("status.snapshots",
+                                                                                       cap.snapshot_keys)
         risk_snaps: ConflatingChannel[PortfolioSnapshotted] = conflating("risk.snapshots", cap.snapshot_keys)
         risk_commands: LosslessChannel[Command] = lossless("risk.commands", cap.commands_capacity)
         execution_orders: LosslessChannel[SubmitOrder | ExecuteInstruction] = lossless("execution.orders",
@@ -134,6 +136,7 @@ class Daemon:
             DrawdownBreaker(Decimal(str(s.risk.drawdown_reduce_fraction)), Decimal(str(s.risk.drawdown_close_fraction)),
                             Decimal(str(s.risk.drawdown_halt_fraction))),
             StateStore(s.runtime.state_dir) if s.runtime.state_dir else None,
+            Fanout[RiskAssessed]([status_snaps]),  # type: ignore[list-item]
         )
         self.execution = ExecutionActor(execution_orders, self.exchanges, strategy_events, self.chain)
         self.fills = FillsActor(venue_reports, positions_reports, strategy_events)  # type: ignore[arg-type]

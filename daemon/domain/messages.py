@@ -298,4 +298,22 @@ class InstructionFinished:
     ts_recv: int
 
 
+@dataclass(frozen=True, slots=True)
+class RiskAssessed:
+    """The risk actor's reading of the latest portfolio snapshot; conflated, the latest wins."""
+
+    trading: TradingState  # the state in force after this assessment
+    solvency: str  # worst level across venues: OK | WARNING | URGENT | CRITICAL
+    margin_ratios: tuple[tuple[str, Decimal], ...]  # (venue, ratio)
+    drawdown: Decimal
+    breaker: str
+    mark_divergence: Decimal
+    ts_event: int
+    ts_recv: int
+
+    @property
+    def key(self) -> str:
+        return "risk"
+
+
 OrderEvent = OrderFilled | OrderRejected | InstructionFinished
