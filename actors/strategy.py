@@ -83,6 +83,11 @@ class StrategyActor:
                     self.failed_instructions += 1
                     ctx.log.warning("instruction_failed", instruction_id=event.instruction_id, reason=event.reason,
                                     steps_done=event.steps_done)
+                    if event.steps_done > 0:
+                        # Half an instruction is a position nobody designed (DOMAIN §8 #20): keep what is held,
+                        # send nothing new, and leave the next move to a human.
+                        ctx.trading.halt(f"instruction {event.instruction_id} stopped after {event.steps_done} "
+                                         f"step(s): {event.reason}", source="strategy")
 
         async def maybe_decide() -> None:
             nonlocal last_hour
