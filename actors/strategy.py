@@ -22,7 +22,7 @@ from daemon.domain.messages import (
     OrderEvent,
     PortfolioSnapshotted,
 )
-from daemon.domain.strategy import Change, ModeSpec, decide
+from daemon.domain.strategy import Change, Decision, ModeSpec, decide
 from daemon.domain.view import strategy_view
 from daemon.lifecycle import ActorContext, serve
 
@@ -58,6 +58,7 @@ class StrategyActor:
         self.decisions = 0
         self.instructions = 0
         self.failed_instructions = 0
+        self.hold_reason = ""
 
     async def run(self, ctx: ActorContext) -> None:
         board = MarketBoard()
@@ -102,19 +103,28 @@ class StrategyActor:
                 return  # not every series has arrived yet
             last_hour = hour
             change = Change.REBALANCE if invested(snapshot.ledger) else Change.INITIAL_SETUP
-            decision = decide(change, self._spec, view)
-            self.decisions += 1
-            for instruction in decision.instructions:
-                self._sequence += 1
-                instruction_id = InstructionId(f"i{hour}-{self._sequence}")
-                pending.add(instruction_id)
-                now = ctx.clock.now_ns()
-                await self._commands.send(ExecuteInstruction(instruction_id, instruction, now, now))
-                self.instructions += 1
-                ctx.log.info("instruction_issued", instruction_id=instruction_id, type=instruction.type,
-                             venue=instruction.venue, amount_usd=f"{instruction.amount_usd:.2f}",
-                             steps=[s.action for s in instruction.steps], change=change.value)
+            await self._issue(ctx, decide(change, self._spec, view), hour, pending)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, ctx, self.market, on_market)
             tg.start_soon(serve, ctx, self.events, on_event)
+
+    async def _issue(self, ctx: ActorContext, decision: Decision, hour: int, pending: set[InstructionId]) -> None:
+        """Send the decision's instructions (lossless, to risk); log an explicit hold when there are none.
+
+        Each id joins `pending` before its command is sent: the instruction may finish before `send` returns.
+        """
+        self.decisions += 1
+        if decision.hold_reason and decision.hold_reason != self.hold_reason:
+            ctx.log.info("holding", reason=decision.hold_reason)
+        self.hold_reason = decision.hold_reason
+        for instruction in decision.instructions:
+            self._sequence += 1
+            instruction_id = InstructionId(f"i{hour}-{self._sequence}")
+            pending.add(instruction_id)
+            now = ctx.clock.now_ns()
+            await self._commands.send(ExecuteInstruction(instruction_id, instruction, now, now))
+            self.instructions += 1
+            ctx.log.info("instruction_issued", instruction_id=instruction_id, type=instruction.type,
+                         venue=instruction.venue, amount_usd=f"{instruction.amount_usd:.2f}",
+                         steps=[s.action for s in instruction.steps], change=decision.change.value)

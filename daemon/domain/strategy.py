@@ -144,6 +144,7 @@ class Decision:
     desired: DesiredState
     gaps: Gaps
     instructions: tuple[Instruction, ...]
+    hold_reason: str = ""  # why nothing is to be done, when `instructions` is empty (an explicit HOLD, §8 #16)
 
 
 # --- desired state ------------------------------------------------------------------------------------
@@ -205,13 +206,19 @@ def decide(change: Change, spec: ModeSpec, view: StrategyView, amount: Decimal =
         instructions = _exit(spec, view, ONE)
     else:
         instructions = _rebalance(spec, view, desired, gaps, limits)
+    unfiltered = bool(instructions)
     if view.trading is TradingState.HALTED:
         instructions = []
     elif view.trading is TradingState.REDUCING:
         instructions = [i for i in instructions if i.reduces_exposure]
     ordered = tuple(Instruction(n, i.type, i.venue, i.amount_usd, i.steps, i.reduces_exposure, i.reason)
                     for n, i in enumerate(instructions, start=1))
-    return Decision(change, spec.name, view, desired, gaps, ordered)
+    hold = ""
+    if not ordered:
+        hold = ("trading halted" if view.trading is TradingState.HALTED else
+                "reducing: no instruction due reduces exposure" if view.trading is TradingState.REDUCING and
+                unfiltered else "within every band")
+    return Decision(change, spec.name, view, desired, gaps, ordered, hold)
 
 
 def _gaps(spec: ModeSpec, view: StrategyView, desired: DesiredState, limits: RiskLimits) -> Gaps:

@@ -148,12 +148,16 @@ def test_negative_delta_reduces_shorts_and_positive_adds_them() -> None:
 
 def test_in_reducing_only_exposure_reducing_instructions_survive_and_halted_issues_nothing() -> None:
     view = running_view(shorts=("-4", "-4", "-4"), trading=TradingState.REDUCING)
-    assert decide(Change.REBALANCE, spec(), view).instructions == ()  # adding shorts would add exposure
+    held = decide(Change.REBALANCE, spec(), view)
+    assert held.instructions == ()  # adding shorts would add exposure
+    assert held.hold_reason == "reducing: no instruction due reduces exposure"  # an explicit HOLD, with its why
+    assert decide(Change.REBALANCE, spec(), running_view()).hold_reason == "within every band"
     assert decide(Change.INITIAL_SETUP, spec(), empty_view(trading=TradingState.REDUCING)).instructions == ()
     unwind = decide(Change.UNWIND, spec(), running_view(trading=TradingState.REDUCING))
     assert unwind.instructions and all(i.reduces_exposure for i in unwind.instructions)
     halted = running_view(binance_usdt="3600", trading=TradingState.HALTED)
     assert decide(Change.REBALANCE, spec(), halted).instructions == ()
+    assert decide(Change.REBALANCE, spec(), halted).hold_reason == "trading halted"
 
 
 def test_unwind_fast_is_atomic_and_slow_is_sequential_and_closes_every_leg() -> None:
