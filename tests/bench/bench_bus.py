@@ -30,7 +30,6 @@ import gc
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +42,9 @@ import anyio
 from daemon.bus import LosslessChannel  # the checkout's own, installed editable in .venv
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script: find machine.py beside it
+
+from machine import cpu_model, git_revision  # noqa: E402
 
 CAPACITY = 1024
 INSTRUMENT = "binance:ETHUSDT-PERP"
@@ -297,14 +299,6 @@ def report(results: dict[str, dict[str, list[float]]], repeats: int, sz: Sizes) 
     return "\n".join(lines)
 
 
-def git_revision() -> str:
-    """The checkout's commit (with "-dirty" if tracked files are modified), for the record."""
-    try:
-        res = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return res.stdout.strip() or "unknown"
 
 
 def _sizes_str(d: dict[str, int]) -> str:
@@ -317,15 +311,6 @@ def _anyio_version() -> str:
     return version("anyio")
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,6 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script: find machine.py beside it
+
+from machine import cpu_model, git_revision  # noqa: E402
+
 VENV_BIN = REPO / ".venv" / "bin"
 BASISD = VENV_BIN / "basisd"
 PYTHON = VENV_BIN / "python"
@@ -201,25 +206,8 @@ def importtime_top(n: int) -> tuple[float, list[tuple[str, float]]]:
     return total, top[:n]
 
 
-def git_revision() -> str:
-    """The checkout's commit (with "-dirty" if tracked files are modified), for the record."""
-    try:
-        res = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return res.stdout.strip() or "unknown"
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
