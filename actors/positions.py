@@ -66,6 +66,7 @@ class PositionsActor:
                 eth_usd=market.price_usd("ETH"),
                 net_delta_eth=exposure.net_delta("ETH"), nav_usd=nav, reports_booked=len(self._booked),
                 ts_event=market.ts_ns, ts_recv=now, ledger=snapshot,
+                series_ages_s=tuple(sorted(board.ages_s().items())),
             )
             self._snapshots.publish(self.latest)
 

@@ -40,6 +40,7 @@ from daemon.domain.risk import (
     RiskLimits,
     margin_reading,
     mark_divergence,
+    stale_series,
 )
 from daemon.domain.risk import trading_state as implied_state
 from daemon.lifecycle import ActorContext, serve
@@ -53,6 +54,7 @@ class RiskAssessment:
     breaker: DrawdownAction
     solvency: Level
     implied: TradingState
+    stale: tuple[str, ...]  # series past their staleness limit
     mark_divergence: Decimal  # largest gap between venues' marks, as a fraction
     divergence_level: Level  # flag (> 0.5 %, maybe bad data) or alert (> 1 %): reported, never traded on
 
@@ -152,11 +154,12 @@ class RiskActor:
             self._saved_peak = observed.peak_nav
         self.breaker = observed
         solvency = max((m.level for m in margins), default=Level.OK)
-        implied = implied_state(solvency, self.breaker.tripped, operator_halted=False)
+        stale = stale_series(dict(snapshot.series_ages_s), limits)
+        implied = implied_state(solvency, self.breaker.tripped, operator_halted=False, stale=bool(stale))
         marks = {split_instrument(p.instrument_id)[0]: p.mark_price for p in snapshot.positions}
         gap, gap_level = mark_divergence(marks, limits)
         return RiskAssessment(tuple(margins), self.breaker.drawdown(snapshot.nav_usd), self.breaker.tripped,
-                              solvency, implied, gap, gap_level)
+                              solvency, implied, stale, gap, gap_level)
 
     @staticmethod
     def _apply(ctx: ActorContext, a: RiskAssessment) -> None:
@@ -166,11 +169,12 @@ class RiskActor:
         if a.implied is TradingState.ACTIVE and current is TradingState.REDUCING:
             # Hysteresis: back to ACTIVE only once clear of the warning band too, not merely above urgent,
             # so a ratio hovering at the line does not flap the state (and the orders) every bar.
-            if a.solvency is Level.OK:
+            if a.solvency is Level.OK and not a.stale:
                 ctx.trading.set(TradingState.ACTIVE, "risk cleared", source="risk")
             return
         worst = min(a.margins, key=lambda m: m.ratio, default=None)
         reason = (f"drawdown breaker {a.breaker.name}" if a.breaker is not DrawdownAction.NONE else
+                  f"stale market data: {', '.join(a.stale)}" if a.stale and a.solvency < Level.URGENT else
                   f"margin {worst.level.name} on {worst.venue} (ratio {worst.ratio:.3f})" if worst else "risk")
         ctx.trading.set(a.implied, reason, source="risk")
 

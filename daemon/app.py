@@ -179,7 +179,7 @@ class Daemon:
         return RiskLimits(*(Decimal(str(getattr(r, f))) for f in (
             "margin_warning_ratio", "margin_urgent_ratio", "margin_maintenance_ratio", "delta_warn_fraction",
             "delta_act_fraction", "ltv_warn_above_target", "ltv_act_above_target", "mark_divergence_flag_fraction",
-            "mark_divergence_alert_fraction", "data_stale_after_s")))
+            "mark_divergence_alert_fraction", "data_stale_after_s", "funding_stale_after_s")))
 
     # --- running -----------------------------------------------------------------------------------------
 

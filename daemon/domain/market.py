@@ -7,7 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from daemon.domain.messages import GasPriceReported, OracleRateReported, PriceTicked, ReserveIndexesReported
+from daemon.domain.messages import (
+    FundingRateReported,
+    GasPriceReported,
+    OracleRateReported,
+    PriceTicked,
+    ReserveIndexesReported,
+)
 
 ONE = Decimal(1)
 
@@ -52,6 +58,8 @@ class MarketBoard:
             self.supply[message.reserve] = message.liquidity_index
             self.borrow[message.reserve] = message.borrow_index
             key = f"aave:{message.reserve}"
+        elif isinstance(message, FundingRateReported):
+            key = f"funding:{message.instrument_id}"
         elif isinstance(message, GasPriceReported):
             self.gas_gwei = message.gwei
             key = "gas"
@@ -60,6 +68,11 @@ class MarketBoard:
         ts = getattr(message, "ts_event", 0)
         self.ts_ns = max(self.ts_ns, ts)
         self.updated_ns[key] = ts
+
+    def ages_s(self) -> dict[str, Decimal]:
+        """Each series' age in market time: how far behind the freshest update it is. Measured against the
+        market rather than the wall clock, so it flags a feed that stopped, whatever the replay speed."""
+        return {k: Decimal(self.ts_ns - ts) / Decimal(1_000_000_000) for k, ts in self.updated_ns.items()}
 
     def state(self) -> MarketState:
         return MarketState(self.ts_ns, dict(self.prices), dict(self.marks), dict(self.lst), dict(self.supply),

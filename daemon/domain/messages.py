@@ -281,6 +281,7 @@ class PortfolioSnapshotted:
     ts_event: int
     ts_recv: int
     ledger: LedgerSnapshot | None = None  # the books this view was valued from
+    series_ages_s: tuple[tuple[str, Decimal], ...] = ()  # market data age per series, in market time
 
     @property
     def key(self) -> str:

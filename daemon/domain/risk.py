@@ -46,6 +46,7 @@ class RiskLimits:
     mark_divergence_flag_fraction: Decimal = Decimal("0.005")
     mark_divergence_alert_fraction: Decimal = Decimal("0.01")
     data_stale_after_s: Decimal = Decimal(7200)
+    funding_stale_after_s: Decimal = Decimal(32400)
 
 
 # --- CEX margin -----------------------------------------------------------------------------------------
@@ -144,7 +145,11 @@ def mark_divergence(marks: dict[str, Decimal], limits: RiskLimits) -> tuple[Deci
 
 
 def stale_series(ages_s: dict[str, Decimal], limits: RiskLimits) -> tuple[str, ...]:
-    return tuple(sorted(name for name, age in ages_s.items() if age > limits.data_stale_after_s))
+    """Series older than their limit; funding (every 8 h) has its own, longer one."""
+    def limit(name: str) -> Decimal:
+        return limits.funding_stale_after_s if name.startswith("funding:") else limits.data_stale_after_s
+
+    return tuple(sorted(name for name, age in ages_s.items() if age > limit(name)))
 
 
 # --- drawdown circuit breaker --------------------------------------------------------------------------
@@ -223,10 +228,12 @@ class TrailingStop:
 # --- trading state and the REDUCING filter -------------------------------------------------------------
 
 
-def trading_state(solvency: Level, breaker: DrawdownAction, operator_halted: bool) -> TradingState:
+def trading_state(solvency: Level, breaker: DrawdownAction, operator_halted: bool,
+                  stale: bool = False) -> TradingState:
+    """Stale data means no new exposure: decisions on prices that stopped moving are guesses."""
     if operator_halted or breaker is DrawdownAction.CLOSE_ALL_AND_HALT:
         return TradingState.HALTED
-    if breaker > DrawdownAction.NONE or solvency >= Level.URGENT:
+    if breaker > DrawdownAction.NONE or solvency >= Level.URGENT or stale:
         return TradingState.REDUCING
     return TradingState.ACTIVE
 

@@ -63,10 +63,12 @@ async def running_rig(store: StateStore | None = None) -> AsyncIterator[Rig]:
         tg.cancel_scope.cancel()
 
 
-def snapshot(nav: str, binance_usdt: str = "30000", mark: str = "3000") -> PortfolioSnapshotted:
+def snapshot(nav: str, binance_usdt: str = "30000", mark: str = "3000",
+             ages: tuple[tuple[str, Decimal], ...] = ()) -> PortfolioSnapshotted:
     short = PositionView(InstrumentId("binance:Perp:ETHUSDT"), D(-10), D(3000), D(mark), D(0),
                          D(-10) * (D(mark) - 3000))
-    return PortfolioSnapshotted((short,), (("binance:USDT", D(binance_usdt)),), D(mark), D(0), D(nav), 1, 0, 0)
+    return PortfolioSnapshotted((short,), (("binance:USDT", D(binance_usdt)),), D(mark), D(0), D(nav), 1, 0, 0,
+                                series_ages_s=ages)
 
 
 def order(reduce_only: bool) -> SubmitOrder:
@@ -159,3 +161,15 @@ def test_state_is_replaced_atomically(tmp_path: Path) -> None:
     assert store.load("k") == {"a": "2"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.json"]  # no temporary file left behind
     assert store.load("missing") is None
+
+
+@pytest.mark.asyncio
+async def test_stale_market_data_stops_new_exposure_until_it_is_fresh_again() -> None:
+    async with running_rig() as rig:
+        rig.snapshots.publish(snapshot("100000", ages=(("okx:Perp:ETHUSDT", D(3 * 3600)),)))
+        await settle(rig)
+        assert rig.trading.state is TradingState.REDUCING
+        assert rig.trading.reason == "stale market data: okx:Perp:ETHUSDT"
+        rig.snapshots.publish(snapshot("100000", ages=(("okx:Perp:ETHUSDT", D(0)),)))
+        await settle(rig)
+        assert rig.trading.state.value == "ACTIVE"

@@ -69,8 +69,10 @@ def test_mark_divergence_flags_and_alerts() -> None:
     assert mark_divergence({"binance": D(3000), "okx": D(3040)}, LIMITS)[1] is Level.URGENT
 
 
-def test_stale_series_are_named() -> None:
-    assert stale_series({"okx_funding": D(40_000), "binance_perp": D(60)}, LIMITS) == ("okx_funding",)
+def test_stale_series_are_named_with_a_longer_limit_for_8_hourly_funding() -> None:
+    ages = {"binance:Perp:ETHUSDT": D(7_300), "funding:okx:Perp:ETHUSDT": D(8 * 3600), "oracle:weETH/ETH": D(60)}
+    assert stale_series(ages, LIMITS) == ("binance:Perp:ETHUSDT",)  # 8 h old funding is on schedule
+    assert stale_series({"funding:okx:Perp:ETHUSDT": D(10 * 3600)}, LIMITS) == ("funding:okx:Perp:ETHUSDT",)
 
 
 def test_drawdown_breaker_levels_latch_and_survive_a_restart() -> None:
