@@ -1,6 +1,6 @@
 """A deterministic synthetic market for runs without data: the embedded default.
 
-Hourly bars of what the strategy modes read: ETH spot, ETH perp marks per venue (each with its own basis,
+Hourly bars of what the strategy modes read: ETH and BTC spot, ETH perp marks per venue (each with its own basis,
 never averaged), 8-hourly funding per venue, AAVE indexes (ray / 1e27, growing from realistic levels rather
 than from 1), the weETH/ETH oracle rate, and gas. The same seed always gives the same bars, so a replay is
 reproducible; values are quantized to Decimals with fixed exponents so that equality is exact.
@@ -39,6 +39,9 @@ class SyntheticBar:
     usdt_liquidity_index: Decimal
     weeth_eth_oracle: Decimal
     gas_gwei: Decimal
+    btc_spot: Decimal = Decimal(0)
+    btc_perp_marks: tuple[tuple[str, Decimal], ...] = ()
+    btc_funding: tuple[tuple[str, Decimal], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,8 @@ class SyntheticMarketSpec:
     weth_borrow_apr: float = 0.025
     usdt_supply_apr: float = 0.06
     staking_apr: float = 0.028
+    btc_start_usd: float = 68_000.0
+    btc_vol_annual: float = 0.50
 
 
 def generate(spec: SyntheticMarketSpec) -> Iterator[SyntheticBar]:
@@ -74,6 +79,12 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[SyntheticBar]:
     }
     weeth_l, weth_b, usdt_l, oracle = 1.000041, 1.031774, 1.103620, 1.038160
     log_gas = math.log(6.0)
+    # BTC draws from its own generator, so adding it left the ETH market of every seed exactly as it was.
+    btc_rng = random.Random(spec.seed + 1_000_003)
+    btc_sigma_h = spec.btc_vol_annual / math.sqrt(HOURS_PER_YEAR)
+    log_btc = math.log(spec.btc_start_usd)
+    btc_basis = dict.fromkeys(spec.venues, 0.0)
+    btc_funding = {v: spec.funding_mean_8h for v in spec.venues}
     for hour in range(spec.hours):
         ts_ns = start_ns + hour * NS_PER_HOUR
         if hour:
@@ -96,6 +107,19 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[SyntheticBar]:
                 funding[v] += 0.3 * (spec.funding_mean_8h - funding[v]) + rng.gauss(0.0, spec.funding_vol_8h)
                 out.append((v, _q(funding[v], _RATE)))
             rates = tuple(out)
+        if hour:
+            log_btc += btc_rng.gauss(-0.5 * btc_sigma_h * btc_sigma_h, btc_sigma_h)
+        btc = math.exp(log_btc)
+        btc_marks = []
+        for v in spec.venues:
+            btc_basis[v] += 0.2 * (0.0 - btc_basis[v]) + btc_rng.gauss(0.0, spec.basis_vol)
+            btc_marks.append((v, _q(btc * (1.0 + btc_basis[v]), _PRICE)))
+        btc_rates: tuple[tuple[str, Decimal], ...] = ()
+        if hour_of_day in FUNDING_HOURS:
+            for v in spec.venues:
+                btc_funding[v] += 0.3 * (spec.funding_mean_8h - btc_funding[v]) + \
+                    btc_rng.gauss(0.0, spec.funding_vol_8h)
+            btc_rates = tuple((v, _q(btc_funding[v], _RATE)) for v in spec.venues)
         yield SyntheticBar(
             ts_ns=ts_ns,
             eth_spot=_q(spot, _PRICE),
@@ -106,6 +130,9 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[SyntheticBar]:
             usdt_liquidity_index=_q(usdt_l, _INDEX),
             weeth_eth_oracle=_q(oracle, _INDEX),
             gas_gwei=_q(math.exp(log_gas), _GWEI),
+            btc_spot=_q(btc, _PRICE),
+            btc_perp_marks=tuple(btc_marks),
+            btc_funding=btc_rates,
         )
 
 

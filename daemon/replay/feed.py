@@ -21,12 +21,12 @@ from daemon.domain.synthetic import NS_PER_HOUR, SyntheticBar, SyntheticMarketSp
 from daemon.venues.simulated import SimulatedExchange
 
 
-def perp_instrument(venue: str) -> InstrumentId:
-    return InstrumentId(f"{venue}:Perp:ETHUSDT")
+def perp_instrument(venue: str, asset: str = "ETH") -> InstrumentId:
+    return InstrumentId(f"{venue}:Perp:{asset}USDT")
 
 
-def spot_instrument(venue: str) -> InstrumentId:
-    return InstrumentId(f"{venue}:Spot:ETHUSDT")
+def spot_instrument(venue: str, asset: str = "ETH") -> InstrumentId:
+    return InstrumentId(f"{venue}:Spot:{asset}USDT")
 
 
 class SyntheticFeed:
@@ -35,7 +35,7 @@ class SyntheticFeed:
         board: MarketBoard | None = None,
     ) -> None:
         self._board = board
-        self._last_rate: dict[str, Decimal] = {}
+        self._last_rate: dict[tuple[str, str], Decimal] = {}
         self._bars: Iterator[SyntheticBar] = generate(spec)
         self._clock = clock
         self._exchanges = exchanges
@@ -54,19 +54,23 @@ class SyntheticFeed:
         out: list[MarketData] = []
         for exchange in self._exchanges.values():
             exchange.set_price("Spot", bar.eth_spot)
-        for venue, mark in bar.perp_marks:
-            if venue in self._exchanges:
-                self._exchanges[venue].set_price("Perp", mark)
-            out.append(PriceTicked(perp_instrument(venue), mark, ts, now))
+            exchange.set_price("Spot", bar.btc_spot, "BTC")
         spot_venue = next(iter(self._exchanges), "binance")
-        out.append(PriceTicked(spot_instrument(spot_venue), bar.eth_spot, ts, now))
-        marks = dict(bar.perp_marks)
-        for venue, rate in bar.funding:
-            # The rate published at the previous settlement is paid now, on the position held now.
-            if venue in self._exchanges and venue in self._last_rate:
-                await self._exchanges[venue].settle_funding(self._last_rate[venue], marks[venue])
-            self._last_rate[venue] = rate
-            out.append(FundingRateReported(perp_instrument(venue), rate, ts + 8 * NS_PER_HOUR, ts, now))
+        for asset, spot, perp_marks, funding in (("ETH", bar.eth_spot, bar.perp_marks, bar.funding),
+                                                 ("BTC", bar.btc_spot, bar.btc_perp_marks, bar.btc_funding)):
+            marks = dict(perp_marks)
+            for venue, mark in perp_marks:
+                if venue in self._exchanges:
+                    self._exchanges[venue].set_price("Perp", mark, asset)
+                out.append(PriceTicked(perp_instrument(venue, asset), mark, ts, now))
+            out.append(PriceTicked(spot_instrument(spot_venue, asset), spot, ts, now))
+            for venue, rate in funding:
+                # The rate published at the previous settlement is paid now, on the position held now.
+                key = (venue, asset)
+                if venue in self._exchanges and key in self._last_rate:
+                    await self._exchanges[venue].settle_funding(self._last_rate[key], marks[venue], asset)
+                self._last_rate[key] = rate
+                out.append(FundingRateReported(perp_instrument(venue, asset), rate, ts + 8 * NS_PER_HOUR, ts, now))
         out.append(ReserveIndexesReported("weETH", bar.weeth_liquidity_index, bar.weeth_liquidity_index, ts, now))
         out.append(ReserveIndexesReported("WETH", bar.weth_borrow_index, bar.weth_borrow_index, ts, now))
         out.append(ReserveIndexesReported("USDT", bar.usdt_liquidity_index, bar.usdt_liquidity_index, ts, now))

@@ -37,14 +37,14 @@ class SimulatedExchange:
         self._taker_fee = taker_fee_bps * BPS
         self._slippage = slippage_bps_per_million_usd * BPS / Decimal(1_000_000)
         self._min_order_usd = min_order_usd
-        self._prices: dict[str, Decimal] = {}  # "Perp" / "Spot" -> price of ETH
+        self._prices: dict[tuple[str, str], Decimal] = {}  # ("Perp" | "Spot", asset) -> price
         self._orders: dict[ClientOrderId, OrderStatusReport] = {}
         self._ids = itertools.count(1)
-        self._perp_size = Decimal(0)  # the venue's own record of the account's ETH perp position
+        self._perp_size: dict[str, Decimal] = {}  # asset -> the venue's own record of the account's perp position
         self.funding_settlements = 0
 
-    def set_price(self, kind: str, price: Decimal) -> None:
-        self._prices[kind] = price
+    def set_price(self, kind: str, price: Decimal, asset: str = "ETH") -> None:
+        self._prices[(kind, asset)] = price
 
     @property
     def orders_received(self) -> int:
@@ -54,14 +54,15 @@ class SimulatedExchange:
         seen = self._orders.get(order.client_order_id)
         if seen is not None:
             return seen
-        venue, kind, _ = split_instrument(order.instrument_id)
+        venue, kind, symbol = split_instrument(order.instrument_id)
+        asset = symbol[:-4]
         now = self._clock.now_ns()
-        price = self._prices.get(kind)
+        price = self._prices.get((kind, asset))
         reason = ""
         if venue != self.venue:
             reason = f"instrument {order.instrument_id} is not traded on {self.venue}"
         elif price is None:
-            reason = f"no {kind} price yet"
+            reason = f"no {asset} {kind} price yet"
         elif order.quantity <= 0:
             reason = "quantity must be positive"
         elif order.quantity * price < self._min_order_usd:
@@ -77,7 +78,7 @@ class SimulatedExchange:
         fill_price = (price * (1 + order.side.sign * self._slippage * notional)).quantize(Decimal("0.01"))
         fee = (order.quantity * fill_price * self._taker_fee).quantize(Decimal("0.00000001"))
         if kind == "Perp":
-            self._perp_size += order.quantity * order.side.sign
+            self._perp_size[asset] = self._perp_size.get(asset, Decimal(0)) + order.quantity * order.side.sign
         report = OrderStatusReport(self.venue, order.client_order_id, venue_order_id, "filled", "", now, now)
         self._orders[order.client_order_id] = report
         await self._reports.send(FillReport(
@@ -87,16 +88,17 @@ class SimulatedExchange:
         ))
         return report
 
-    async def settle_funding(self, rate: Decimal, mark: Decimal) -> None:
+    async def settle_funding(self, rate: Decimal, mark: Decimal, asset: str = "ETH") -> None:
         """Settle one funding interval on the position held now: a positive rate pays shorts."""
-        if self._perp_size == 0:
+        size = self._perp_size.get(asset, Decimal(0))
+        if size == 0:
             return
-        payment = (-self._perp_size * mark * rate).quantize(Decimal("0.00000001"))
+        payment = (-size * mark * rate).quantize(Decimal("0.00000001"))
         now = self._clock.now_ns()
         self.funding_settlements += 1
-        change = ChangeSet(Reason.FUNDING_PAYMENT, now, (TokenChange(self.venue, "USDT", payment),),
-                           ref=f"funding-{now}")
-        await self._reports.send(BalancesChanged(self.venue, f"funding-{now}", change, now, now))
+        key = f"funding-{asset}-{now}"
+        change = ChangeSet(Reason.FUNDING_PAYMENT, now, (TokenChange(self.venue, "USDT", payment),), ref=key)
+        await self._reports.send(BalancesChanged(self.venue, key, change, now, now))
 
     async def cancel_all_orders(self) -> int:
         # Market orders fill at once here, so nothing is ever left open to cancel.
