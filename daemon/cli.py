@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import anyio
@@ -34,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, metavar="FILE", help="root YAML config, e.g. configs/replay.yaml")
     check = sub.add_parser("check-config", help="validate a config and report every problem")
     check.add_argument("file", metavar="FILE")
+    data = sub.add_parser("data", help="inspect market and protocol history")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    man = data_sub.add_parser("manifest", help="each series' real range, duplicates and gaps")
+    man.add_argument("--data", required=True, metavar="DIR", help="the history directory, e.g. ../shared/data")
     return parser
 
 
@@ -113,10 +118,24 @@ def _find_basisd_error(exc: BaseException) -> BasisdError | None:
     return None
 
 
+def _data_manifest(directory: str) -> int:
+    from daemon.data.manifest import manifest, render
+
+    path = Path(directory)
+    if not path.is_dir():
+        print(f"{directory}: not a directory", file=sys.stderr)
+        return ExitCode.NO_INPUT
+    rows = manifest(path)
+    print(render(rows))
+    return ExitCode.NO_INPUT if all(r.error for r in rows) else ExitCode.OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "data":
+        return _data_manifest(args.data)
     return _run(args.config)
 
 

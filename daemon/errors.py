@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1
     USAGE = 64  # EX_USAGE: a bad command-line flag
+    NO_INPUT = 66  # EX_NOINPUT: a data directory or file that is not there
     SOFTWARE = 70  # EX_SOFTWARE: an actor kept failing (restart budget exhausted)
     CONFIG = 78  # EX_CONFIG: the configuration is invalid; restarting will not help
 

@@ -1,0 +1,121 @@
+"""Readers for the project's history layout (the `data/` folder beside the project; see its README).
+
+Each series has a key, a file, the column it reads, its cadence and its staleness limit. The open of an hourly
+candle is the price at its timestamp (DOMAIN §7). Comment lines (`#`) before the header are skipped, rows are
+de-duplicated, timestamps normalized to UTC. AAVE indexes for reserves that have only daily snapshots (USDT,
+WETH) are made hourly by growing each day's index at that day's own rate — linear for the liquidity index,
+compounded for the borrow index, as AAVE itself accrues them — never by interpolating towards the next day's
+value, which would look ahead.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.data.series import Series
+from daemon.data.timeparse import NS, parse_ts
+
+HOUR_S = 3600
+SECONDS_PER_YEAR = 365 * 24 * HOUR_S
+
+
+class DataLayoutError(ValueError):
+    """A file is missing or lacks the column a series needs; names both."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSpec:
+    key: str
+    pattern: str  # glob under the data directory
+    column: str
+    time_column: str = "timestamp"
+    cadence_s: int = HOUR_S
+    max_age_s: int = 2 * HOUR_S  # DOMAIN §8 #22: 2 h for prices, 9 h for funding
+    derive: str = ""  # "" | "hourly_liquidity" | "hourly_borrow" (from a daily file, see the module doc)
+    rate_column: str = ""
+
+
+def _perp(venue: str, asset: str) -> SeriesSpec:
+    return SeriesSpec(f"perp:{venue}:{asset}", f"cex/perp_ohlcv_1h/{venue}_{asset}USDT_perp_1h_*.csv", "open")
+
+
+def _funding(venue: str, asset: str) -> SeriesSpec:
+    return SeriesSpec(f"funding:{venue}:{asset}", f"cex/funding_rates/{venue}_{asset}USDT_funding_rates_*.csv",
+                      "funding_rate", "funding_timestamp", cadence_s=8 * HOUR_S, max_age_s=9 * HOUR_S)
+
+
+CATALOG: dict[str, SeriesSpec] = {s.key: s for s in [
+    _perp("binance", "ETH"), _perp("bybit", "ETH"), _perp("okx", "ETH"), _perp("binance", "BTC"),
+    _perp("bybit", "BTC"),
+    _funding("binance", "ETH"), _funding("bybit", "ETH"), _funding("okx", "ETH"),
+    _funding("binance", "BTC"), _funding("bybit", "BTC"), _funding("okx", "BTC"),
+    SeriesSpec("spot:ETH", "cex/spot_ohlcv_1h/uniswapv3_WETHUSDT_1h_*.csv", "open"),
+    SeriesSpec("spot:bybit:ETH", "cex/spot_ohlcv_1h/bybit_ETHUSDT_spot_1h_*.csv", "open"),
+    SeriesSpec("spot:BTC", "cex/spot_ohlcv_1h/binance_BTCUSDT_1h_*.csv", "open"),
+    SeriesSpec("oracle:weETH/ETH", "aave/oracle/weETH_ETH_oracle_*.csv", "oracle_price_eth"),
+    SeriesSpec("oracle:wstETH/ETH", "aave/oracle/wstETH_ETH_oracle_*.csv", "oracle_price_eth"),
+    SeriesSpec("oracle:ETH/USD", "aave/oracle/WETH_USD_oracle_*.csv", "oracle_price_usd"),
+    SeriesSpec("aave:weETH:liquidity_index", "aave/rates/*_weETH_rates_*_hourly.csv", "liquidityIndex"),
+    SeriesSpec("aave:weETH:borrow_index", "aave/rates/*_weETH_rates_*_hourly.csv", "variableBorrowIndex"),
+    SeriesSpec("aave:wstETH:liquidity_index", "aave/rates/*_wstETH_rates_*_hourly.csv", "liquidityIndex"),
+    SeriesSpec("aave:WETH:liquidity_index", "aave/rates/*_WETH_rates_2*[0-9].csv", "liquidityIndex",
+               derive="hourly_liquidity", rate_column="currentLiquidityRate", max_age_s=2 * HOUR_S),
+    SeriesSpec("aave:WETH:borrow_index", "aave/rates/*_WETH_rates_2*[0-9].csv", "variableBorrowIndex",
+               derive="hourly_borrow", rate_column="currentVariableBorrowRate", max_age_s=2 * HOUR_S),
+    SeriesSpec("aave:USDT:liquidity_index", "aave/rates/*_USDT_rates_2*[0-9].csv", "liquidityIndex",
+               derive="hourly_liquidity", rate_column="currentLiquidityRate", max_age_s=2 * HOUR_S),
+    SeriesSpec("gas:gwei", "chain/gas/ethereum_gas_prices_*.csv", "gas_price_avg_gwei"),
+]}
+
+
+def find_file(data_dir: Path, spec: SeriesSpec) -> Path:
+    matches = sorted(p for p in data_dir.glob(spec.pattern) if p.is_file())
+    if not matches:
+        raise DataLayoutError(f"{spec.key}: no file matches {data_dir / spec.pattern}")
+    return matches[0]
+
+
+def _rows(path: Path) -> Iterator[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        lines = (line for line in f if not line.startswith("#"))
+        yield from csv.DictReader(lines)
+
+
+def read_series(data_dir: Path, key: str) -> Series:
+    """Parse one series from its file (no cache: see `daemon.data.cache`)."""
+    try:
+        spec = CATALOG[key]
+    except KeyError:
+        raise DataLayoutError(f"unknown series {key!r} (known: {', '.join(sorted(CATALOG))})") from None
+    path = find_file(data_dir, spec)
+    values: list[tuple[int, float]] = []
+    rates: list[float] = []
+    for line_no, row in enumerate(_rows(path), start=2):
+        try:
+            t = parse_ts(row[spec.time_column])
+            values.append((t, float(row[spec.column])))
+            if spec.derive:
+                rates.append(float(row[spec.rate_column]))
+        except KeyError as exc:
+            raise DataLayoutError(f"{path}: no column {exc} (series {key})") from None
+        except ValueError as exc:
+            raise DataLayoutError(f"{path}:{line_no}: {exc} (series {key})") from None
+    if spec.derive:
+        values = _hourly_from_daily(values, rates, compounded=spec.derive == "hourly_borrow")
+    return Series(key, values)
+
+
+def _hourly_from_daily(daily: list[tuple[int, float]], rates: list[float], compounded: bool
+                       ) -> list[tuple[int, float]]:
+    """24 hourly points per daily snapshot, each grown from that snapshot at that snapshot's rate."""
+    out = []
+    for (t, index), rate in zip(daily, rates, strict=True):
+        for h in range(24):
+            dt = h * HOUR_S / SECONDS_PER_YEAR
+            growth = math.exp(rate * dt) if compounded else 1 + rate * dt
+            out.append((t + h * HOUR_S * NS, index * growth))
+    return out
