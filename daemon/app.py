@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import signal
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +34,8 @@ from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.chaos import FailingActor
 from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings
+from daemon.data.bars import History
+from daemon.domain.bars import MarketBar
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.market import MarketBoard
 from daemon.domain.messages import (
@@ -48,12 +51,12 @@ from daemon.domain.messages import (
     VenueReport,
 )
 from daemon.domain.risk import DrawdownBreaker, RiskLimits
-from daemon.domain.synthetic import SyntheticMarketSpec
-from daemon.errors import ConfigError, ConfigProblem
+from daemon.domain.synthetic import SyntheticMarketSpec, generate
+from daemon.errors import BasisdError, ConfigError, ConfigProblem
 from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
 from daemon.mode_spec import mode_spec
-from daemon.replay.feed import SyntheticFeed
+from daemon.replay.feed import BarFeed
 from daemon.settings import RiskSettings
 from daemon.state_store import StateStore
 from daemon.supervisor import RestartPolicy, Supervisor
@@ -123,8 +126,8 @@ class Daemon:
         perp_venues = list(cex) or ["binance"]
         spec = SyntheticMarketSpec(seed=replay.seed, start=replay.start, hours=replay.hours, venues=perp_venues)
         self.board = MarketBoard()  # what the simulated chain prices its transactions with
-        self.feed = SyntheticFeed(spec, self.clock, self.exchanges, self.board)
         self.spec = mode_spec(config)
+        self.feed = BarFeed(self._bars(spec, perp_venues), self.clock, self.exchanges, self.board)
         self.chain = SimulatedChain(self.clock, self.board, venue_reports, self.exchanges, lst=self.spec.lst)
 
         capital = Decimal(str(s.strategy.initial_capital))
@@ -173,6 +176,21 @@ class Daemon:
             "risk": "risk.commands", "strategy": "strategy.events", "status": "status.snapshots",
         }
 
+    def _bars(self, spec: SyntheticMarketSpec, venues: list[str]) -> Iterator[MarketBar]:
+        replay = self.config.settings.replay
+        if replay.source == "synthetic":
+            yield from generate(spec)
+            return
+        assert replay.data_dir is not None  # settings validation guarantees it
+        history = History(self.config.path.parent / replay.data_dir, replay.proxies)
+        reported = 0
+        btc = self.spec.asset == "BTC"
+        for bar in history.bars(int(replay.start.timestamp()) * 1_000_000_000, replay.hours, tuple(venues), btc):
+            for event in history.proxy_events[reported:]:
+                log.warning("data_proxied", series=event.series, proxy=event.proxy, detail=str(event))
+            reported = len(history.proxy_events)
+            yield bar
+
     def _risk_limits(self) -> RiskLimits:
         """The limits in force now: SIGHUP replaces `risk_settings`, and the risk actor asks on every snapshot."""
         r = self.risk_settings
@@ -207,6 +225,9 @@ class Daemon:
                 tg.start_soon(self._stop_when_replay_ends)
                 if s.runtime.run_for_s is not None:
                     tg.start_soon(self._stop_after, s.runtime.run_for_s)
+        except* BasisdError as group:
+            # The escalation itself, not a task-group wrapper: the CLI maps it to an exit code.
+            raise group.exceptions[0] from None
         finally:
             self.notifier.stopping(self.stop_reason or "stopping")
             log.info("daemon_stopped", reason=self.stop_reason or "failure", trading=self.trading.state.value)

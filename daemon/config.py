@@ -175,6 +175,10 @@ def load_config(path: str | Path) -> ResolvedConfig:
     share_class: ShareClassDefinition = loaded["share_class"]
     venues = {name: loaded[f"venue:{name}"] for name in strategy.venues}
     mode_file = str(catalog / "modes" / f"{mode.name}.yaml")
+    replay = settings.replay
+    if replay.source == "history" and replay.data_dir and not (path.parent / replay.data_dir).is_dir():
+        raise ConfigError([ConfigProblem(str(path), "replay.data_dir",
+                                         f"{path.parent / replay.data_dir} is not a directory")])
     params = _merge_params(mode, strategy.params, mode_file, str(path))
     mode, warnings = _cross_check(path, mode_file, settings, mode, params, share_class, venues)
     return ResolvedConfig(path, settings, mode, params, share_class, venues, tuple(warnings))

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1
     USAGE = 64  # EX_USAGE: a bad command-line flag
+    DATA = 65  # EX_DATAERR: the market history lacks what the run needs
     NO_INPUT = 66  # EX_NOINPUT: a data directory or file that is not there
     SOFTWARE = 70  # EX_SOFTWARE: an actor kept failing (restart budget exhausted)
     CONFIG = 78  # EX_CONFIG: the configuration is invalid; restarting will not help
@@ -48,6 +49,16 @@ class ConfigError(BasisdError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"invalid configuration ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class FatalError(BasisdError):
+    """Raised by an actor for a failure no restart can fix; the supervisor escalates it at once."""
+
+
+class MissingDataError(FatalError):
+    """The history lacks a value the run needs, and the configuration allows no proxy for it."""
+
+    exit_code = ExitCode.DATA
 
 
 class RestartBudgetExceeded(BasisdError):

@@ -86,13 +86,24 @@ class ChaosSettings(Frozen):
 
 
 class ReplaySettings(Frozen):
-    source: Literal["synthetic"] = "synthetic"
+    source: Literal["synthetic", "history"] = "synthetic"
+    data_dir: str | None = Field(None, description="The history directory (source: history), relative to the "
+                                                   "config file")
+    proxies: dict[str, str] | None = Field(
+        None, description="Series → proxy series when it has no value (None: the defaults, OKX → Binance and "
+                          "Binance's paging holes → Bybit; {}: fail on any missing value)")
     seed: int = 7
     start: datetime = datetime(2024, 6, 1, tzinfo=UTC)
     hours: int = Field(24 * 365, ge=2, le=24 * 365 * 10, description="Length of the replayed market")
     speed: float | None = Field(
         3600.0, gt=0, description="Market seconds per real second; null runs flat out"
     )
+
+    @model_validator(mode="after")
+    def _history_needs_data(self) -> ReplaySettings:
+        if self.source == "history" and not self.data_dir:
+            raise ValueError("source: history needs data_dir (the history directory)")
+        return self
 
     @field_validator("start")
     @classmethod

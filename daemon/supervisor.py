@@ -22,7 +22,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from daemon.clock import Clock
-from daemon.errors import RestartBudgetExceeded
+from daemon.errors import FatalError, RestartBudgetExceeded
 from daemon.lifecycle import Actor, ActorContext, ActorRecord, ActorState
 from daemon.trading import TradingStateCell
 
@@ -87,7 +87,7 @@ class Supervisor:
                 for actor in self._actors:
                     await tg.start(self._supervise, actor)
                 task_status.started()
-        except* RestartBudgetExceeded as group:
+        except* (RestartBudgetExceeded, FatalError) as group:
             # Surface the escalation itself, not a task-group wrapper, so callers can map it to an exit code.
             raise group.exceptions[0] from None
 
@@ -125,6 +125,12 @@ class Supervisor:
             ctx = ActorContext(record, self._clock, self._trading, self._heartbeat_interval_s, on_started)
             try:
                 await actor.run(ctx)
+            except FatalError as exc:
+                record.state = ActorState.FAILED
+                record.last_error = f"{type(exc).__name__}: {exc}"
+                self._trading.halt(str(exc), source="supervisor")
+                log.critical("actor_failed_fatally", actor=actor.name, error=record.last_error)
+                raise
             except Exception as exc:  # an actor failure is data for the supervisor, never fatal by itself
                 self._after_failure(actor.name, record, failures, exc)
                 delay = self._policy.backoff_s(len(failures), self._rng)

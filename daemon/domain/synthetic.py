@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from daemon.domain.bars import MarketBar
+
 NS_PER_HOUR = 3_600 * 1_000_000_000
 HOURS_PER_YEAR = 24 * 365
 FUNDING_HOURS = (0, 8, 16)
@@ -26,22 +28,6 @@ _PRICE = Decimal("0.01")
 _RATE = Decimal("0.00000001")
 _INDEX = Decimal("0.000000000001")
 _GWEI = Decimal("0.001")
-
-
-@dataclass(frozen=True, slots=True)
-class SyntheticBar:
-    ts_ns: int
-    eth_spot: Decimal
-    perp_marks: tuple[tuple[str, Decimal], ...]  # (venue, ETH perp mark)
-    funding: tuple[tuple[str, Decimal], ...]  # (venue, rate) at settlement hours, else empty
-    weeth_liquidity_index: Decimal
-    weth_borrow_index: Decimal
-    usdt_liquidity_index: Decimal
-    weeth_eth_oracle: Decimal
-    gas_gwei: Decimal
-    btc_spot: Decimal = Decimal(0)
-    btc_perp_marks: tuple[tuple[str, Decimal], ...] = ()
-    btc_funding: tuple[tuple[str, Decimal], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +49,7 @@ class SyntheticMarketSpec:
     btc_vol_annual: float = 0.50
 
 
-def generate(spec: SyntheticMarketSpec) -> Iterator[SyntheticBar]:
+def generate(spec: SyntheticMarketSpec) -> Iterator[MarketBar]:
     """Yield `spec.hours` consecutive hourly bars starting at `spec.start` (UTC, floored to the hour)."""
     rng = random.Random(spec.seed)
     start_ns = int(spec.start.timestamp()) // 3600 * NS_PER_HOUR
@@ -120,7 +106,7 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[SyntheticBar]:
                 btc_funding[v] += 0.3 * (spec.funding_mean_8h - btc_funding[v]) + \
                     btc_rng.gauss(0.0, spec.funding_vol_8h)
             btc_rates = tuple((v, _q(btc_funding[v], _RATE)) for v in spec.venues)
-        yield SyntheticBar(
+        yield MarketBar(
             ts_ns=ts_ns,
             eth_spot=_q(spot, _PRICE),
             perp_marks=tuple(marks),

@@ -1,5 +1,4 @@
-"""The synthetic market as a feed: hands out each bar once the clock reaches it, and keeps the
-simulated venues' prices current (they fill at the venue's own price, never an average)."""
+"""The replay feed: bars from any source (the synthetic market, recorded history) on the injected clock."""
 
 from __future__ import annotations
 
@@ -7,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 
 from daemon.clock import Clock
+from daemon.domain.bars import MarketBar
 from daemon.domain.ids import InstrumentId
 from daemon.domain.market import MarketBoard
 from daemon.domain.messages import (
@@ -17,7 +17,7 @@ from daemon.domain.messages import (
     PriceTicked,
     ReserveIndexesReported,
 )
-from daemon.domain.synthetic import NS_PER_HOUR, SyntheticBar, SyntheticMarketSpec, generate
+from daemon.domain.synthetic import NS_PER_HOUR
 from daemon.venues.simulated import SimulatedExchange
 
 
@@ -29,18 +29,21 @@ def spot_instrument(venue: str, asset: str = "ETH") -> InstrumentId:
     return InstrumentId(f"{venue}:Spot:{asset}USDT")
 
 
-class SyntheticFeed:
+class BarFeed:
+    """Hands out each bar once the clock reaches it, as market-data messages, and keeps the simulated
+    venues' prices current (they fill at the venue's own price, never an average)."""
+
     def __init__(
-        self, spec: SyntheticMarketSpec, clock: Clock, exchanges: Mapping[str, SimulatedExchange],
+        self, bars: Iterator[MarketBar], clock: Clock, exchanges: Mapping[str, SimulatedExchange],
         board: MarketBoard | None = None,
     ) -> None:
         self._board = board
         self._last_rate: dict[tuple[str, str], Decimal] = {}
-        self._bars: Iterator[SyntheticBar] = generate(spec)
+        self._bars = bars
         self._clock = clock
         self._exchanges = exchanges
         self.bars_published = 0
-        self.last_bar: SyntheticBar | None = None
+        self.last_bar: MarketBar | None = None
 
     async def next_batch(self) -> list[MarketData] | None:
         bar = next(self._bars, None)
@@ -52,12 +55,13 @@ class SyntheticFeed:
         now = self._clock.now_ns()
         ts = bar.ts_ns
         out: list[MarketData] = []
-        for exchange in self._exchanges.values():
-            exchange.set_price("Spot", bar.eth_spot)
-            exchange.set_price("Spot", bar.btc_spot, "BTC")
         spot_venue = next(iter(self._exchanges), "binance")
         for asset, spot, perp_marks, funding in (("ETH", bar.eth_spot, bar.perp_marks, bar.funding),
                                                  ("BTC", bar.btc_spot, bar.btc_perp_marks, bar.btc_funding)):
+            if not spot:
+                continue  # this source carries no such market
+            for exchange in self._exchanges.values():
+                exchange.set_price("Spot", spot, asset)
             marks = dict(perp_marks)
             for venue, mark in perp_marks:
                 if venue in self._exchanges:

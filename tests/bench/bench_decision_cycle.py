@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from daemon.domain.aave import atomic_entry, scaled_from_native
+from daemon.domain.bars import MarketBar
 from daemon.domain.exposure import compute_exposure
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, PerpChange, Reason, TokenChange
 from daemon.domain.market import MarketState
 from daemon.domain.pnl import attribute_step
 from daemon.domain.strategy import Change, ModeSpec, decide
-from daemon.domain.synthetic import SyntheticBar, SyntheticMarketSpec, generate
+from daemon.domain.synthetic import SyntheticMarketSpec, generate
 from daemon.domain.view import strategy_view
 
 D = Decimal
@@ -31,7 +32,7 @@ VENUES = ("binance", "bybit", "okx")
 WEIGHTS = {"binance": D("0.4"), "bybit": D("0.3"), "okx": D("0.3")}
 
 
-def market_of(bar: SyntheticBar) -> MarketState:
+def market_of(bar: MarketBar) -> MarketState:
     return MarketState(
         bar.ts_ns, {"ETH": bar.eth_spot}, {(v, "ETH"): m for v, m in bar.perp_marks}, {"weETH": bar.weeth_eth_oracle},
         {"weETH": bar.weeth_liquidity_index, "USDT": bar.usdt_liquidity_index, "WETH": D(1)},

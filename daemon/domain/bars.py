@@ -1,0 +1,22 @@
+"""One hour of market, as every replay source delivers it (synthetic or recorded history)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class MarketBar:
+    ts_ns: int
+    eth_spot: Decimal
+    perp_marks: tuple[tuple[str, Decimal], ...]  # (venue, ETH perp mark)
+    funding: tuple[tuple[str, Decimal], ...]  # (venue, rate) at settlement hours, else empty
+    weeth_liquidity_index: Decimal
+    weth_borrow_index: Decimal
+    usdt_liquidity_index: Decimal
+    weeth_eth_oracle: Decimal
+    gas_gwei: Decimal
+    btc_spot: Decimal = Decimal(0)
+    btc_perp_marks: tuple[tuple[str, Decimal], ...] = ()
+    btc_funding: tuple[tuple[str, Decimal], ...] = ()
