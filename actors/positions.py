@@ -1,9 +1,11 @@
-"""Positions: the single writer of the ledger. Books fills as atomic change sets, keeps the market board,
-and publishes valued snapshots (conflated: readers only ever need the latest)."""
+"""Positions: the single writer of the ledger. Books every venue report as an atomic change set, keeps the
+market board, publishes valued snapshots (conflated: readers only ever need the latest), and at each market
+hour attributes the hour's P&L exactly (`PnlAttributed`, lossless)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 
 import anyio
 
@@ -11,11 +13,20 @@ from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.domain.booking import fill_change_set
 from daemon.domain.exposure import compute_exposure, perp_asset
 from daemon.domain.ids import InstrumentId
-from daemon.domain.ledger import ChangeSet, Ledger, LedgerError
-from daemon.domain.market import MarketBoard, MissingMarketData
-from daemon.domain.messages import BalancesChanged, MarketData, OrderFilled, PortfolioSnapshotted, PositionView
-from daemon.domain.pnl import nav_usd
+from daemon.domain.ledger import ChangeSet, Ledger, LedgerError, LedgerSnapshot
+from daemon.domain.market import MarketBoard, MarketState, MissingMarketData
+from daemon.domain.messages import (
+    BalancesChanged,
+    MarketData,
+    OrderFilled,
+    PnlAttributed,
+    PortfolioSnapshotted,
+    PositionView,
+)
+from daemon.domain.pnl import COMPONENTS, attribute_step, nav_usd
 from daemon.lifecycle import ActorContext, serve
+
+HOUR_NS = 3_600 * 1_000_000_000
 
 
 class PositionsActor:
@@ -28,70 +39,104 @@ class PositionsActor:
         snapshots: Fanout[PortfolioSnapshotted],
         ledger: Ledger,
         opening: Callable[[], Iterable[ChangeSet]],
+        currency: str = "USDT",
+        attributions: LosslessChannel[PnlAttributed] | None = None,
     ) -> None:
         self.fills = fills
         self.marks = marks
         self._snapshots = snapshots
-        # The ledger and board outlive restarts of this actor (they are the books, rebuilt from the journal
-        # once persistence exists); `_booked` makes a redelivered fill harmless.
+        # The ledger, board and attribution state outlive restarts of this actor (they are the books, rebuilt
+        # from the journal once persistence exists); `_booked` makes a redelivered report harmless.
         self.ledger = ledger
+        self._opening_snapshot = ledger.snapshot()  # empty books: the opening capital is the first flow
+        self._step_changes: list[ChangeSet] = []
         for change in opening():
             ledger.apply(change)
+            self._step_changes.append(change)
         self.board = MarketBoard()
         self._booked: set[str] = set()
         self.latest: PortfolioSnapshotted | None = None
+        self._currency = currency
+        self._attributions = attributions
+        self._step_start: tuple[LedgerSnapshot, MarketState] | None = None
+        self.pnl_totals: dict[str, Decimal] = dict.fromkeys(COMPONENTS, Decimal(0))
+        self.max_abs_residual = Decimal(0)
+        self.hours_attributed = 0
 
     async def run(self, ctx: ActorContext) -> None:
-        ledger, board = self.ledger, self.board
-
-        def publish() -> None:
-            market = board.state()
-            snapshot = ledger.snapshot()
-            try:
-                nav = nav_usd(snapshot, market)
-                exposure = compute_exposure(snapshot, market)
-            except MissingMarketData:
-                return  # not every series has arrived yet: nothing trustworthy to publish
-            positions = []
-            for p in snapshot.perps:
-                if p.quantity == 0:
-                    continue
-                mark = market.mark(p.venue, perp_asset(p.instrument))
-                instrument = InstrumentId(f"{p.venue}:Perp:{p.instrument}")
-                positions.append(PositionView(instrument, p.quantity, p.entry_price, mark, p.realized_pnl,
-                                              p.quantity * mark - p.cost))
-            now = ctx.clock.now_ns()
-            self.latest = PortfolioSnapshotted(
-                positions=tuple(positions), cash=tuple((f"{a}:{t}", v) for a, t, v in snapshot.balances),
-                eth_usd=market.price_usd("ETH"),
-                net_delta_eth=exposure.net_delta("ETH"), nav_usd=nav, reports_booked=len(self._booked),
-                ts_event=market.ts_ns, ts_recv=now, ledger=snapshot,
-                series_ages_s=tuple(sorted(board.ages_s().items())),
-            )
-            self._snapshots.publish(self.latest)
-
         async def on_report(report: OrderFilled | BalancesChanged) -> None:
-            if isinstance(report, OrderFilled):
-                key, change = f"{report.venue}:{report.trade_id}", fill_change_set(report)
-            else:
-                key, change = f"{report.venue}:{report.report_id}", report.change
-            if key in self._booked:
-                return
-            try:
-                ledger.apply(change)
-            except LedgerError as exc:
-                # The venue says it happened and our books cannot hold it: they are wrong. Stop adding risk
-                # until a human or the reconciler has looked.
-                ctx.log.critical("report_not_booked", report=key, error=str(exc))
-                ctx.trading.halt(f"{key} could not be booked: {exc}", source="positions")
-                return
-            self._booked.add(key)
-            publish()
+            await self._book(ctx, report)
 
         async def on_mark(update: MarketData) -> None:
-            board.update(update)
-            publish()
+            # The first message of a new hour closes the previous one (its market is complete by then: the
+            # feed delivers an hour's messages together, and flat out the clock waits for the pipeline).
+            if self.board.ts_ns and update.ts_event // HOUR_NS > self.board.ts_ns // HOUR_NS:
+                await self._close_hour(ctx)
+            self.board.update(update)
+            self._publish(ctx)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, ctx, self.fills, on_report)
             tg.start_soon(serve, ctx, self.marks, on_mark)
+
+    async def _book(self, ctx: ActorContext, report: OrderFilled | BalancesChanged) -> None:
+        if isinstance(report, OrderFilled):
+            key, change = f"{report.venue}:{report.trade_id}", fill_change_set(report)
+        else:
+            key, change = f"{report.venue}:{report.report_id}", report.change
+        if key in self._booked:
+            return
+        try:
+            self.ledger.apply(change)
+        except LedgerError as exc:
+            # The venue says it happened and our books cannot hold it: they are wrong. Stop adding risk until
+            # a human or the reconciler has looked.
+            ctx.log.critical("report_not_booked", report=key, error=str(exc))
+            ctx.trading.halt(f"{key} could not be booked: {exc}", source="positions")
+            return
+        self._booked.add(key)
+        self._step_changes.append(change)
+        self._publish(ctx)
+
+    def _publish(self, ctx: ActorContext) -> None:
+        market = self.board.state()
+        snapshot = self.ledger.snapshot()
+        try:
+            nav = nav_usd(snapshot, market)
+            exposure = compute_exposure(snapshot, market)
+        except MissingMarketData:
+            return  # not every series has arrived yet: nothing trustworthy to publish
+        positions = []
+        for p in snapshot.perps:
+            if p.quantity == 0:
+                continue
+            mark = market.mark(p.venue, perp_asset(p.instrument))
+            positions.append(PositionView(InstrumentId(f"{p.venue}:Perp:{p.instrument}"), p.quantity,
+                                          p.entry_price, mark, p.realized_pnl, p.quantity * mark - p.cost))
+        self.latest = PortfolioSnapshotted(
+            positions=tuple(positions), cash=tuple((f"{a}:{t}", v) for a, t, v in snapshot.balances),
+            eth_usd=market.price_usd("ETH"), net_delta_eth=exposure.net_delta("ETH"), nav_usd=nav,
+            reports_booked=len(self._booked), ts_event=market.ts_ns, ts_recv=ctx.clock.now_ns(), ledger=snapshot,
+            series_ages_s=tuple(sorted(self.board.ages_s().items())),
+        )
+        self._snapshots.publish(self.latest)
+
+    async def _close_hour(self, ctx: ActorContext) -> None:
+        """Attribute the hour just completed: from the last close to the books and market now."""
+        market, snapshot = self.board.state(), self.ledger.snapshot()
+        # The first hour starts from empty books at the first market: the opening capital is its flow.
+        start = self._step_start or (self._opening_snapshot, market)
+        try:
+            step = attribute_step(start[0], start[1], snapshot, market, self._step_changes, self._currency)
+        except MissingMarketData:
+            return  # the first hour is not complete yet
+        for name, value in step.components.items():
+            self.pnl_totals[name] += value
+        self.max_abs_residual = max(self.max_abs_residual, abs(step.residual))
+        self.hours_attributed += 1
+        if self._attributions is not None:
+            await self._attributions.send(PnlAttributed(
+                market.ts_ns, self._currency, step.nav_before, step.nav_after, step.flows,
+                tuple(step.components.items()), step.residual, tuple(self._step_changes), ctx.clock.now_ns()))
+        self._step_start = (snapshot, market)
+        self._step_changes = []

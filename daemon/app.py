@@ -148,6 +148,7 @@ class Daemon:
             Ledger(tuple(cex), gas_debt_allowed=config.share_class.currency == "USDT"),
             lambda: [ChangeSet(Reason.INITIAL_CAPITAL, self.clock.now_ns(),
                                (TokenChange(WALLET, config.share_class.currency, capital),))],
+            currency=config.share_class.currency,
         )
         self.status = StatusActor(status_snaps, s.runtime.status_interval_s, self._status_extra,
                                   self.notifier.status)
@@ -326,6 +327,14 @@ class Daemon:
             a = self.risk.assessment
             return {(("venue", m.venue),): float(m.ratio) for m in a.margins} if a else {}
 
+        def pnl() -> dict[tuple[tuple[str, str], ...], float]:
+            currency = self.config.share_class.currency
+            return {(("component", name), ("currency", currency)): float(value)
+                    for name, value in self.positions.pnl_totals.items()}
+
+        def residual() -> dict[tuple[tuple[str, str], ...], float]:
+            return {(): float(self.positions.max_abs_residual)}
+
         def divergence() -> dict[tuple[tuple[str, str], ...], float]:
             a = self.risk.assessment
             return {(): float(a.mark_divergence)} if a else {}
@@ -345,5 +354,7 @@ class Daemon:
                 "basisd_margin_ratio": ("CEX margin ratio per venue: (USDT + uPnL) / notional", margin_ratio),
                 "basisd_drawdown_ratio": ("Drawdown of NAV from its peak, as a fraction", drawdown),
                 "basisd_mark_divergence_ratio": ("Largest gap between venues' perp marks, as a fraction", divergence),
+                "basisd_pnl": ("P&L since start by component, in the share class's currency", pnl),
+                "basisd_pnl_residual_max": ("Largest hourly P&L residual seen (attribution check; ~0)", residual),
             },
         )

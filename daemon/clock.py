@@ -2,8 +2,8 @@
 
 * `WallClock` — live and paper trading: real time.
 * `VirtualClock` — replay and backtest: market time starts at `start_ns` and runs `speed` times faster than
-  real time (`speed=3600` replays an hour a second); with `speed=None` it runs flat out, jumping straight to
-  whatever instant the market driver asks for.
+  real time (`speed=3600` replays an hour a second); with `speed=None` it runs flat out, jumping to the
+  instant the market driver asks for as soon as every other task is idle.
 
 Heartbeats, restart backoff and the status line are process concerns and always use real (monotonic)
 time; only market time is virtual.
@@ -11,6 +11,7 @@ time; only market time is virtual.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -28,6 +29,25 @@ class Clock(Protocol):
     async def sleep_until(self, t_ns: int) -> None:
         """Return once market time has reached `t_ns`."""
         ...
+
+
+async def wait_until_idle() -> None:
+    """Return once every other task of the event loop is parked, waiting on something.
+
+    (anyio's `wait_all_tasks_blocked` polls every 0.1 s; a flat-out replay needs this at every bar, so it
+    yields with `sleep(0)` instead. The daemon runs on anyio's asyncio backend.)
+    """
+    this = asyncio.current_task()
+    while True:
+        await asyncio.sleep(0)
+        for task in asyncio.all_tasks():
+            if task is this:
+                continue
+            waiter = getattr(task, "_fut_waiter", None)
+            if waiter is None or waiter.done():
+                break
+        else:
+            return
 
 
 class WallClock:
@@ -62,9 +82,12 @@ class VirtualClock:
 
     async def sleep_until(self, t_ns: int) -> None:
         if self._speed is None:
+            # Flat out, time jumps only once every other task is idle (trio's autojump clock): each instant is
+            # fully processed — fills booked, decisions taken — before the next one begins, which is what
+            # makes a flat-out run both faithful and deterministic.
+            await wait_until_idle()
             if t_ns > self._now_ns:
                 self._now_ns = t_ns
-            # Flat out, but still a scheduling point, so the actors downstream keep pace.
             await checkpoint()
             return
         delay_ns = t_ns - self.now_ns()

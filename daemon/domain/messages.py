@@ -317,4 +317,19 @@ class RiskAssessed:
         return "risk"
 
 
+@dataclass(frozen=True, slots=True)
+class PnlAttributed:
+    """One market hour's P&L, attributed: the components sum to the NAV change less flows, up to `residual`."""
+
+    ts_event: int  # the hour closed
+    currency: str
+    nav_before: Decimal
+    nav_after: Decimal
+    flows: Decimal
+    components: tuple[tuple[str, Decimal], ...]
+    residual: Decimal
+    changes: tuple[ChangeSet, ...]  # every balance change booked in the hour, in order
+    ts_recv: int
+
+
 OrderEvent = OrderFilled | OrderRejected | InstructionFinished

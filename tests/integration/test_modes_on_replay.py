@@ -12,6 +12,7 @@ import yaml
 from daemon.app import Daemon
 from daemon.config import load_config
 from daemon.domain.ledger import WALLET
+from daemon.domain.pnl import nav as nav_in
 from daemon.systemd import Notifier
 
 CEX = ["binance", "bybit", "okx"]
@@ -63,6 +64,15 @@ def test_mode_enters_and_runs_on_the_replay(catalog: Path, mode: str, share_clas
     eth_class = share_class == "eth"
     nav = snapshot.nav_usd / snapshot.eth_usd if eth_class else snapshot.nav_usd
     assert Decimal(capital) * Decimal("0.97") < nav < Decimal(capital) * Decimal("1.03"), nav  # ± costs, 4 days
+    # Every hour was attributed, and the components explain the whole P&L of the run exactly.
+    positions = daemon.positions
+    assert positions.hours_attributed >= 90
+    assert positions.max_abs_residual < Decimal("1e-9") * capital
+    explained = sum(positions.pnl_totals.values(), Decimal(0))
+    last_close = positions._step_start  # the books and market at the last hour closed
+    assert last_close is not None
+    final = nav_in(last_close[0], last_close[1], daemon.config.share_class.currency)
+    assert abs(explained - (final - capital)) < Decimal("1e-6") * capital, (explained, final - capital)
     hedged = daemon.config.hedged
     if hedged:
         # USDT share class: what is held long is hedged by perp shorts on every venue of the allocation.
