@@ -134,9 +134,10 @@ class PositionsActor:
             self.pnl_totals[name] += value
         self.max_abs_residual = max(self.max_abs_residual, abs(step.residual))
         self.hours_attributed += 1
+        # Start the next hour before the await below: a report booked while the send waits belongs to it.
+        changes, self._step_changes = self._step_changes, []
+        self._step_start = (snapshot, market)
         if self._attributions is not None:
             await self._attributions.send(PnlAttributed(
                 market.ts_ns, self._currency, step.nav_before, step.nav_after, step.flows,
-                tuple(step.components.items()), step.residual, tuple(self._step_changes), ctx.clock.now_ns()))
-        self._step_start = (snapshot, market)
-        self._step_changes = []
+                tuple(step.components.items()), step.residual, tuple(changes), ctx.clock.now_ns(), snapshot, market))

@@ -17,6 +17,7 @@ import random
 import signal
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,6 +28,7 @@ from actors.execution import ExecutionActor
 from actors.fills import FillsActor
 from actors.market_data import MarketDataActor
 from actors.positions import PositionsActor
+from actors.recorder import RecorderActor
 from actors.risk import RiskActor
 from actors.status import StatusActor
 from actors.strategy import StrategyActor
@@ -45,6 +47,7 @@ from daemon.domain.messages import (
     MarketData,
     OrderEvent,
     OrderFilled,
+    PnlAttributed,
     PortfolioSnapshotted,
     RiskAssessed,
     SubmitOrder,
@@ -143,17 +146,24 @@ class Daemon:
         )
         self.execution = ExecutionActor(execution_orders, self.exchanges, strategy_events, self.chain)
         self.fills = FillsActor(venue_reports, positions_reports, strategy_events)  # type: ignore[arg-type]
+        self.recorder: RecorderActor | None = None
+        attributions: LosslessChannel[PnlAttributed] | None = None
+        if s.runtime.mode == "backtest":
+            attributions = lossless("recorder.pnl", cap.fills_capacity)
+            self.recorder = RecorderActor(attributions, Path(s.backtest.out_dir), self.spec, tuple(cex))
         self.positions = PositionsActor(
             positions_reports, positions_marks, Fanout[Any]([strategy_market, status_snaps, risk_snaps]),
             Ledger(tuple(cex), gas_debt_allowed=config.share_class.currency == "USDT"),
             lambda: [ChangeSet(Reason.INITIAL_CAPITAL, self.clock.now_ns(),
                                (TokenChange(WALLET, config.share_class.currency, capital),))],
-            currency=config.share_class.currency,
+            currency=config.share_class.currency, attributions=attributions,
         )
         self.status = StatusActor(status_snaps, s.runtime.status_interval_s, self._status_extra,
                                   self.notifier.status)
         self.actors: list[Actor] = [self.positions, self.fills, self.execution, self.risk, self.strategy,
                                     self.market_data, self.status]
+        if self.recorder is not None:
+            self.actors.append(self.recorder)
         if s.chaos.fail_actor is not None:
             names = [a.name for a in self.actors]
             if s.chaos.fail_actor not in names:
@@ -175,6 +185,7 @@ class Daemon:
         self.inbox_of = {
             "positions": "positions.reports", "fills": "fills.reports", "execution": "execution.orders",
             "risk": "risk.commands", "strategy": "strategy.events", "status": "status.snapshots",
+            "recorder": "recorder.pnl",
         }
 
     def _bars(self, spec: SyntheticMarketSpec, venues: list[str]) -> Iterator[MarketBar]:

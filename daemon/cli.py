@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import anyio
 import structlog
@@ -35,6 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, metavar="FILE", help="root YAML config, e.g. configs/replay.yaml")
     check = sub.add_parser("check-config", help="validate a config and report every problem")
     check.add_argument("file", metavar="FILE")
+    bt = sub.add_parser("backtest", help="run the daemon's actors flat out on history and write a report")
+    bt.add_argument("--config", required=True, metavar="FILE")
+    bt.add_argument("--mode", help="a mode from the catalog (default: the config's)")
+    bt.add_argument("--start", type=_utc_datetime, help="UTC, e.g. 2024-05-12T01:00:00Z")
+    bt.add_argument("--end", type=_utc_datetime, help="UTC, exclusive")
+    bt.add_argument("--capital", type=float, help="initial capital in the share class's currency")
+    bt.add_argument("--data", metavar="DIR", help="history directory (default: the config's replay source)")
+    bt.add_argument("--out", metavar="DIR", default="backtest-out", help="report directory")
     data = sub.add_parser("data", help="inspect market and protocol history")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     man = data_sub.add_parser("manifest", help="each series' real range, duplicates and gaps")
@@ -42,10 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str) -> ResolvedConfig | None:
+def _utc_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date-time such as 2024-05-12T01:00:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _load(path: str, overrides: dict[str, Any] | None = None) -> ResolvedConfig | None:
     """The config, with its secrets registered for redaction; or None, every problem printed to stderr."""
     try:
-        config = load_config(path)
+        config = load_config(path, overrides)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None
@@ -118,6 +135,28 @@ def _find_basisd_error(exc: BaseException) -> BasisdError | None:
     return None
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    from daemon.backtest import overrides, run_backtest
+
+    if args.start and args.end and args.end <= args.start:
+        print("basisd backtest: --end must be after --start", file=sys.stderr)
+        return ExitCode.USAGE
+    config = _load(args.config, overrides(data=args.data, start=args.start, end=args.end, mode=args.mode,
+                                          capital=args.capital, out=args.out))
+    if config is None:
+        return ExitCode.CONFIG
+    logging_setup.configure(config.settings.logging.format, "warning")
+    try:
+        _, summary = run_backtest(config)
+    except BasisdError as exc:
+        print(f"basisd backtest: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"{args.out}/summary.json: {summary['mode']} {summary['window']['hours']} h, final NAV "
+          f"{summary['final_nav']} {summary['currency']}, APR {summary['apr']:.2%}, max drawdown "
+          f"{summary['max_drawdown']:.2%}, P&L residual {summary['pnl_residual_max_abs']}")
+    return ExitCode.OK
+
+
 def _data_manifest(directory: str) -> int:
     from daemon.data.manifest import manifest, render
 
@@ -136,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.file)
     if args.command == "data":
         return _data_manifest(args.data)
+    if args.command == "backtest":
+        return _backtest(args)
     return _run(args.config)
 
 

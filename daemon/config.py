@@ -128,19 +128,27 @@ def _catalog_file(catalog: Path, kind: str, name: str, root: Path, key: str) -> 
     return path
 
 
-def load_settings(path: Path) -> Settings:
-    """The root settings alone: YAML file overridden by `BASISD_*` environment variables."""
-    data = read_yaml(path)
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """The root settings alone: YAML file (with command-line `overrides` merged in) overridden by `BASISD_*`
+    environment variables."""
+    data = _merge(read_yaml(path), overrides or {})
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_problems(exc, str(path), env_prefix="BASISD_")) from None
 
 
-def load_config(path: str | Path) -> ResolvedConfig:
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedConfig:
     """Load the root file and its catalog entries; raise `ConfigError` listing every problem found."""
     path = Path(path)
-    settings = load_settings(path)
+    settings = load_settings(path, overrides)
     strategy = settings.strategy
     catalog = (path.parent / strategy.catalog_dir).resolve()
 

@@ -22,6 +22,10 @@ class Frozen(BaseModel):
 # --- process ---------------------------------------------------------------------------------------------
 
 
+class BacktestSettings(Frozen):
+    out_dir: str = Field("backtest-out", description="Where summary.json, hourly.csv and events.jsonl go")
+
+
 class RuntimeSettings(Frozen):
     mode: Literal["live", "paper", "replay", "backtest"] = "replay"
     status_interval_s: float = Field(5.0, gt=0, description="Seconds between status lines")
@@ -242,6 +246,7 @@ class Settings(BaseSettings):
     strategy: StrategySettings
     credentials: CredentialsSettings = CredentialsSettings()
     chaos: ChaosSettings = ChaosSettings()
+    backtest: BacktestSettings = BacktestSettings()
 
     @classmethod
     def settings_customise_sources(

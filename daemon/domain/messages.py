@@ -17,6 +17,7 @@ from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId, TradeI
 from daemon.domain.ledger import ChangeSet, LedgerSnapshot
 
 if TYPE_CHECKING:
+    from daemon.domain.market import MarketState
     from daemon.domain.strategy import Instruction
 
 
@@ -330,6 +331,8 @@ class PnlAttributed:
     residual: Decimal
     changes: tuple[ChangeSet, ...]  # every balance change booked in the hour, in order
     ts_recv: int
+    ledger: LedgerSnapshot | None = None  # the books at the close
+    market: MarketState | None = None  # the market at the close
 
 
 OrderEvent = OrderFilled | OrderRejected | InstructionFinished
