@@ -73,7 +73,10 @@ class PositionsActor:
             if self.board.ts_ns and update.ts_event // HOUR_NS > self.board.ts_ns // HOUR_NS:
                 await self._close_hour(ctx)
             self.board.update(update)
-            self._publish(ctx)
+            if not len(self.marks):
+                # Value the books once the bar's messages are drained, not after each of them: readers
+                # conflate to the latest anyway, and valuing is the costly part.
+                self._publish(ctx)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, ctx, self.fills, on_report)
