@@ -37,6 +37,7 @@ from daemon.chaos import FailingActor
 from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings
 from daemon.data.bars import History
+from daemon.data.cache import SeriesCache
 from daemon.domain.bars import MarketBar
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.market import MarketBoard
@@ -194,7 +195,7 @@ class Daemon:
             yield from generate(spec)
             return
         assert replay.data_dir is not None  # settings validation guarantees it
-        history = History(self.config.path.parent / replay.data_dir, replay.proxies)
+        history = History(self.config.path.parent / replay.data_dir, replay.proxies, load=SeriesCache().load)
         reported = 0
         btc = self.spec.asset == "BTC"
         for bar in history.bars(int(replay.start.timestamp()) * 1_000_000_000, replay.hours, tuple(venues), btc):

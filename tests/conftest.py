@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Tests (and the daemons they start, which inherit the environment) never write into the user's own cache.
+os.environ.setdefault("BASISD_CACHE_DIR", tempfile.mkdtemp(prefix="basisd-test-cache-"))
 CONFIGS = ROOT / "configs"
 
 

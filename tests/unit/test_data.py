@@ -91,3 +91,25 @@ def test_hourly_indexes_from_daily_snapshots_never_use_the_next_day(tmp_path: Pa
 def test_the_catalog_names_a_staleness_limit_per_cadence() -> None:
     assert CATALOG["perp:okx:ETH"].max_age_s == 2 * 3600
     assert CATALOG["funding:okx:ETH"].max_age_s == 9 * 3600
+
+
+def test_the_cache_serves_a_second_read_and_notices_an_edited_file(tmp_path: Path) -> None:
+    import os
+
+    from daemon.data.cache import SeriesCache
+
+    data = tmp_path / "data"
+    oracle = "aave/oracle/weETH_ETH_oracle_x.csv"
+    write(data, oracle, "timestamp,oracle_price_eth\n2024-05-12 01:00:00+00:00,1.04\n")
+    cache = SeriesCache(tmp_path / "cache")
+    first = cache.load(data, "oracle:weETH/ETH")
+    second = cache.load(data, "oracle:weETH/ETH")
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert list(second.ts) == list(first.ts) and list(second.values) == [1.04]
+    write(data, oracle, "timestamp,oracle_price_eth\n2024-05-12 01:00:00+00:00,1.05\n")
+    os.utime(data / oracle, ns=(1, 1))  # a different file identity, whatever the clock's resolution
+    assert list(cache.load(data, "oracle:weETH/ETH").values) == [1.05]
+    for entry in (tmp_path / "cache").iterdir():
+        entry.write_bytes(b"not a pickle")  # a damaged entry is a miss, never data
+    assert list(cache.load(data, "oracle:weETH/ETH").values) == [1.05]
+    assert cache.misses == 3
