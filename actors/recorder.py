@@ -17,7 +17,7 @@ from daemon.domain.exposure import compute_exposure, perp_asset
 from daemon.domain.ledger import ChangeSet, LedgerSnapshot
 from daemon.domain.market import MarketState
 from daemon.domain.messages import PnlAttributed
-from daemon.domain.pnl import COMPONENTS
+from daemon.domain.pnl import COMPONENTS, token_value_usd
 from daemon.domain.risk import INFINITY, RiskLimits, margin_reading
 from daemon.domain.strategy import ModeSpec
 from daemon.domain.view import strategy_view
@@ -58,6 +58,10 @@ class RecorderActor:
         with ExitStack() as files:
             hourly = files.enter_context(open(self._out / "hourly.csv", mode, newline="", encoding="utf-8"))  # noqa: ASYNC230
             events = files.enter_context(open(self._out / "events.jsonl", mode, encoding="utf-8"))  # noqa: ASYNC230
+            sheet = csv.writer(files.enter_context(open(self._out / "balance_sheet.csv", mode, newline="",  # noqa: ASYNC230
+                                                        encoding="utf-8")))
+            if not append:
+                sheet.writerow(["ts", "account", "holding", "amount", "value_usd"])
             writer = csv.writer(hourly)
             if not append:
                 writer.writerow(["ts", "nav", "pnl", *COMPONENTS, "residual", "net_delta_eth", "hf", "ltv",
@@ -65,8 +69,23 @@ class RecorderActor:
 
             async def handle(step: PnlAttributed) -> None:
                 self._record(step, writer, events)
+                self._balance_sheet(step, sheet)
 
             await serve(ctx, self.inbox, handle)
+
+    @staticmethod
+    def _balance_sheet(step: PnlAttributed, sheet: Any) -> None:
+        """Every holding at the hour's close, in native units and valued (scaled AAVE balances as held)."""
+        if step.ledger is None or step.market is None:
+            return
+        ts = iso(step.ts_event)
+        for account, token, amount in step.ledger.balances:
+            sheet.writerow([ts, account, token, str(amount), _num(token_value_usd(account, token, amount,
+                                                                                  step.market))])
+        for p in step.ledger.perps:
+            if p.quantity:
+                upnl = p.quantity * step.market.mark(p.venue, perp_asset(p.instrument)) - p.cost
+                sheet.writerow([ts, p.venue, f"perp:{p.instrument}", str(p.quantity), _num(upnl)])
 
     def _record(self, step: PnlAttributed, writer: Any, events: IO[str]) -> None:
         ts = iso(step.ts_event)

@@ -9,7 +9,8 @@ inputs give the same bytes).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import sys
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,13 @@ def run_backtest(config: ResolvedConfig) -> tuple[Daemon, dict[str, Any]]:
     async def main() -> None:
         daemon = Daemon(config, Notifier(""))
         holder.append(daemon)
-        await daemon.run()
+        async with anyio.create_task_group() as tg:
+            if sys.stderr.isatty():
+                tg.start_soon(_progress, daemon)
+            await daemon.run()
+            tg.cancel_scope.cancel()
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
 
     anyio.run(main)
     daemon = holder[0]
@@ -60,6 +67,20 @@ def run_backtest(config: ResolvedConfig) -> tuple[Daemon, dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return daemon, summary
+
+
+async def _progress(daemon: Daemon) -> None:
+    """A progress bar on a terminal: market time covered of the window."""
+    replay = daemon.config.settings.replay
+    start = int(replay.start.timestamp()) * 1_000_000_000
+    span = replay.hours * HOUR_S * 1_000_000_000
+    while True:
+        done = min(1.0, max(0.0, (daemon.clock.now_ns() - start) / span))
+        bar = "█" * int(done * 30)
+        when = datetime.fromtimestamp(daemon.clock.now_ns() / 1e9, UTC).strftime("%Y-%m-%d")
+        sys.stderr.write(f"\r  {bar:<30} {done:6.1%}  {when}")
+        sys.stderr.flush()
+        await anyio.sleep(0.25)
 
 
 def _s(value: Decimal, places: int = 6) -> str:

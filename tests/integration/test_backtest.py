@@ -43,6 +43,11 @@ def test_a_synthetic_backtest_writes_a_consistent_report_and_is_deterministic(tm
     reasons = {e["reason"] for e in events}
     assert {"VENUE_TRANSFER", "TRADE_EXECUTED", "SPOT_TRADE", "ATOMIC_LEVERAGE_EXECUTION"} <= reasons
     assert "final NAV" in first.stdout
+    # The balance sheet is the books themselves: its values at the last hour add up to that hour's NAV.
+    sheet = list(csv.DictReader((tmp_path / "a" / "balance_sheet.csv").read_text().splitlines()))
+    last = [r for r in sheet if r["ts"] == hourly[-1]["ts"]]
+    assert abs(sum(Decimal(r["value_usd"]) for r in last) - Decimal(hourly[-1]["nav"])) < Decimal("0.0001") * 20
+    assert {r["holding"] for r in last} >= {"aWeETH", "variableDebtWETH", "USDT", "perp:ETHUSDT"}
 
 
 @pytest.mark.parametrize("args", [("--start", "2024-06-05T00:00:00Z", "--end", "2024-06-01T00:00:00Z"),
