@@ -115,7 +115,7 @@ def build_summary(daemon: Daemon) -> dict[str, Any]:
         "capital": str(capital), "initial_nav": str(capital), "final_nav": _s(final_nav),
         "total_pnl": _s(final_nav - capital),
         "pnl_by_component": {c: _s(positions.pnl_totals[c]) for c in COMPONENTS},
-        "pnl_residual_max_abs": f"{positions.max_abs_residual:.3E}",
+        "pnl_residual_max_abs": f"{float(positions.max_abs_residual):.3e}",
         "apr": round(perf.apr, 6), "volatility": round(perf.volatility, 6), "sharpe": round(perf.sharpe, 4),
         "max_drawdown": round(perf.max_drawdown, 6),
         "min_health_factor": _s(recorder.min_hf) if recorder.min_hf.is_finite() else "inf",

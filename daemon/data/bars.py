@@ -110,6 +110,7 @@ class History:
             usdt_liquidity_index=d(self.value("aave:USDT:liquidity_index", t), "1e-15"),
             weeth_eth_oracle=d(self.value("oracle:weETH/ETH", t), "1e-15"),
             gas_gwei=d(self.value("gas:gwei", t), "0.001"),
+            weth_liquidity_index=d(self.value("aave:WETH:liquidity_index", t), "1e-15"),
             btc_spot=d(self.value("spot:BTC", t), "0.01") if btc else Decimal(0),
             btc_perp_marks=marks("BTC") if btc else (),
             btc_funding=funding("BTC") if btc else (),

@@ -17,6 +17,7 @@ class MarketBar:
     usdt_liquidity_index: Decimal
     weeth_eth_oracle: Decimal
     gas_gwei: Decimal
+    weth_liquidity_index: Decimal = Decimal(1)  # aWETH (pure lending, ETH share class)
     btc_spot: Decimal = Decimal(0)
     btc_perp_marks: tuple[tuple[str, Decimal], ...] = ()
     btc_funding: tuple[tuple[str, Decimal], ...] = ()

@@ -43,6 +43,7 @@ class SyntheticMarketSpec:
     basis_vol: float = 0.0004
     weeth_supply_apr: float = 0.001
     weth_borrow_apr: float = 0.025
+    weth_supply_apr: float = 0.018
     usdt_supply_apr: float = 0.06
     staking_apr: float = 0.028
     btc_start_usd: float = 68_000.0
@@ -60,10 +61,12 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[MarketBar]:
     grow = {
         "weeth_l": 1.0 + spec.weeth_supply_apr / HOURS_PER_YEAR,
         "weth_b": 1.0 + spec.weth_borrow_apr / HOURS_PER_YEAR,
+        "weth_l": 1.0 + spec.weth_supply_apr / HOURS_PER_YEAR,
         "usdt_l": 1.0 + spec.usdt_supply_apr / HOURS_PER_YEAR,
         "oracle": 1.0 + spec.staking_apr / HOURS_PER_YEAR,
     }
     weeth_l, weth_b, usdt_l, oracle = 1.000041, 1.031774, 1.103620, 1.038160
+    weth_l = 1.018086
     log_gas = math.log(6.0)
     # BTC draws from its own generator, so adding it left the ETH market of every seed exactly as it was.
     btc_rng = random.Random(spec.seed + 1_000_003)
@@ -77,6 +80,7 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[MarketBar]:
             log_price += rng.gauss(-0.5 * sigma_h * sigma_h, sigma_h)
             weeth_l *= grow["weeth_l"]
             weth_b *= grow["weth_b"]
+            weth_l *= grow["weth_l"]
             usdt_l *= grow["usdt_l"]
             oracle *= grow["oracle"]
             log_gas += 0.15 * (math.log(6.0) - log_gas) + rng.gauss(0.0, 0.25)
@@ -116,6 +120,7 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[MarketBar]:
             usdt_liquidity_index=_q(usdt_l, _INDEX),
             weeth_eth_oracle=_q(oracle, _INDEX),
             gas_gwei=_q(math.exp(log_gas), _GWEI),
+            weth_liquidity_index=_q(weth_l, _INDEX),
             btc_spot=_q(btc, _PRICE),
             btc_perp_marks=tuple(btc_marks),
             btc_funding=btc_rates,

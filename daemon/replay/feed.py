@@ -76,7 +76,7 @@ class BarFeed:
                 self._last_rate[key] = rate
                 out.append(FundingRateReported(perp_instrument(venue, asset), rate, ts + 8 * NS_PER_HOUR, ts, now))
         out.append(ReserveIndexesReported("weETH", bar.weeth_liquidity_index, bar.weeth_liquidity_index, ts, now))
-        out.append(ReserveIndexesReported("WETH", bar.weth_borrow_index, bar.weth_borrow_index, ts, now))
+        out.append(ReserveIndexesReported("WETH", bar.weth_liquidity_index, bar.weth_borrow_index, ts, now))
         out.append(ReserveIndexesReported("USDT", bar.usdt_liquidity_index, bar.usdt_liquidity_index, ts, now))
         out.append(OracleRateReported("weETH/ETH", bar.weeth_eth_oracle, ts, now))
         out.append(GasPriceReported(bar.gas_gwei, ts, now))

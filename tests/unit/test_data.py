@@ -113,3 +113,24 @@ def test_the_cache_serves_a_second_read_and_notices_an_edited_file(tmp_path: Pat
         entry.write_bytes(b"not a pickle")  # a damaged entry is a miss, never data
     assert list(cache.load(data, "oracle:weETH/ETH").values) == [1.05]
     assert cache.misses == 3
+
+
+def test_the_feed_gives_weth_its_own_liquidity_index_not_the_borrow_index() -> None:
+    """Found on history: pure lending ETH accrued at the borrow rate because the feed sent B as both indexes."""
+    from datetime import UTC, datetime
+
+    import anyio
+
+    from daemon.clock import VirtualClock
+    from daemon.domain.messages import ReserveIndexesReported
+    from daemon.domain.synthetic import SyntheticMarketSpec, generate
+    from daemon.replay.feed import BarFeed
+
+    async def first_batch() -> list[object]:
+        bars = generate(SyntheticMarketSpec(1, datetime(2024, 6, 1, tzinfo=UTC), 2, ["binance"]))
+        batch = await BarFeed(bars, VirtualClock(0, None), {}).next_batch()
+        assert batch is not None
+        return list(batch)
+
+    weth = [m for m in anyio.run(first_batch) if isinstance(m, ReserveIndexesReported) and m.reserve == "WETH"]
+    assert len(weth) == 1 and weth[0].liquidity_index < weth[0].borrow_index
