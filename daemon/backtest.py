@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 
 from daemon.app import Daemon
+from daemon.backtest_charts import write_charts
 from daemon.config import ResolvedConfig
 from daemon.domain.exposure import perp_asset
 from daemon.domain.performance import performance
@@ -66,6 +67,8 @@ def run_backtest(config: ResolvedConfig) -> tuple[Daemon, dict[str, Any]]:
     out = Path(config.settings.backtest.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_charts(out, summary["currency"], float(config.settings.strategy.initial_capital),
+                 float(daemon.spec.target_ltv) if daemon.spec.borrowing else 0.0)
     return daemon, summary
 
 

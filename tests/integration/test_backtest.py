@@ -48,6 +48,13 @@ def test_a_synthetic_backtest_writes_a_consistent_report_and_is_deterministic(tm
     last = [r for r in sheet if r["ts"] == hourly[-1]["ts"]]
     assert abs(sum(Decimal(r["value_usd"]) for r in last) - Decimal(hourly[-1]["nav"])) < Decimal("0.0001") * 20
     assert {r["holding"] for r in last} >= {"aWeETH", "variableDebtWETH", "USDT", "perp:ETHUSDT"}
+    # The charts: one page each, offline (plotly's script written once beside them).
+    out = tmp_path / "a"
+    for chart in ("cumulative_pnl", "pnl_components", "delta", "margin_ratios", "hf_ltv"):
+        page = (out / f"{chart}.html").read_text()
+        assert 'src="plotly.min.js"' in page and "Plotly.newPlot" in page
+    assert "maintenance" in (out / "margin_ratios.html").read_text()  # the thresholds are drawn
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000
 
 
 @pytest.mark.parametrize("args", [("--start", "2024-06-05T00:00:00Z", "--end", "2024-06-01T00:00:00Z"),
