@@ -29,8 +29,7 @@ from daemon.domain.messages import (
 from daemon.domain.strategy import Step
 from daemon.errors import NonRetryableVenueError, VenueError
 from daemon.lifecycle import ActorContext, serve
-from daemon.ports import ExchangeVenue
-from daemon.venues.simulated_chain import SimulatedChain
+from daemon.ports import ChainVenue, ExchangeVenue
 
 QTY = Decimal("0.001")
 # action → (spot or perp, side, reduce_only)
@@ -57,7 +56,7 @@ class ExecutionActor:
         inbox: LosslessChannel[SubmitOrder | ExecuteInstruction],
         venues: Mapping[str, ExchangeVenue],
         events: LosslessChannel[OrderEvent],
-        chain: SimulatedChain | None = None,
+        chain: ChainVenue | None = None,
     ) -> None:
         self.inbox = inbox
         self._venues = venues
@@ -153,57 +152,57 @@ def _d(step: Step, key: str) -> Decimal:
     return Decimal(str(step.params[key]))
 
 
-ChainStep = Callable[[SimulatedChain, Step, Decimal | None, str], Awaitable[Decimal | None]]
+ChainStep = Callable[[ChainVenue, Step, Decimal | None, str], Awaitable[Decimal | None]]
 
 
-async def _transfer_usdt(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+async def _transfer_usdt(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     await c.transfer_usdt_to_cex(s.venue, _amount(s, freed, "amount_usd"), ref)
 
 
-async def _transfer_eth(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+async def _transfer_eth(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     await c.transfer_eth_to_cex(s.venue, _amount(s, freed, "amount_eth"), ref)
 
 
-async def _withdraw_to_wallet(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+async def _withdraw_to_wallet(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     await c.withdraw_eth_from_cex(s.venue, _amount(s, freed, "amount_eth"), ref)
 
 
-async def _stake(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+async def _stake(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     await c.stake(_amount(s, freed, "amount_eth"), ref)
 
 
-async def _leverage(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+async def _leverage(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     await c.atomic_leverage_entry(_d(s, "equity_eth"), _d(s, "supply_eth"), _d(s, "borrow_eth"), ref)
 
 
-async def _deleverage(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> Decimal:
+async def _deleverage(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> Decimal:
     # (The sequential variant's several transactions are booked as their net effect for now.)
     return await c.atomic_deleverage(_d(s, "repay_eth"), _d(s, "withdraw_eth"), ref)
 
 
-async def _reduce_debt(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+async def _reduce_debt(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     await c.atomic_reduce_debt(_d(s, "amount_eth"), ref)
 
 
-async def _inside_flash(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+async def _inside_flash(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     return None  # carried out inside the FLASH_BORROW step's transaction
 
 
-async def _supply(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+async def _supply(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     await c.supply(str(s.params["asset"]), _d(s, "amount"), ref)
 
 
-async def _withdraw(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+async def _withdraw(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     await c.withdraw(str(s.params["asset"]), _d(s, "amount"), ref)
 
 
-async def _exit_lst(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> Decimal:
+async def _exit_lst(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> Decimal:
     lst = _d(s, "amount") if "amount" in s.params else _d(s, "amount_eth") / c.oracle_rate()
     exit_ = c.swap_lst_to_eth if s.action == "SWAP_LST_TO_ETH" else c.redeem_lst
     return await exit_(lst, ref)
 
 
-async def _sell_eth(c: SimulatedChain, s: Step, freed: Decimal | None, ref: str) -> None:
+async def _sell_eth(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     await c.swap_eth_to_usdt(_amount(s, freed, "amount_eth"), ref)
 
 

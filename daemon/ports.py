@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Protocol
 
 from daemon.domain.ids import VenueId
@@ -21,3 +22,39 @@ class ExchangeVenue(Protocol):
     async def cancel_all_orders(self) -> int:
         """Cancel every open order of this account; return how many were cancelled."""
         ...
+
+
+class ChainVenue(Protocol):
+    """The on-chain wallet and the transfers between it and the exchanges. Each operation is one transaction
+    whose effect the adapter reports as `BalancesChanged` on the venue report channel."""
+
+    def oracle_rate(self) -> Decimal:
+        """ETH per unit of the strategy's LST, as the protocol's oracle has it now."""
+        ...
+
+    async def transfer_usdt_to_cex(self, venue: str, amount: Decimal, ref: str) -> None: ...
+
+    async def transfer_eth_to_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None: ...
+
+    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None: ...
+
+    async def stake(self, amount_eth: Decimal, ref: str) -> None: ...
+
+    async def atomic_leverage_entry(self, equity_eth: Decimal, supply_eth: Decimal, borrow_eth: Decimal,
+                                    ref: str) -> None: ...
+
+    async def atomic_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str) -> Decimal:
+        """Returns the ETH left in the wallet after the flash loan is repaid."""
+        ...
+
+    async def atomic_reduce_debt(self, repay_eth: Decimal, ref: str) -> None: ...
+
+    async def supply(self, asset: str, amount: Decimal, ref: str) -> None: ...
+
+    async def withdraw(self, asset: str, amount: Decimal, ref: str) -> None: ...
+
+    async def swap_lst_to_eth(self, amount_lst: Decimal, ref: str) -> Decimal: ...
+
+    async def redeem_lst(self, amount_lst: Decimal, ref: str) -> Decimal: ...
+
+    async def swap_eth_to_usdt(self, amount_eth: Decimal, ref: str) -> None: ...
