@@ -9,7 +9,9 @@ from pathlib import Path
 
 from daemon.domain.pnl import COMPONENTS
 
-THRESHOLDS = (("warning", 0.20), ("urgent", 0.15), ("maintenance", 0.10))
+# (label, level, where the label sits: the three lines are close, so their labels are spread out)
+THRESHOLDS = (("warning 20 %", 0.20, "top left"), ("urgent 15 %", 0.15, "top right"),
+              ("maintenance 10 % (liquidation)", 0.10, "bottom right"))
 
 
 def write_charts(out: Path, currency: str, capital: float, target_ltv: float) -> list[Path]:
@@ -42,8 +44,8 @@ def write_charts(out: Path, currency: str, capital: float, target_ltv: float) ->
     margins = go.Figure(layout={"title": "CEX margin ratio per venue"})
     for key in [k for k in rows[0] if k.startswith("margin_ratio_")]:
         margins.add_trace(go.Scatter(x=ts, y=col(key), name=key.removeprefix("margin_ratio_")))
-    for label, level in THRESHOLDS:
-        margins.add_hline(y=level, line_dash="dot", annotation_text=label)
+    for label, level, position in THRESHOLDS:
+        margins.add_hline(y=level, line_dash="dot", annotation_text=label, annotation_position=position)
     charts.append(("margin_ratios", margins))
     health = go.Figure(layout={"title": "AAVE health factor and LTV", "yaxis2": {"overlaying": "y", "side": "right"}})
     health.add_trace(go.Scatter(x=ts, y=col("hf"), name="HF"))
