@@ -14,6 +14,21 @@ os.environ.setdefault("BASISD_CACHE_DIR", tempfile.mkdtemp(prefix="basisd-test-c
 CONFIGS = ROOT / "configs"
 
 
+CEX = ["binance", "bybit", "okx"]
+# Every mode on every share class it allows: (mode, share class, venues, capital in that class's currency).
+MODE_CASES: list[tuple[str, str, list[str], int]] = [
+    ("pure_lending", "usdt", ["aave_v3"], 100_000),
+    ("pure_lending", "eth", ["aave_v3"], 30),
+    ("btc_basis", "usdt", CEX, 100_000),
+    ("eth_basis", "usdt", CEX, 100_000),
+    ("eth_staking_only", "eth", ["etherfi"], 30),
+    ("eth_leveraged", "eth", ["aave_v3", "etherfi"], 30),
+    ("usdt_market_neutral_no_leverage", "usdt", [*CEX, "etherfi"], 100_000),
+    ("usdt_market_neutral", "usdt", [*CEX, "aave_v3", "etherfi"], 100_000),
+]
+MODE_IDS = [f"{m}-{c}" for m, c, _, _ in MODE_CASES]
+
+
 @pytest.fixture
 def catalog(tmp_path: Path) -> Path:
     """A private copy of configs/ that a test may edit freely."""

@@ -12,28 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, MODE_CASES, MODE_IDS
 from tests.integration.daemon_process import ROOT
 
 DATA = ROOT.parent / "shared" / "data"
-CEX = ["binance", "bybit", "okx"]
-CASES = [
-    ("pure_lending", "usdt", ["aave_v3"], 100_000),
-    ("pure_lending", "eth", ["aave_v3"], 30),
-    ("btc_basis", "usdt", CEX, 100_000),
-    ("eth_basis", "usdt", CEX, 100_000),
-    ("eth_staking_only", "eth", ["etherfi"], 30),
-    ("eth_leveraged", "eth", ["aave_v3", "etherfi"], 30),
-    ("usdt_market_neutral_no_leverage", "usdt", [*CEX, "etherfi"], 100_000),
-    ("usdt_market_neutral", "usdt", [*CEX, "aave_v3", "etherfi"], 100_000),
-]
 WINDOW_HOURS = 11_700  # 2024-05-12 01:00 → 2025-09-18
 
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"the history directory {DATA} is not present")
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(("mode", "share_class", "venues", "capital"), CASES, ids=[f"{m}-{c}" for m, c, _, _ in CASES])
+@pytest.mark.parametrize(("mode", "share_class", "venues", "capital"), MODE_CASES, ids=MODE_IDS)
 def test_every_mode_runs_the_full_common_window(tmp_path: Path, mode: str, share_class: str, venues: list[str],
                                                 capital: int) -> None:
     config = tmp_path / "run.yaml"

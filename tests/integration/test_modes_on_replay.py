@@ -14,18 +14,7 @@ from daemon.config import load_config
 from daemon.domain.ledger import WALLET
 from daemon.domain.pnl import nav as nav_in
 from daemon.systemd import Notifier
-
-CEX = ["binance", "bybit", "okx"]
-CASES = [
-    ("pure_lending", "usdt", ["aave_v3"], 100_000),
-    ("pure_lending", "eth", ["aave_v3"], 30),
-    ("btc_basis", "usdt", CEX, 100_000),
-    ("eth_basis", "usdt", CEX, 100_000),
-    ("eth_staking_only", "eth", ["etherfi"], 30),
-    ("eth_leveraged", "eth", ["aave_v3", "etherfi"], 30),
-    ("usdt_market_neutral_no_leverage", "usdt", [*CEX, "etherfi"], 100_000),
-    ("usdt_market_neutral", "usdt", [*CEX, "aave_v3", "etherfi"], 100_000),
-]
+from tests.conftest import MODE_CASES, MODE_IDS
 
 
 def run_replay(catalog: Path, mode: str, share_class: str, venues: list[str], capital: int) -> Daemon:
@@ -49,8 +38,8 @@ def run_replay(catalog: Path, mode: str, share_class: str, venues: list[str], ca
     return holder[0]
 
 
-@pytest.mark.parametrize(("mode", "share_class", "venues", "capital"), CASES,
-                         ids=[f"{m}-{c}" for m, c, _, _ in CASES])
+@pytest.mark.parametrize(("mode", "share_class", "venues", "capital"), MODE_CASES,
+                         ids=MODE_IDS)
 def test_mode_enters_and_runs_on_the_replay(catalog: Path, mode: str, share_class: str, venues: list[str],
                                             capital: int) -> None:
     daemon = run_replay(catalog, mode, share_class, venues, capital)
