@@ -24,8 +24,8 @@ from daemon.domain.messages import (
     OrderRejected,
     Side,
     SubmitOrder,
-    TradingState,
 )
+from daemon.domain.risk import permits
 from daemon.domain.strategy import Step
 from daemon.errors import NonRetryableVenueError, VenueError
 from daemon.lifecycle import ActorContext, serve
@@ -81,7 +81,7 @@ class ExecutionActor:
     async def _submit(self, ctx: ActorContext, order: SubmitOrder) -> str | None:
         """Send one order, checking the trading state at the last moment; the reason it failed, or None."""
         state = ctx.trading.state
-        if state is TradingState.HALTED or (state is TradingState.REDUCING and not order.reduce_only):
+        if not permits(state, order.reduce_only):
             return f"trading is {state.value.lower()}"
         venue = self._venues.get(split_instrument(order.instrument_id)[0])
         if venue is None:
@@ -97,7 +97,7 @@ class ExecutionActor:
         reason = ""
         for step in instruction.steps:
             state = ctx.trading.state
-            if state is TradingState.HALTED or (state is TradingState.REDUCING and not instruction.reduces_exposure):
+            if not permits(state, instruction.reduces_exposure):
                 reason = f"stopped before step {step.step}: trading is {state.value.lower()}"
                 break
             try:

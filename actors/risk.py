@@ -40,6 +40,7 @@ from daemon.domain.risk import (
     RiskLimits,
     margin_reading,
     mark_divergence,
+    permits,
     stale_series,
 )
 from daemon.domain.risk import trading_state as implied_state
@@ -96,8 +97,7 @@ class RiskActor:
         async def on_command(command: Command) -> None:
             if isinstance(command, ExecuteInstruction):
                 state = ctx.trading.state
-                if state is TradingState.ACTIVE or (state is TradingState.REDUCING and
-                                                    command.instruction.reduces_exposure):
+                if permits(state, command.instruction.reduces_exposure):
                     await self._approved.send(command)
                     return
                 self.rejected += 1
@@ -180,8 +180,8 @@ class RiskActor:
 
     @staticmethod
     def _refusal(order: SubmitOrder, state: TradingState) -> str | None:
+        if permits(state, order.reduce_only):
+            return None
         if state is TradingState.HALTED:
             return "trading is halted"
-        if state is TradingState.REDUCING and not order.reduce_only:
-            return "trading is reducing: only reduce-only orders are allowed"
-        return None
+        return "trading is reducing: only reduce-only orders are allowed"

@@ -114,7 +114,6 @@ class Daemon:
         execution_orders: LosslessChannel[SubmitOrder | ExecuteInstruction] = lossless("execution.orders",
                                                                                       cap.commands_capacity)
         venue_reports: LosslessChannel[VenueReport] = lossless("fills.reports", cap.fills_capacity)
-        self.commands = risk_commands
 
         replay = s.replay
         self.clock = VirtualClock(int(replay.start.timestamp()) * 1_000_000_000, replay.speed)

@@ -130,14 +130,6 @@ class SubmitOrder:
 
 
 @dataclass(frozen=True, slots=True)
-class CancelOrder:
-    client_order_id: ClientOrderId
-    instrument_id: InstrumentId
-    ts_event: int
-    ts_recv: int
-
-
-@dataclass(frozen=True, slots=True)
 class HaltTrading:
     reason: str
     ts_event: int
@@ -161,7 +153,8 @@ class ExecuteInstruction:
     ts_recv: int
 
 
-Command = SubmitOrder | CancelOrder | HaltTrading | ResumeTrading | ExecuteInstruction
+# (Cancellation commands arrive with the venue adapters; no command type exists that nothing handles.)
+Command = SubmitOrder | HaltTrading | ResumeTrading | ExecuteInstruction
 
 
 # --- venue reports: the venue's own account, ground truth -----------------------------------------------

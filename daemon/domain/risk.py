@@ -238,16 +238,20 @@ def trading_state(solvency: Level, breaker: DrawdownAction, operator_halted: boo
     return TradingState.ACTIVE
 
 
+def permits(state: TradingState, reduces_exposure: bool) -> bool:
+    """The one rule for what may go out in a trading state: everything when ACTIVE, only what reduces
+    exposure when REDUCING, nothing when HALTED."""
+    return state is TradingState.ACTIVE or (state is TradingState.REDUCING and reduces_exposure)
+
+
 def order_allowed(state: TradingState, position: Decimal, signed_qty: Decimal) -> bool:
     """Whether an order of `signed_qty` on a position of `position` may go out in `state`.
 
     REDUCING lets through only orders that shrink the position without flipping it: |p + q| < |p| and the
     sign of p + q is not the opposite of p's.
     """
-    if state is TradingState.HALTED:
-        return False
-    if state is TradingState.ACTIVE:
-        return True
+    if state is not TradingState.REDUCING:
+        return permits(state, reduces_exposure=False)
     after = position + signed_qty
     return abs(after) < abs(position) and (after == 0 or (after > 0) == (position > 0))
 

@@ -42,16 +42,12 @@ class BarFeed:
         self._bars = bars
         self._clock = clock
         self._exchanges = exchanges
-        self.bars_published = 0
-        self.last_bar: MarketBar | None = None
 
     async def next_batch(self) -> list[MarketData] | None:
         bar = next(self._bars, None)
         if bar is None:
             return None
         await self._clock.sleep_until(bar.ts_ns)
-        self.last_bar = bar
-        self.bars_published += 1
         now = self._clock.now_ns()
         ts = bar.ts_ns
         out: list[MarketData] = []

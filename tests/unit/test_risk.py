@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from daemon.domain.risk import (
     margin_reading,
     mark_divergence,
     order_allowed,
+    permits,
     solvency_priorities,
     stale_series,
     trading_state,
@@ -105,6 +107,15 @@ def test_trading_state_from_solvency_breaker_and_operator() -> None:
     assert trading_state(Level.OK, DrawdownAction.CLOSE_WORST_HALF, False) is TradingState.REDUCING
     assert trading_state(Level.OK, DrawdownAction.CLOSE_ALL_AND_HALT, False) is TradingState.HALTED
     assert trading_state(Level.OK, DrawdownAction.NONE, True) is TradingState.HALTED
+
+
+@pytest.mark.parametrize(("state", "reduces", "allowed"), [
+    (TradingState.ACTIVE, False, True), (TradingState.ACTIVE, True, True),
+    (TradingState.REDUCING, False, False), (TradingState.REDUCING, True, True),
+    (TradingState.HALTED, False, False), (TradingState.HALTED, True, False),
+])
+def test_one_rule_decides_what_may_go_out_in_each_state(state: TradingState, reduces: bool, allowed: bool) -> None:
+    assert permits(state, reduces) is allowed
 
 
 qty = st.decimals(min_value=D(-50), max_value=D(50), places=3)
