@@ -13,7 +13,7 @@ from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.domain.booking import fill_change_set
 from daemon.domain.exposure import compute_exposure, perp_asset
 from daemon.domain.ids import InstrumentId
-from daemon.domain.ledger import ChangeSet, Ledger, LedgerError, LedgerSnapshot
+from daemon.domain.ledger import ChangeSet, Ledger, LedgerError, LedgerSnapshot, Reason
 from daemon.domain.market import MarketBoard, MarketState, MissingMarketData
 from daemon.domain.messages import (
     BalancesChanged,
@@ -99,6 +99,14 @@ class PositionsActor:
             return
         self._booked.add(key)
         self._step_changes.append(change)
+        if change.reason is Reason.LIQUIDATION:
+            # The venue acted on its own: the books follow, and trading stops. A liquidation means the risk
+            # limits failed to hold, and what is left (a long leg without its hedge, or a hedge without its
+            # collateral) is a position nobody designed: a human decides what comes next (`basisd resume`).
+            ctx.log.critical("liquidated", venue=report.venue, report=key,
+                             perps=[f"{p.instrument} {p.delta_qty} @ {p.price}" for p in change.perps],
+                             tokens=[f"{t.account}:{t.token} {t.delta}" for t in change.tokens])
+            ctx.trading.halt(f"liquidated on {report.venue} ({key})", source="positions")
         self._publish(ctx)
 
     def _publish(self, ctx: ActorContext) -> None:

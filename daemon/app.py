@@ -38,6 +38,7 @@ from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings
 from daemon.data.bars import History
 from daemon.data.cache import SeriesCache
+from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams
 from daemon.domain.bars import MarketBar
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.market import MarketBoard
@@ -55,7 +56,7 @@ from daemon.domain.messages import (
     VenueReport,
 )
 from daemon.domain.risk import DrawdownBreaker, RiskLimits
-from daemon.domain.synthetic import SyntheticMarketSpec, generate
+from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
 from daemon.errors import BasisdError, ConfigError, ConfigProblem
 from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
@@ -123,17 +124,27 @@ class Daemon:
                 name, self.clock, venue_reports,
                 taker_fee_bps=Decimal(str(v.fees.taker_bps if v.fees else 0)),
                 min_order_usd=Decimal(str(v.min_order_usd)),
+                maintenance_margin_ratio=Decimal(str(v.maintenance_margin_ratio or "0.10")),
+                liquidation_fee_bps=Decimal(str(v.liquidation_fee_bps)),
             )
             for name, v in cex.items()
         }
         perp_venues = list(cex) or ["binance"]
-        spec = SyntheticMarketSpec(seed=replay.seed, start=replay.start, hours=replay.hours, venues=perp_venues)
+        spec = SyntheticMarketSpec(seed=replay.seed, start=replay.start, hours=replay.hours, venues=perp_venues,
+                                   shocks=tuple(Shock(x.at_hour, x.eth_move_fraction, x.lst_oracle_move_fraction)
+                                                for x in replay.shocks))
         self.board = MarketBoard()  # what the simulated chain prices its transactions with
         self.spec = mode_spec(config)
-        self.feed = BarFeed(self._bars(spec, perp_venues), self.clock, self.exchanges, self.board)
-        self.chain = SimulatedChain(self.clock, self.board, venue_reports, self.exchanges, lst=self.spec.lst)
+        usdt_class = config.share_class.currency == "USDT"
+        self.chain = SimulatedChain(self.clock, self.board, venue_reports, self.exchanges, lst=self.spec.lst,
+                                    aave=self._aave_params(), gas_debt_allowed=usdt_class)
+        self.feed = BarFeed(self._bars(spec, perp_venues), self.clock, self.exchanges, self.board,
+                            liquidations=(self.chain.check_liquidation,))
 
         capital = Decimal(str(s.strategy.initial_capital))
+        opening = ChangeSet(Reason.INITIAL_CAPITAL, self.clock.now_ns(),
+                            (TokenChange(WALLET, config.share_class.currency, capital),))
+        self.chain.receive(opening)  # the capital is in the wallet: on chain, and in our books
         self.market_data = MarketDataActor(self.feed, Fanout[Any]([strategy_market, positions_marks]))
         self.strategy = StrategyActor(strategy_market, strategy_events, risk_commands, spec=self.spec,
                                       venues=tuple(cex))
@@ -153,9 +164,7 @@ class Daemon:
             self.recorder = RecorderActor(attributions, Path(s.backtest.out_dir), self.spec, tuple(cex))
         self.positions = PositionsActor(
             positions_reports, positions_marks, Fanout[Any]([strategy_market, status_snaps, risk_snaps]),
-            Ledger(tuple(cex), gas_debt_allowed=config.share_class.currency == "USDT"),
-            lambda: [ChangeSet(Reason.INITIAL_CAPITAL, self.clock.now_ns(),
-                               (TokenChange(WALLET, config.share_class.currency, capital),))],
+            Ledger(tuple(cex), gas_debt_allowed=usdt_class), lambda: [opening],
             currency=config.share_class.currency, attributions=attributions,
         )
         self.status = StatusActor(status_snaps, s.runtime.status_interval_s, self._status_extra,
@@ -202,6 +211,14 @@ class Daemon:
                 log.warning("data_proxied", series=event.series, proxy=event.proxy, detail=str(event))
             reported = len(history.proxy_events)
             yield bar
+
+    def _aave_params(self) -> ReserveParams:
+        """E-mode parameters of the lending venue the mode uses (the catalog's values; live refreshes them)."""
+        for v in self.config.venues.values():
+            if v.kind == "lending" and v.emode_ltv is not None and v.emode_liquidation_threshold is not None:
+                return ReserveParams(Decimal(str(v.emode_ltv)), Decimal(str(v.emode_liquidation_threshold)),
+                                     Decimal(str(v.emode_liquidation_bonus or 0)))
+        return EMODE_ETH_CORRELATED
 
     def _risk_limits(self) -> RiskLimits:
         """The limits in force now: SIGHUP replaces `risk_settings`, and the risk actor asks on every snapshot."""

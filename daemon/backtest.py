@@ -125,6 +125,8 @@ def build_summary(daemon: Daemon) -> dict[str, Any]:
         "min_margin_ratio": {v: _s(r) for v, r in sorted(recorder.min_margin.items())},
         "instructions": daemon.strategy.instructions, "failed_instructions": daemon.strategy.failed_instructions,
         "total_costs": _s(positions.pnl_totals["transaction_costs"]),
+        "liquidations": {"aave_v3": daemon.chain.liquidations,
+                         **{name: e.liquidations for name, e in sorted(daemon.exchanges.items())}},
         "initial_positions": initial,
         "stopped": daemon.stop_reason or "failure", "trading_state_at_end": daemon.trading.state.value,
     }

@@ -89,6 +89,14 @@ class ChaosSettings(Frozen):
 # --- market -------------------------------------------------------------------------------------------
 
 
+class ShockSettings(Frozen):
+    """A stress event in the synthetic market (see `daemon.domain.synthetic.Shock`)."""
+
+    at_hour: int = Field(ge=1, description="Hours after the replay's start")
+    eth_move_fraction: float = Field(0.0, gt=-0.95, le=10.0, description="0.9 = ETH jumps 90 %")
+    lst_oracle_move_fraction: float = Field(0.0, gt=-0.5, lt=0.5, description="-0.06 = the LST de-pegs 6 %")
+
+
 class ReplaySettings(Frozen):
     source: Literal["synthetic", "history"] = "synthetic"
     data_dir: str | None = Field(None, description="The history directory (source: history), relative to the "
@@ -102,11 +110,17 @@ class ReplaySettings(Frozen):
     speed: float | None = Field(
         3600.0, gt=0, description="Market seconds per real second; null runs flat out"
     )
+    shocks: tuple[ShockSettings, ...] = Field((), description="Stress events in the synthetic market")
 
     @model_validator(mode="after")
     def _history_needs_data(self) -> ReplaySettings:
         if self.source == "history" and not self.data_dir:
             raise ValueError("source: history needs data_dir (the history directory)")
+        if self.source == "history" and self.shocks:
+            raise ValueError("shocks apply to the synthetic market only (source: synthetic)")
+        for shock in self.shocks:
+            if shock.at_hour >= self.hours:
+                raise ValueError(f"a shock at hour {shock.at_hour} is past the replay's end (hours: {self.hours})")
         return self
 
     @field_validator("start")
@@ -294,6 +308,7 @@ class VenueDefinition(Frozen):
     fees: FeeSchedule | None = None
     min_order_usd: float = Field(10.0, gt=0)
     maintenance_margin_ratio: float | None = Field(None, gt=0, lt=1)
+    liquidation_fee_bps: float = Field(125.0, ge=0, le=1000, description="taken from what is left at liquidation")
     funding_interval_h: int | None = Field(None, ge=1, le=24)
     perp_symbols: dict[str, str] = Field(default_factory=dict, description="asset -> venue symbol")
     spot_symbols: dict[str, str] = Field(default_factory=dict)

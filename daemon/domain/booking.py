@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from daemon.domain.ledger import ChangeSet, PerpChange, Reason, TokenChange
-from daemon.domain.messages import OrderFilled
+from daemon.domain.messages import FillReport, OrderFilled
 
 
 def split_instrument(instrument: str) -> tuple[str, str, str]:
@@ -12,8 +12,9 @@ def split_instrument(instrument: str) -> tuple[str, str, str]:
     return venue, kind, symbol
 
 
-def fill_change_set(fill: OrderFilled) -> ChangeSet:
-    """One fill, booked atomically: the position or the spot legs together with the fee."""
+def fill_change_set(fill: OrderFilled | FillReport) -> ChangeSet:
+    """One fill, booked atomically: the position or the spot legs together with the fee. (The same set is what a
+    simulated venue records on its side, so both books move identically.)"""
     venue, kind, symbol = split_instrument(fill.instrument_id)
     signed = fill.quantity * fill.side.sign
     fee = (TokenChange(venue, fill.fee_currency, -fill.fee),) if fill.fee else ()

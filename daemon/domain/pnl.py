@@ -36,8 +36,10 @@ DELTA = "delta_pnl"
 BASIS = "basis_pnl"
 DUST = "dust_pnl"
 COSTS = "transaction_costs"
+LIQUIDATIONS = "liquidation_losses"
 RECONCILIATION = "reconciliation"
-COMPONENTS: tuple[str, ...] = (SUPPLY, STAKING, REWARDS, BORROW, FUNDING, DELTA, BASIS, DUST, COSTS, RECONCILIATION)
+COMPONENTS: tuple[str, ...] = (SUPPLY, STAKING, REWARDS, BORROW, FUNDING, DELTA, BASIS, DUST, COSTS, LIQUIDATIONS,
+                               RECONCILIATION)
 
 FLOW_REASONS = frozenset({Reason.INITIAL_CAPITAL, Reason.DEPOSIT, Reason.WITHDRAWAL})
 REASON_COMPONENT: dict[Reason, str] = {
@@ -46,7 +48,8 @@ REASON_COMPONENT: dict[Reason, str] = {
     Reason.RECONCILIATION: RECONCILIATION,
     Reason.KING_UNWRAPPED: DUST,
     Reason.SEASONAL_REWARDS_SOLD: DUST,
-}  # everything else (trades, gas, conversions, liquidations) is a transaction cost against the market
+    Reason.LIQUIDATION: LIQUIDATIONS,  # the bonus paid to AAVE's liquidators, an exchange's clearance fee
+}  # everything else (trades, gas, conversions) is a transaction cost against the market
 
 
 def token_value_usd(account: str, token: str, amount: Decimal, market: MarketState) -> Decimal:

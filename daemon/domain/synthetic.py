@@ -31,6 +31,16 @@ _GWEI = Decimal("0.001")
 
 
 @dataclass(frozen=True, slots=True)
+class Shock:
+    """A stress event: at `hour` the ETH price jumps by `eth_move` (0.9 = +90 %) and the LST/ETH oracle moves by
+    `lst_oracle_move` (−0.06 = a 6 % de-peg), both for good, as a gap between two bars."""
+
+    hour: int
+    eth_move: float = 0.0
+    lst_oracle_move: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class SyntheticMarketSpec:
     seed: int
     start: datetime
@@ -48,6 +58,7 @@ class SyntheticMarketSpec:
     staking_apr: float = 0.028
     btc_start_usd: float = 68_000.0
     btc_vol_annual: float = 0.50
+    shocks: tuple[Shock, ...] = ()
 
 
 def generate(spec: SyntheticMarketSpec) -> Iterator[MarketBar]:
@@ -84,6 +95,10 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[MarketBar]:
             usdt_l *= grow["usdt_l"]
             oracle *= grow["oracle"]
             log_gas += 0.15 * (math.log(6.0) - log_gas) + rng.gauss(0.0, 0.25)
+        for shock in spec.shocks:
+            if shock.hour == hour:
+                log_price += math.log1p(shock.eth_move)
+                oracle *= 1.0 + shock.lst_oracle_move
         spot = math.exp(log_price)
         marks = []
         for v in spec.venues:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 
 from daemon.clock import Clock
@@ -31,13 +31,16 @@ def spot_instrument(venue: str, asset: str = "ETH") -> InstrumentId:
 
 class BarFeed:
     """Hands out each bar once the clock reaches it, as market-data messages, and keeps the simulated
-    venues' prices current (they fill at the venue's own price, never an average)."""
+    venues' prices current (they fill at the venue's own price, never an average). Once a bar's prices, funding
+    and indexes are in, the venues act on the new market as real ones would: every exchange checks its accounts'
+    margin, then the `liquidations` hooks run (the simulated chain's AAVE liquidators)."""
 
     def __init__(
         self, bars: Iterator[MarketBar], clock: Clock, exchanges: Mapping[str, SimulatedExchange],
-        board: MarketBoard | None = None,
+        board: MarketBoard | None = None, liquidations: Sequence[Callable[[], Awaitable[object]]] = (),
     ) -> None:
         self._board = board
+        self._liquidations = liquidations
         self._last_rate: dict[tuple[str, str], Decimal] = {}
         self._bars = bars
         self._clock = clock
@@ -79,5 +82,12 @@ class BarFeed:
         if self._board is not None:
             for update in out:
                 self._board.update(update)
+        await self._venues_act()
         return out
+
+    async def _venues_act(self) -> None:
+        for exchange in self._exchanges.values():
+            await exchange.check_liquidation()
+        for check in self._liquidations:
+            await check()
 

@@ -4,6 +4,13 @@ Market orders fill at once at the venue's own current mark (perps) or spot price
 by notional and the venue's taker fee. Fills are published as `FillReport`s on the report channel, like a
 venue's private stream. Submission is idempotent on the client order id, so a resend after a restart can
 never fill twice.
+
+The account is the venue's own (`daemon.venues.book`): an order the account cannot pay for is rejected, and
+after each new mark or funding settlement the account is checked against the venue's maintenance margin. An
+account at or below it is liquidated as USDⓈ-M futures venues do in cross margin: every perp is closed at the
+mark and a clearance fee on the notional is taken from what equity is left; equity below zero (a gap through
+the bankruptcy price) is absorbed by the insurance fund, so the account ends at zero, never negative. The
+liquidation is reported as one `BalancesChanged` (reason LIQUIDATION) carrying the closing perp changes.
 """
 
 from __future__ import annotations
@@ -13,12 +20,15 @@ from decimal import Decimal
 
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
-from daemon.domain.booking import split_instrument
+from daemon.domain.booking import fill_change_set, split_instrument
+from daemon.domain.exposure import perp_asset
 from daemon.domain.ids import ClientOrderId, TradeId, VenueId, VenueOrderId
-from daemon.domain.ledger import ChangeSet, Reason, TokenChange
+from daemon.domain.ledger import ChangeSet, Ledger, LedgerError, PerpChange, Reason, TokenChange
 from daemon.domain.messages import BalancesChanged, FillReport, OrderStatusReport, SubmitOrder, VenueReport
+from daemon.venues.book import record
 
 BPS = Decimal("0.0001")
+ZERO = Decimal(0)
 
 
 class SimulatedExchange:
@@ -30,6 +40,8 @@ class SimulatedExchange:
         taker_fee_bps: Decimal,
         slippage_bps_per_million_usd: Decimal = Decimal(5),
         min_order_usd: Decimal = Decimal(10),
+        maintenance_margin_ratio: Decimal = Decimal("0.10"),
+        liquidation_fee_bps: Decimal = Decimal(125),
     ) -> None:
         self.venue = VenueId(venue)
         self._clock = clock
@@ -40,8 +52,11 @@ class SimulatedExchange:
         self._prices: dict[tuple[str, str], Decimal] = {}  # ("Perp" | "Spot", asset) -> price
         self._orders: dict[ClientOrderId, OrderStatusReport] = {}
         self._ids = itertools.count(1)
-        self._perp_size: dict[str, Decimal] = {}  # asset -> the venue's own record of the account's perp position
+        self._maintenance = maintenance_margin_ratio
+        self._liquidation_fee = liquidation_fee_bps * BPS
+        self.book = Ledger((venue,))  # the venue's own record of the account
         self.funding_settlements = 0
+        self.liquidations = 0
 
     def set_price(self, kind: str, price: Decimal, asset: str = "ETH") -> None:
         self._prices[(kind, asset)] = price
@@ -67,6 +82,14 @@ class SimulatedExchange:
             reason = "quantity must be positive"
         elif order.quantity * price < self._min_order_usd:
             reason = f"notional below the venue minimum of {self._min_order_usd} USD"
+        quantity = order.quantity
+        if not reason and order.reduce_only:
+            # As the venues do: a reduce-only order never opens or flips a position; it is cut to what is held.
+            held = self.book.perp(self.venue, symbol).quantity if kind == "Perp" else ZERO
+            if held == 0 or (held > 0) == (order.side.sign > 0):
+                reason = f"reduce-only {order.side.value} would not reduce the position ({held} {symbol})"
+            else:
+                quantity = min(quantity, abs(held))
         if reason:
             report = OrderStatusReport(self.venue, order.client_order_id, None, "rejected", reason, now, now)
             self._orders[order.client_order_id] = report
@@ -74,23 +97,34 @@ class SimulatedExchange:
         assert price is not None
         n = next(self._ids)
         venue_order_id = VenueOrderId(f"{self.venue}-{n}")
-        notional = order.quantity * price
+        notional = quantity * price
         fill_price = (price * (1 + order.side.sign * self._slippage * notional)).quantize(Decimal("0.01"))
-        fee = (order.quantity * fill_price * self._taker_fee).quantize(Decimal("0.00000001"))
-        if kind == "Perp":
-            self._perp_size[asset] = self._perp_size.get(asset, Decimal(0)) + order.quantity * order.side.sign
-        report = OrderStatusReport(self.venue, order.client_order_id, venue_order_id, "filled", "", now, now)
-        self._orders[order.client_order_id] = report
-        await self._reports.send(FillReport(
+        fee = (quantity * fill_price * self._taker_fee).quantize(Decimal("0.00000001"))
+        fill = FillReport(
             venue=self.venue, trade_id=TradeId(f"{self.venue}-t{n}"), client_order_id=order.client_order_id,
             venue_order_id=venue_order_id, instrument_id=order.instrument_id, side=order.side,
-            quantity=order.quantity, price=fill_price, fee=fee, fee_currency="USDT", ts_event=now, ts_recv=now,
-        ))
+            quantity=quantity, price=fill_price, fee=fee, fee_currency="USDT", ts_event=now, ts_recv=now,
+        )
+        try:
+            self.book.apply(fill_change_set(fill))
+        except LedgerError as exc:
+            report = OrderStatusReport(self.venue, order.client_order_id, None, "rejected",
+                                       f"insufficient balance: {exc}", now, now)
+            self._orders[order.client_order_id] = report
+            return report
+        report = OrderStatusReport(self.venue, order.client_order_id, venue_order_id, "filled", "", now, now)
+        self._orders[order.client_order_id] = report
+        await self._reports.send(fill)
         return report
+
+    def record_transfer(self, change: ChangeSet) -> None:
+        """Record this account's side of a deposit or withdrawal (the chain calls it before reporting the
+        transaction); raises `NonRetryableVenueError` if the account cannot pay it out."""
+        record(self.book, change, self.venue)
 
     async def settle_funding(self, rate: Decimal, mark: Decimal, asset: str = "ETH") -> None:
         """Settle one funding interval on the position held now: a positive rate pays shorts."""
-        size = self._perp_size.get(asset, Decimal(0))
+        size = self.book.perp(self.venue, f"{asset}USDT").quantity
         if size == 0:
             return
         payment = (-size * mark * rate).quantize(Decimal("0.00000001"))
@@ -98,7 +132,48 @@ class SimulatedExchange:
         self.funding_settlements += 1
         key = f"funding-{asset}-{now}"
         change = ChangeSet(Reason.FUNDING_PAYMENT, now, (TokenChange(self.venue, "USDT", payment),), ref=key)
+        # A payment larger than the account's cash is still owed: the venue takes it and the margin check
+        # that follows liquidates the account. The book records it as an insurance-fund top-up to zero.
+        balance = self.book.balance(self.venue, "USDT")
+        if balance + payment < 0:
+            change = ChangeSet(Reason.FUNDING_PAYMENT, now, (TokenChange(self.venue, "USDT", -balance),), ref=key)
+        self.book.apply(change)
         await self._reports.send(BalancesChanged(self.venue, key, change, now, now))
+
+    def margin(self) -> tuple[Decimal, Decimal]:
+        """(equity, maintenance requirement) of the account in USDT at the venue's own marks."""
+        usdt = self.book.balance(self.venue, "USDT")
+        equity, maintenance = usdt, ZERO
+        for p in self.book.snapshot().perps:
+            if p.quantity:
+                mark = self._mark(p.instrument)
+                equity += p.quantity * mark - p.cost
+                maintenance += abs(p.quantity) * mark * self._maintenance
+        return equity, maintenance
+
+    def _mark(self, instrument: str) -> Decimal:
+        return self._prices[("Perp", perp_asset(instrument))]
+
+    async def check_liquidation(self) -> bool:
+        """Liquidate the account if its equity is at or below the maintenance margin; True if it did."""
+        open_perps = [p for p in self.book.snapshot().perps if p.quantity]
+        if not open_perps:
+            return False
+        equity, maintenance = self.margin()
+        if equity > maintenance:
+            return False
+        now = self._clock.now_ns()
+        closes = tuple(PerpChange(self.venue, p.instrument, -p.quantity, self._mark(p.instrument)) for p in open_perps)
+        notional = sum((abs(c.delta_qty) * c.price for c in closes), ZERO)
+        # Closing at the marks leaves exactly `equity` in USDT; the fee comes out of it, the fund covers a deficit.
+        settle = -min((notional * self._liquidation_fee).quantize(Decimal("0.00000001")), equity) if equity > 0 \
+            else -equity
+        self.liquidations += 1
+        key = f"liquidation-{self.liquidations}-{now}"
+        change = ChangeSet(Reason.LIQUIDATION, now, (TokenChange(self.venue, "USDT", settle),), closes, ref=key)
+        self.book.apply(change)
+        await self._reports.send(BalancesChanged(self.venue, key, change, now, now))
+        return True
 
     async def cancel_all_orders(self) -> int:
         # Market orders fill at once here, so nothing is ever left open to cancel.

@@ -6,21 +6,29 @@ debt), and is reported as one `BalancesChanged` on the venue report channel, the
 exchanges' fills use. AAVE positions move as scaled balances at the current indexes; staking mints at the
 oracle rate; a DEX swap of the LST pays the configured fee. Flash-loan legs (flash borrow, stake, supply,
 borrow, repay flash) are one atomic transaction, booked as its net effect.
+
+The chain keeps its own record of the wallet (`daemon.venues.book`): a transaction the wallet cannot pay for
+reverts (`NonRetryableVenueError`), and an exchange must accept its side of a transfer before the transaction
+is reported. After each bar `check_liquidation` plays AAVE's liquidators: while the health factor, from the
+oracle and the indexes, is below 1 they repay debt and seize collateral plus the liquidation bonus (close
+factor 50 %, or 100 % at HF ≤ 0.95, as AAVE v3 does), each call reported as one LIQUIDATION transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import Protocol
 
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
-from daemon.domain.aave import scaled_from_native
+from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams, scaled_from_native, simulate_liquidation
 from daemon.domain.ids import VenueId
-from daemon.domain.ledger import WALLET, ChangeSet, Reason, TokenChange
+from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.market import MarketBoard
 from daemon.domain.messages import BalancesChanged, VenueReport
 from daemon.errors import NonRetryableVenueError
+from daemon.venues.book import record
 
 GAS_UNITS: dict[str, int] = {  # DOMAIN §3, from operation_gas_costs_summary
     "ATOMIC_ENTRY": 1_250_000, "ATOMIC_DELEVERAGE": 1_100_000, "STAKE": 150_000, "REDEEM_LST": 200_000,
@@ -28,13 +36,21 @@ GAS_UNITS: dict[str, int] = {  # DOMAIN §3, from operation_gas_costs_summary
 }
 GWEI = Decimal("1e-9")
 ZERO = Decimal(0)
+MAX_LIQUIDATIONS_PER_CHECK = 20  # liquidators act block after block; an hour has ~300 blocks
+
+
+class ExchangeAccount(Protocol):
+    """An exchange as the chain's deposit/withdrawal rail sees it."""
+
+    def record_transfer(self, change: ChangeSet) -> None: ...
 
 
 class SimulatedChain:
     venue = VenueId("chain")
 
     def __init__(self, clock: Clock, board: MarketBoard, reports: LosslessChannel[VenueReport],
-                 exchanges: Mapping[str, object], lst: str = "weETH", swap_fee_bps: Decimal = Decimal(20)) -> None:
+                 exchanges: Mapping[str, ExchangeAccount], lst: str = "weETH", swap_fee_bps: Decimal = Decimal(20),
+                 aave: ReserveParams = EMODE_ETH_CORRELATED, gas_debt_allowed: bool = True) -> None:
         self._clock = clock
         self._board = board
         self._reports = reports
@@ -42,25 +58,32 @@ class SimulatedChain:
         self._lst = lst
         self._a_token = {"weETH": "aWeETH", "wstETH": "awstETH"}[lst]
         self._swap_fee = swap_fee_bps / Decimal(10_000)
+        self._aave = aave
+        self.book = Ledger((), gas_debt_allowed=gas_debt_allowed)  # the chain's own record of the wallet
         self.transactions = 0
+        self.liquidations = 0
+
+    def receive(self, change: ChangeSet) -> None:
+        """Money arriving in the wallet from outside (the opening capital, a deposit)."""
+        record(self.book, change, WALLET)
 
     # --- operations (one transaction each) ---------------------------------------------------------------
 
     async def transfer_usdt_to_cex(self, venue: str, amount: Decimal, ref: str) -> None:
         self._check_venue(venue)
         await self._book(Reason.VENUE_TRANSFER, "TRANSFER", ref, (
-            TokenChange(WALLET, "USDT", -amount), TokenChange(venue, "USDT", amount)))
+            TokenChange(WALLET, "USDT", -amount), TokenChange(venue, "USDT", amount)), exchange=venue)
 
     async def transfer_eth_to_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
         self._check_venue(venue)
         await self._book(Reason.VENUE_TRANSFER, "TRANSFER", ref, (
-            TokenChange(WALLET, "ETH", -amount_eth), TokenChange(venue, "ETH", amount_eth)))
+            TokenChange(WALLET, "ETH", -amount_eth), TokenChange(venue, "ETH", amount_eth)), exchange=venue)
 
     async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
         # An exchange withdrawal costs no wallet gas (the exchange charges its own fee, not modelled here).
         self._check_venue(venue)
         await self._book(Reason.VENUE_TRANSFER, None, ref, (
-            TokenChange(venue, "ETH", -amount_eth), TokenChange(WALLET, "ETH", amount_eth)))
+            TokenChange(venue, "ETH", -amount_eth), TokenChange(WALLET, "ETH", amount_eth)), exchange=venue)
 
     async def stake(self, amount_eth: Decimal, ref: str) -> None:
         minted = amount_eth / self._oracle()
@@ -146,15 +169,65 @@ class SimulatedChain:
 
     # --- helpers ---------------------------------------------------------------------------------------
 
-    async def _book(self, reason: Reason, gas_op: str | None, ref: str, changes: tuple[TokenChange, ...]) -> None:
+    async def _book(self, reason: Reason, gas_op: str | None, ref: str, changes: tuple[TokenChange, ...],
+                    exchange: str | None = None) -> None:
         now = self._clock.now_ns()
         if gas_op is not None:
             gwei = self._board.gas_gwei if self._board.gas_gwei is not None else Decimal(10)
             changes = (*changes, TokenChange(WALLET, "ETH", -(Decimal(GAS_UNITS[gas_op]) * gwei * GWEI)))
-        self.transactions += 1
         change = ChangeSet(reason, now, changes, ref=ref)
-        report = BalancesChanged(self.venue, f"tx{self.transactions}", change, now, now)
-        await self._reports.send(report)
+        # Whichever side pays goes first, so that a refusal leaves both books untouched (the receiving side
+        # cannot refuse a credit).
+        paying_exchange = exchange is not None and any(t.account == exchange and t.delta < 0 for t in changes)
+        if exchange is not None and paying_exchange:
+            self._exchanges[exchange].record_transfer(change)
+        record(self.book, change, WALLET)
+        if exchange is not None and not paying_exchange:
+            self._exchanges[exchange].record_transfer(change)
+        await self._report(change)
+
+    async def _report(self, change: ChangeSet) -> None:
+        self.transactions += 1
+        now = self._clock.now_ns()
+        await self._reports.send(BalancesChanged(self.venue, f"tx{self.transactions}", change, now, now))
+
+    # --- AAVE liquidation -----------------------------------------------------------------------------------
+
+    def health_factor(self) -> Decimal:
+        """The wallet's AAVE health factor now, from the chain's own records (infinite without debt)."""
+        collateral, debt = self._aave_position()
+        return self._aave.liquidation_threshold * collateral / debt if debt else Decimal("Infinity")
+
+    def _aave_position(self) -> tuple[Decimal, Decimal]:
+        """(collateral, debt) in ETH: the LST collateral A·L·o and the WETH debt d·B."""
+        scaled_collateral = self.book.balance(WALLET, self._a_token)
+        scaled_debt = self.book.balance(WALLET, "variableDebtWETH")
+        if not scaled_debt:
+            return scaled_collateral, ZERO
+        return scaled_collateral * self._index(self._lst) * self._oracle(), scaled_debt * self._debt_index()
+
+    async def check_liquidation(self) -> int:
+        """Liquidate while HF < 1, as liquidators would; return how many liquidation calls were made."""
+        calls = 0
+        while calls < MAX_LIQUIDATIONS_PER_CHECK:
+            collateral, debt = self._aave_position()
+            if not debt:
+                break
+            result = simulate_liquidation(collateral, debt, self._aave)
+            if not result.liquidated:
+                break
+            now = self._clock.now_ns()
+            ref = f"aave-liquidation-{self.liquidations + 1}"
+            seized_lst = result.collateral_seized / self._oracle()
+            change = ChangeSet(Reason.LIQUIDATION, now, (
+                TokenChange(WALLET, self._a_token, -scaled_from_native(seized_lst, self._index(self._lst))),
+                TokenChange(WALLET, "variableDebtWETH", -scaled_from_native(result.debt_repaid, self._debt_index())),
+            ), ref=ref)
+            record(self.book, change, WALLET)
+            self.liquidations += 1
+            calls += 1
+            await self._report(change)
+        return calls
 
     def _check_venue(self, venue: str) -> None:
         if venue not in self._exchanges:

@@ -50,6 +50,8 @@ class Rig:
     events: LosslessChannel[OrderEvent]
     exchanges: dict[str, SimulatedExchange]
     trading: TradingStateCell
+    chain: SimulatedChain
+    board: MarketBoard
 
 
 @asynccontextmanager
@@ -68,13 +70,14 @@ async def running() -> AsyncIterator[Rig]:
                     ReserveIndexesReported("WETH", D("1.03"), D("1.05"), 0, 0)):
         board.update(message)
     chain = SimulatedChain(clock, board, reports, exchanges)
+    chain.receive(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange(WALLET, "USDT", D(100_000)),)))
     actor = ExecutionActor(orders, exchanges, events, chain)
     trading = TradingStateCell()
     sup = Supervisor([actor], clock=clock, trading=trading, policy=RestartPolicy(), heartbeat_interval_s=0.05,
                      heartbeat_timeout_s=1, rng=random.Random(0))
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
-        yield Rig(orders, reports, events, exchanges, trading)
+        yield Rig(orders, reports, events, exchanges, trading, chain, board)
         tg.cancel_scope.cancel()
 
 
@@ -97,6 +100,10 @@ async def finished(rig: Rig) -> InstructionFinished:
             event = await rig.events.receive()
             if isinstance(event, InstructionFinished):
                 return event
+
+
+def deposit(venue: str, usdt: Decimal) -> ChangeSet:
+    return ChangeSet(Reason.DEPOSIT, 0, (TokenChange(venue, "USDT", usdt),))
 
 
 def book(reports: list[VenueReport]) -> Ledger:
@@ -160,6 +167,7 @@ async def test_a_failing_step_stops_the_rest_and_is_reported() -> None:
 async def test_funding_pays_shorts_on_a_positive_rate_at_the_venues_own_mark() -> None:
     async with running() as rig:
         exchange = rig.exchanges["bybit"]
+        exchange.record_transfer(deposit("bybit", D(1000)))
         await exchange.submit_order(SubmitOrder(ClientOrderId("c1"), InstructionId("i"),
                                                 InstrumentId("bybit:Perp:ETHUSDT"), Side.SELL, D(2), False, "t", 0, 0))
         await exchange.settle_funding(D("0.0001"), D(3010))
@@ -167,3 +175,97 @@ async def test_funding_pays_shorts_on_a_positive_rate_at_the_venues_own_mark() -
     funding = reports[-1]
     assert isinstance(funding, BalancesChanged) and funding.change.reason is Reason.FUNDING_PAYMENT
     assert funding.change.tokens == (TokenChange("bybit", "USDT", D("0.60200000")),)
+
+
+def short(venue: str, qty: Decimal, cid: str = "c1") -> SubmitOrder:
+    return SubmitOrder(ClientOrderId(cid), InstructionId("i"), InstrumentId(f"{venue}:Perp:ETHUSDT"), Side.SELL, qty,
+                       False, "t", 0, 0)
+
+
+def drain(rig: Rig) -> list[VenueReport]:
+    return [rig.reports.receive_nowait() for _ in range(len(rig.reports))]
+
+
+@pytest.mark.asyncio
+async def test_an_order_the_account_cannot_pay_for_is_rejected_and_nothing_is_reported() -> None:
+    async with running() as rig:
+        exchange = rig.exchanges["binance"]
+        buy = SubmitOrder(ClientOrderId("b1"), InstructionId("i"), InstrumentId("binance:Spot:ETHUSDT"), Side.BUY,
+                          D(1), False, "t", 0, 0)
+        report = await exchange.submit_order(buy)
+        assert report.status == "rejected" and "insufficient balance" in report.reason and "USDT" in report.reason
+        assert len(rig.reports) == 0 and exchange.book.snapshot().balances == ()
+
+
+@pytest.mark.asyncio
+async def test_a_cex_account_is_liquidated_at_maintenance_and_the_venue_and_our_books_agree() -> None:
+    async with running() as rig:
+        exchange = rig.exchanges["bybit"]
+        exchange.record_transfer(deposit("bybit", D(1000)))
+        await exchange.submit_order(short("bybit", D(2)))  # ≈ 6,000 USDT notional on 1,000 USDT: ratio ≈ 16.7 %
+        # Liquidation line: 1,000 − 2·(P − 3,001) = 10 % × 2·P, at P ≈ 3,183.
+        exchange.set_price("Perp", D(3150))
+        equity, maintenance = exchange.margin()
+        assert equity > maintenance and not await exchange.check_liquidation()
+        exchange.set_price("Perp", D(3250))
+        equity, maintenance = exchange.margin()
+        assert 0 < equity <= maintenance == D("0.10") * 2 * 3250
+        assert await exchange.check_liquidation()
+        reports = drain(rig)
+    liquidation = reports[-1]
+    assert isinstance(liquidation, BalancesChanged) and liquidation.change.reason is Reason.LIQUIDATION
+    (close,) = liquidation.change.perps
+    assert (close.venue, close.instrument, close.delta_qty, close.price) == ("bybit", "ETHUSDT", D(2), D(3250))
+    fee = D("0.0125") * 2 * 3250  # the clearance fee on the notional, less than what was left
+    assert liquidation.change.tokens == (TokenChange("bybit", "USDT", -fee),)
+    ours = Ledger(VENUES)
+    ours.apply(deposit("bybit", D(1000)))
+    for r in reports:
+        ours.apply(r.change if isinstance(r, BalancesChanged) else fill_change_set(r))
+    assert ours.perp("bybit", "ETHUSDT").quantity == 0 == exchange.book.perp("bybit", "ETHUSDT").quantity
+    assert ours.balance("bybit", "USDT") == exchange.book.balance("bybit", "USDT") == equity - fee
+
+
+@pytest.mark.asyncio
+async def test_a_gap_through_bankruptcy_leaves_the_account_at_zero_not_negative() -> None:
+    async with running() as rig:
+        exchange = rig.exchanges["okx"] if "okx" in rig.exchanges else rig.exchanges["binance"]
+        exchange.record_transfer(deposit(exchange.venue, D(1000)))
+        await exchange.submit_order(short(exchange.venue, D(2)))
+        exchange.set_price("Perp", D(4000))  # equity = 1,000 − 2 × ≈1,000 < 0
+        assert exchange.margin()[0] < 0
+        assert await exchange.check_liquidation()
+        assert exchange.book.balance(exchange.venue, "USDT") == 0
+        assert exchange.book.perp(exchange.venue, "ETHUSDT").quantity == 0
+        assert not await exchange.check_liquidation()  # nothing left to liquidate
+
+
+@pytest.mark.asyncio
+async def test_aave_liquidators_repay_and_seize_with_the_bonus_until_health_is_restored() -> None:
+    async with running() as rig:
+        await rig.orders.send(ExecuteInstruction(InstructionId("i1"), entry_instruction(D(10)), 0, 0))
+        assert (await finished(rig)).completed
+        chain = rig.chain
+        hf_entry = chain.health_factor()
+        assert hf_entry == D("0.95") / D("0.9")  # entered at λ = 0.9
+        assert await chain.check_liquidation() == 0
+        # The LST de-pegs 6 %: HF ≈ 0.99, below 1 but above 0.95, so each call may repay half the debt.
+        rig.board.update(OracleRateReported("weETH/ETH", D("1.05") * D("0.94"), 0, 0))
+        hf_before = chain.health_factor()
+        assert D("0.95") < hf_before < 1
+        collateral_before = chain.book.balance(WALLET, "aWeETH")
+        debt_before = chain.book.balance(WALLET, "variableDebtWETH")
+        assert await chain.check_liquidation() == 1
+        assert chain.health_factor() > 1
+        reports = drain(rig)
+    liquidation = reports[-1]
+    assert isinstance(liquidation, BalancesChanged) and liquidation.change.reason is Reason.LIQUIDATION
+    seized, repaid = (t for t in liquidation.change.tokens)
+    assert seized.token == "aWeETH" and repaid.token == "variableDebtWETH"
+    # Half the debt (close factor 50 %) repaid; collateral worth 1.01 × that seized (e-mode bonus 1 %).
+    repaid_eth = -repaid.delta * D("1.05")
+    seized_eth = -seized.delta * D("1.01") * D("1.05") * D("0.94")
+    assert abs(repaid_eth - debt_before * D("1.05") / 2) < D("1e-18")
+    assert abs(seized_eth - repaid_eth * D("1.01")) < D("1e-18")
+    assert chain.book.balance(WALLET, "aWeETH") == collateral_before + seized.delta
+    assert chain.book.balance(WALLET, "variableDebtWETH") == debt_before + repaid.delta

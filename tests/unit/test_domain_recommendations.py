@@ -12,6 +12,7 @@ import yaml
 from daemon.bus import LosslessChannel
 from daemon.clock import VirtualClock
 from daemon.config import load_config
+from daemon.domain.ledger import WALLET, ChangeSet, Reason, TokenChange
 from daemon.domain.market import MarketBoard
 from daemon.domain.messages import BalancesChanged, OracleRateReported, VenueReport
 from daemon.domain.strategy import Change, ModeSpec, StrategyView, decide
@@ -53,6 +54,7 @@ def test_26_an_lst_exit_is_either_an_instant_swap_with_a_fee_or_a_protocol_redem
         board = MarketBoard()
         board.update(OracleRateReported("weETH/ETH", D("1.05"), 0, 0))
         chain = SimulatedChain(VirtualClock(0, None), board, reports, {}, swap_fee_bps=D(20))
+        chain.receive(ChangeSet(Reason.DEPOSIT, 0, (TokenChange(WALLET, "weETH", D(20)),)))
         fast = await chain.swap_lst_to_eth(D(10), "fast")
         slow = await chain.redeem_lst(D(10), "slow")
         kinds = [r.change.reason.value for r in (reports.receive_nowait(), reports.receive_nowait())
