@@ -62,6 +62,7 @@ class PositionsActor:
         self.pnl_totals: dict[str, Decimal] = dict.fromkeys(COMPONENTS, Decimal(0))
         self.max_abs_residual = Decimal(0)
         self.hours_attributed = 0
+        self._open_hour = -1  # the market hour whose changes are being gathered
 
     async def run(self, ctx: ActorContext) -> None:
         async def on_report(report: OrderFilled | BalancesChanged) -> None:
@@ -70,8 +71,7 @@ class PositionsActor:
         async def on_mark(update: MarketData) -> None:
             # The first message of a new hour closes the previous one (its market is complete by then: the
             # feed delivers an hour's messages together, and flat out the clock waits for the pipeline).
-            if self.board.ts_ns and update.ts_event // HOUR_NS > self.board.ts_ns // HOUR_NS:
-                await self._close_hour(ctx)
+            await self._close_hour_before(ctx, update.ts_event)
             self.board.update(update)
             if not len(self.marks):
                 # Value the books once the bar's messages are drained, not after each of them: readers
@@ -89,6 +89,9 @@ class PositionsActor:
             key, change = f"{report.venue}:{report.report_id}", report.change
         if key in self._booked:
             return
+        # A venue report of the next hour (a settlement, a liquidation) can arrive before that hour's first
+        # market message, on the other inbox: it closes the hour just ended, so it is attributed to its own.
+        await self._close_hour_before(ctx, change.ts_ns)
         try:
             self.ledger.apply(change)
         except LedgerError as exc:
@@ -131,6 +134,14 @@ class PositionsActor:
             series_ages_s=tuple(sorted(self.board.ages_s().items())),
         )
         self._snapshots.publish(self.latest)
+
+    async def _close_hour_before(self, ctx: ActorContext, ts_ns: int) -> None:
+        hour = ts_ns // HOUR_NS
+        if self._open_hour < 0:
+            self._open_hour = hour
+        elif hour > self._open_hour and self.board.ts_ns:
+            self._open_hour = hour
+            await self._close_hour(ctx)
 
     async def _close_hour(self, ctx: ActorContext) -> None:
         """Attribute the hour just completed: from the last close to the books and market now."""

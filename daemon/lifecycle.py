@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-import anyio
 import structlog
 
 from daemon.bus import ChannelClosed, ConflatingChannel, LosslessChannel, WouldBlock
@@ -56,6 +55,8 @@ class ActorRecord:
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     latency_sum_s: float = 0.0
     redelivery: tuple[str, Any, int] | None = None  # (inbox, message, attempts) whose handler raised
+    waiting: int = 0  # receive loops parked on an empty inbox
+    busy: int = 0  # handlers running
 
     def observe(self, seconds: float) -> None:
         self.handled += 1
@@ -63,6 +64,10 @@ class ActorRecord:
         self.latency_counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
 
     def heartbeat_age_s(self, now_mono: float) -> float:
+        # An actor parked on its inbox with no handler running is alive by construction: it will run the
+        # moment a message comes. (Beating on a timer while parked would cost a timeout per wait.)
+        if self.waiting and not self.busy:
+            return 0.0
         return now_mono - self.last_beat_mono if self.last_beat_mono else float("inf")
 
 
@@ -129,23 +134,19 @@ async def serve(ctx: ActorContext, inbox: Inbox[T], handle: Callable[[T], Awaita
             await _handle_one(ctx, inbox.name, handle, message, attempts)
     ctx.started()
     receive_nowait = inbox.receive_nowait
-    idle_s = ctx.heartbeat_interval_s
     while True:
         ctx.beat()
         try:
             item = receive_nowait()
         except WouldBlock:
-            waited: list[T] = []
-            # Only the wait is bounded by the idle timeout, never the handler. `receive` takes the message
-            # after its last await, so a timeout here cannot lose one.
-            with anyio.move_on_after(idle_s):
-                try:
-                    waited.append(await inbox.receive())
-                except ChannelClosed:
-                    return
-            if not waited:
-                continue
-            item = waited[0]
+            record.waiting += 1
+            try:
+                item = await inbox.receive()
+            except ChannelClosed:
+                return
+            finally:
+                record.waiting -= 1
+            ctx.beat()
         except ChannelClosed:
             return
         await _handle_one(ctx, inbox.name, handle, item, 0)
@@ -155,9 +156,13 @@ async def _handle_one(
     ctx: ActorContext, inbox: str, handle: Callable[[T], Awaitable[None]], message: T, attempts: int
 ) -> None:
     started = time.perf_counter()
+    record = ctx.record
+    record.busy += 1
     try:
         await handle(message)
     except Exception:
-        ctx.record.redelivery = (inbox, message, attempts + 1)
+        record.redelivery = (inbox, message, attempts + 1)
         raise
-    ctx.record.observe(time.perf_counter() - started)
+    finally:
+        record.busy -= 1
+    record.observe(time.perf_counter() - started)

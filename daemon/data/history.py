@@ -57,6 +57,10 @@ CATALOG: dict[str, SeriesSpec] = {s.key: s for s in [
     SeriesSpec("spot:bybit:ETH", "cex/spot_ohlcv_1h/bybit_ETHUSDT_spot_1h_*.csv", "open"),
     SeriesSpec("spot:BTC", "cex/spot_ohlcv_1h/bybit_BTCUSDT_spot_1h_*.csv", "open"),
     SeriesSpec("spot:binance:BTC", "cex/spot_ohlcv_1h/binance_BTCUSDT_1h_*.csv", "open"),
+    # Reward tokens, ETH per 1 token: the pools' base is the token and their quote WETH (0.0015 WETH per EIGEN
+    # × ~$2,400 = ~$3.6), so no inversion; EIGEN only from 2024-10-05 (see `daemon.data.rewards`).
+    SeriesSpec("spot:EIGEN/ETH", "cex/spot_ohlcv_1h/uniswapv3_EIGENWETH_1h_*.csv", "open"),
+    SeriesSpec("spot:ETHFI/ETH", "cex/spot_ohlcv_1h/uniswapv3_ETHFIWETH_1h_*.csv", "open"),
     SeriesSpec("oracle:weETH/ETH", "aave/oracle/weETH_ETH_oracle_*.csv", "oracle_price_eth"),
     SeriesSpec("oracle:wstETH/ETH", "aave/oracle/wstETH_ETH_oracle_*.csv", "oracle_price_eth"),
     SeriesSpec("oracle:ETH/USD", "aave/oracle/WETH_USD_oracle_*.csv", "oracle_price_usd"),

@@ -185,6 +185,10 @@ class Ledger:
     def perp(self, venue: str, instrument: str) -> PerpPosition:
         return self._perps.get((venue, instrument)) or PerpPosition()
 
+    def open_perps(self, venue: str) -> list[tuple[str, PerpPosition]]:
+        """(instrument, position) of `venue`'s open perps, live objects: read them, never change them."""
+        return [(i, p) for (v, i), p in self._perps.items() if v == venue and p.quantity]
+
     @property
     def history(self) -> tuple[AppliedChange, ...]:
         return tuple(self._history)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from decimal import Decimal
 
 from daemon.clock import Clock
 from daemon.domain.bars import MarketBar
@@ -41,7 +40,6 @@ class BarFeed:
     ) -> None:
         self._board = board
         self._liquidations = liquidations
-        self._last_rate: dict[tuple[str, str], Decimal] = {}
         self._bars = bars
         self._clock = clock
         self._exchanges = exchanges
@@ -68,11 +66,10 @@ class BarFeed:
                 out.append(PriceTicked(perp_instrument(venue, asset), mark, ts, now))
             out.append(PriceTicked(spot_instrument(spot_venue, asset), spot, ts, now))
             for venue, rate in funding:
-                # The rate published at the previous settlement is paid now, on the position held now.
-                key = (venue, asset)
-                if venue in self._exchanges and key in self._last_rate:
-                    await self._exchanges[venue].settle_funding(self._last_rate[key], marks[venue], asset)
-                self._last_rate[key] = rate
+                # A funding row is a settlement: its rate is paid at its timestamp (the exchanges' funding
+                # history, e.g. Binance's fundingTime/fundingRate), on the position held now, at the venue's mark.
+                if venue in self._exchanges:
+                    await self._exchanges[venue].settle_funding(rate, marks[venue], asset)
                 out.append(FundingRateReported(perp_instrument(venue, asset), rate, ts + 8 * NS_PER_HOUR, ts, now))
         out.append(ReserveIndexesReported("weETH", bar.weeth_liquidity_index, bar.weeth_liquidity_index, ts, now))
         out.append(ReserveIndexesReported("WETH", bar.weth_liquidity_index, bar.weth_borrow_index, ts, now))

@@ -142,13 +142,11 @@ class SimulatedExchange:
 
     def margin(self) -> tuple[Decimal, Decimal]:
         """(equity, maintenance requirement) of the account in USDT at the venue's own marks."""
-        usdt = self.book.balance(self.venue, "USDT")
-        equity, maintenance = usdt, ZERO
-        for p in self.book.snapshot().perps:
-            if p.quantity:
-                mark = self._mark(p.instrument)
-                equity += p.quantity * mark - p.cost
-                maintenance += abs(p.quantity) * mark * self._maintenance
+        equity, maintenance = self.book.balance(self.venue, "USDT"), ZERO
+        for instrument, p in self.book.open_perps(self.venue):
+            mark = self._mark(instrument)
+            equity += p.quantity * mark - p.cost
+            maintenance += abs(p.quantity) * mark * self._maintenance
         return equity, maintenance
 
     def _mark(self, instrument: str) -> Decimal:
@@ -156,14 +154,14 @@ class SimulatedExchange:
 
     async def check_liquidation(self) -> bool:
         """Liquidate the account if its equity is at or below the maintenance margin; True if it did."""
-        open_perps = [p for p in self.book.snapshot().perps if p.quantity]
+        open_perps = self.book.open_perps(self.venue)
         if not open_perps:
             return False
         equity, maintenance = self.margin()
         if equity > maintenance:
             return False
         now = self._clock.now_ns()
-        closes = tuple(PerpChange(self.venue, p.instrument, -p.quantity, self._mark(p.instrument)) for p in open_perps)
+        closes = tuple(PerpChange(self.venue, i, -p.quantity, self._mark(i)) for i, p in open_perps)
         notional = sum((abs(c.delta_qty) * c.price for c in closes), ZERO)
         # Closing at the marks leaves exactly `equity` in USDT; the fee comes out of it, the fund covers a deficit.
         settle = -min((notional * self._liquidation_fee).quantize(Decimal("0.00000001")), equity) if equity > 0 \

@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -81,3 +82,33 @@ def test_on_history_the_entry_levers_to_lambda_and_shorts_the_aave_net_eth_at_ea
     entries = {v: Decimal(p["entry"]) for v, p in entry["perps"].items()}
     assert len(set(entries.values())) == 3  # each venue filled at its own price, not an average
     assert Decimal(summary["pnl_residual_max_abs"]) < Decimal("1e-12")
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"the history directory {DATA} is not present")
+def test_on_history_each_funding_row_is_paid_at_its_settlement_and_attributed_to_that_hour(tmp_path: Path) -> None:
+    result = backtest(tmp_path, "--data", str(DATA), "--start", "2024-07-01T00:00:00Z", "--end",
+                      "2024-07-15T00:00:00Z", config="configs/history.yaml")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    payments = [e for e in events if e["reason"] == "FUNDING_PAYMENT"]
+    assert len(payments) >= 3 * 3 * 13  # three venues, three settlements a day
+    rates = {}  # the Binance file's rate at each settlement
+    for line in next(DATA.glob("cex/funding_rates/binance_ETHUSDT_*.csv")).read_text().splitlines()[1:]:
+        stamp, rate = line.split(",")[:2]
+        rates[stamp[:16].replace("T", " ")] = Decimal(rate)
+    hourly = {r["ts"]: r for r in csv.DictReader((tmp_path / "balance_sheet.csv").read_text().splitlines())
+              if r["account"] == "binance" and r["holding"] == "perp:ETHUSDT"}
+    checked = 0
+    for payment in payments:
+        settled_ns = int(payment["ref"].rsplit("-", 1)[1])
+        settled = datetime.fromtimestamp(settled_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
+        assert payment["ts"] == settled  # booked in the hour of the settlement, never the one before
+        ((account, _, amount),) = payment["tokens"]
+        if account == "binance" and settled in rates and settled in hourly:
+            # amount = −size × mark × rate with this settlement's own rate: the implied mark is ETH's price
+            # then (July 2024: 2,800–3,600). The previous settlement's rate would imply anything.
+            size = Decimal(hourly[settled]["amount"])
+            implied_mark = Decimal(amount) / (-size * rates[settled])
+            assert 2_800 < implied_mark < 3_600, (settled, amount, rates[settled], implied_mark)
+            checked += 1
+    assert checked >= 35

@@ -16,7 +16,7 @@ from tests.conftest import CONFIGS, MODE_CASES, MODE_IDS
 from tests.integration.daemon_process import ROOT
 
 DATA = ROOT.parent / "shared" / "data"
-WINDOW_HOURS = 11_700  # 2024-05-12 01:00 → 2025-09-18
+WINDOW_HOURS = 11_856  # 2024-05-12 01:00 → 2025-09-18 00:00, the last bar
 
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"the history directory {DATA} is not present")
 
