@@ -159,6 +159,10 @@ async def _transfer_usdt(c: ChainVenue, s: Step, freed: Decimal | None, ref: str
     await c.transfer_usdt_to_cex(s.venue, _amount(s, freed, "amount_usd"), ref)
 
 
+async def _withdraw_usdt(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
+    await c.withdraw_usdt_from_cex(s.venue, _amount(s, freed, "amount_usd"), ref)
+
+
 async def _transfer_eth(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
     await c.transfer_eth_to_cex(s.venue, _amount(s, freed, "amount_eth"), ref)
 
@@ -208,6 +212,7 @@ async def _sell_eth(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> 
 
 CHAIN_STEPS: dict[str, ChainStep] = {
     "TRANSFER_USDT_TO_CEX": _transfer_usdt, "TRANSFER_ETH_TO_CEX": _transfer_eth,
+    "WITHDRAW_USDT_TO_WALLET": _withdraw_usdt,
     "WITHDRAW_TO_WALLET": _withdraw_to_wallet, "STAKE": _stake, "ATOMIC_LEVERAGE_ENTRY": _leverage,
     "ATOMIC_DELEVERAGE_AAVE": _deleverage, "SEQUENTIAL_DELEVERAGE_AAVE": _deleverage,
     "FLASH_BORROW": _reduce_debt, **dict.fromkeys(ATOMIC_BUNDLE_TAIL, _inside_flash),

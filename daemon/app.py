@@ -38,6 +38,7 @@ from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings
 from daemon.data.bars import History
 from daemon.data.cache import SeriesCache
+from daemon.data.rewards import RewardEvent, events_for_mode, read_reward_events
 from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams
 from daemon.domain.bars import MarketBar
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
@@ -136,10 +137,11 @@ class Daemon:
         self.board = MarketBoard()  # what the simulated chain prices its transactions with
         self.spec = mode_spec(config)
         usdt_class = config.share_class.currency == "USDT"
+        self.reward_events = self._rewards()
         self.chain = SimulatedChain(self.clock, self.board, venue_reports, self.exchanges, lst=self.spec.lst,
-                                    aave=self._aave_params(), gas_debt_allowed=usdt_class)
+                                    aave=self._aave_params(), gas_debt_allowed=usdt_class, rewards=self.reward_events)
         self.feed = BarFeed(self._bars(spec, perp_venues), self.clock, self.exchanges, self.board,
-                            liquidations=(self.chain.check_liquidation,))
+                            venue_actions=(self.chain.pay_rewards, self.chain.check_liquidation))
 
         capital = Decimal(str(s.strategy.initial_capital))
         opening = ChangeSet(Reason.INITIAL_CAPITAL, self.clock.now_ns(),
@@ -203,7 +205,8 @@ class Daemon:
             yield from generate(spec)
             return
         assert replay.data_dir is not None  # settings validation guarantees it
-        history = History(self.config.path.parent / replay.data_dir, replay.proxies, load=SeriesCache().load)
+        history = History(self.config.path.parent / replay.data_dir, replay.proxies, load=SeriesCache().load,
+                          rewards=bool(self.reward_events))
         reported = 0
         btc = self.spec.asset == "BTC"
         for bar in history.bars(int(replay.start.timestamp()) * 1_000_000_000, replay.hours, tuple(venues), btc):
@@ -211,6 +214,14 @@ class Daemon:
                 log.warning("data_proxied", series=event.series, proxy=event.proxy, detail=str(event))
             reported = len(history.proxy_events)
             yield bar
+
+    def _rewards(self) -> tuple[RewardEvent, ...]:
+        """The EtherFi reward events the mode receives: recorded ones on history, none on the synthetic market."""
+        replay, mode = self.config.settings.replay, self.config.params.rewards_mode
+        if replay.source != "history" or mode == "base_only" or not self.spec.staking or self.spec.lst != "weETH":
+            return ()
+        assert replay.data_dir is not None
+        return events_for_mode(read_reward_events(self.config.path.parent / replay.data_dir), mode)
 
     def _aave_params(self) -> ReserveParams:
         """E-mode parameters of the lending venue the mode uses (the catalog's values; live refreshes them)."""

@@ -260,6 +260,9 @@ def _venue_problems(
             problems.append(ConfigProblem(mode_file, "params.lst", "a staking mode must name its LST"))
         elif not any(v.kind == "staking" and v.lst == params.lst for v in venues.values()):
             problems.append(ConfigProblem(src, "strategy.venues", f"no staking venue mints {params.lst} (params.lst)"))
+    if params.rewards_mode != "base_only" and params.lst != "weETH":
+        problems.append(ConfigProblem(mode_file, "params.rewards_mode", f"{params.rewards_mode} needs weETH: only "
+                                      f"EtherFi pays EIGEN/ETHFI rewards (lst is {params.lst}; use base_only)"))
     if mode.borrowing:
         problems += [ConfigProblem(mode_file, "params.max_ltv",
                                    f"{params.max_ltv:g} exceeds {v.name}'s e-mode LTV {v.emode_ltv:g}")

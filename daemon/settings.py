@@ -186,6 +186,9 @@ class StrategyParams(Frozen):
     min_loop_position_usd: float = Field(10_000.0, gt=0)
     hedge_allocation: dict[str, float] = Field(default_factory=dict)
     unwind: Literal["fast", "slow"] = "fast"
+    rewards_mode: Literal["base_only", "base_eigen", "base_eigen_seasonal"] = Field(
+        "base_only", description="EtherFi rewards (ADR-9): base_only = oracle growth only; base_eigen adds the "
+                                 "weekly EIGEN distributions; base_eigen_seasonal adds the ETHFI top-ups too")
     gas_reserve_eth: float = Field(
         0.05, ge=0, le=10, description="ETH share class: wallet ETH kept back from the entry to pay gas (it cannot "
                                        "run gas debt as the USDT class does)")

@@ -48,8 +48,9 @@ class ProxyUsed:
 
 class History:
     def __init__(self, data_dir: Path, proxies: Mapping[str, str] | None = None,
-                 load: Callable[[Path, str], Series] = read_series) -> None:
+                 load: Callable[[Path, str], Series] = read_series, rewards: bool = False) -> None:
         self._dir = data_dir
+        self._rewards = rewards  # price the reward tokens (only runs that receive them need the files)
         self._proxies = dict(DEFAULT_PROXIES if proxies is None else proxies)
         self._load = load
         self._series: dict[str, Series] = {}
@@ -100,6 +101,18 @@ class History:
                 return ()
             return tuple((v, d(self.value(f"funding:{v}:{asset}", t, exact=True), "1e-10")) for v in venues)
 
+        def reward_prices() -> tuple[tuple[str, Decimal], ...]:
+            # Priced only where the pools have data (EIGEN trades from 2024-10-05): a missing price here is
+            # not a gap to fill but a token that did not exist yet, and no reward is paid in it before then.
+            out = []
+            for token in ("EIGEN", "ETHFI"):
+                try:
+                    out.append((token, d(self.series(f"spot:{token}/ETH").at(t, CATALOG[f"spot:{token}/ETH"].max_age_s),
+                                         "1e-12")))
+                except StaleData:
+                    continue
+            return tuple(out)
+
         return MarketBar(
             ts_ns=t,
             eth_spot=d(self.value("spot:ETH", t), "0.01"),
@@ -114,4 +127,5 @@ class History:
             btc_spot=d(self.value("spot:BTC", t), "0.01") if btc else Decimal(0),
             btc_perp_marks=marks("BTC") if btc else (),
             btc_funding=funding("BTC") if btc else (),
+            reward_prices_eth=reward_prices() if self._rewards else (),
         )

@@ -21,3 +21,4 @@ class MarketBar:
     btc_spot: Decimal = Decimal(0)
     btc_perp_marks: tuple[tuple[str, Decimal], ...] = ()
     btc_funding: tuple[tuple[str, Decimal], ...] = ()
+    reward_prices_eth: tuple[tuple[str, Decimal], ...] = ()  # (EIGEN | ETHFI, ETH per token) where recorded

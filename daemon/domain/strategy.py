@@ -275,6 +275,19 @@ def add_margin_to_cex(spec: ModeSpec, view: StrategyView, venue: str, amount_usd
         first = Step(1, "ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC, "aave_v3",
                      {"amount_usd": amount_usd, "repay_eth": p * view.aave_debt,
                       "withdraw_eth": p * view.aave_collateral, "mode": "atomic", "unwind_mode": spec.unwind})
+    elif not spec.staking:
+        # Basis modes hold the long as spot on the spot venue: sell some there, move the USDT to the venue that
+        # needs it (through the wallet), and shrink that venue's short by as much.
+        asset, qty = spec.asset, _qty(amount_usd / price)
+        spot = spec.spot_venue or venue
+        usd = qty * price
+        basis_steps = [Step(1, "SELL_SPOT", Executor.CEX, spot, {"amount": qty, "asset": asset})]
+        if spot != venue:
+            basis_steps += [Step(2, "WITHDRAW_USDT_TO_WALLET", Executor.WALLET, spot, {"amount_usd": usd}),
+                            Step(3, "TRANSFER_USDT_TO_CEX", Executor.WALLET, venue, {"amount_usd": usd})]
+        basis_steps.append(Step(len(basis_steps) + 1, "REDUCE_PERP_SHORT", Executor.CEX, venue,
+                                {"amount": qty, "asset": asset}))
+        return Instruction(0, "ADD_MARGIN_TO_CEX", venue, amount_usd, tuple(basis_steps), True, "margin below warning")
     else:
         first = Step(1, "REDEEM_LST", Executor.STAKING, "etherfi", {"amount_eth": eth, "unwind_mode": spec.unwind})
     steps = (

@@ -32,14 +32,14 @@ class BarFeed:
     """Hands out each bar once the clock reaches it, as market-data messages, and keeps the simulated
     venues' prices current (they fill at the venue's own price, never an average). Once a bar's prices, funding
     and indexes are in, the venues act on the new market as real ones would: every exchange checks its accounts'
-    margin, then the `liquidations` hooks run (the simulated chain's AAVE liquidators)."""
+    margin, then the `venue_actions` run (the simulated chain's reward payouts and AAVE liquidators)."""
 
     def __init__(
         self, bars: Iterator[MarketBar], clock: Clock, exchanges: Mapping[str, SimulatedExchange],
-        board: MarketBoard | None = None, liquidations: Sequence[Callable[[], Awaitable[object]]] = (),
+        board: MarketBoard | None = None, venue_actions: Sequence[Callable[[], Awaitable[object]]] = (),
     ) -> None:
         self._board = board
-        self._liquidations = liquidations
+        self._venue_actions = venue_actions
         self._bars = bars
         self._clock = clock
         self._exchanges = exchanges
@@ -71,6 +71,8 @@ class BarFeed:
                 if venue in self._exchanges:
                     await self._exchanges[venue].settle_funding(rate, marks[venue], asset)
                 out.append(FundingRateReported(perp_instrument(venue, asset), rate, ts + 8 * NS_PER_HOUR, ts, now))
+        for token, eth_per_token in bar.reward_prices_eth:
+            out.append(PriceTicked(InstrumentId(f"uniswap:Spot:{token}USDT"), eth_per_token * bar.eth_spot, ts, now))
         out.append(ReserveIndexesReported("weETH", bar.weeth_liquidity_index, bar.weeth_liquidity_index, ts, now))
         out.append(ReserveIndexesReported("WETH", bar.weth_liquidity_index, bar.weth_borrow_index, ts, now))
         out.append(ReserveIndexesReported("USDT", bar.usdt_liquidity_index, bar.usdt_liquidity_index, ts, now))
@@ -85,6 +87,6 @@ class BarFeed:
     async def _venues_act(self) -> None:
         for exchange in self._exchanges.values():
             await exchange.check_liquidation()
-        for check in self._liquidations:
-            await check()
+        for act in self._venue_actions:
+            await act()
 

@@ -12,16 +12,24 @@ reverts (`NonRetryableVenueError`), and an exchange must accept its side of a tr
 is reported. After each bar `check_liquidation` plays AAVE's liquidators: while the health factor, from the
 oracle and the indexes, is below 1 they repay debt and seize collateral plus the liquidation bonus (close
 factor 50 %, or 100 % at HF ≤ 0.95, as AAVE v3 does), each call reported as one LIQUIDATION transaction.
+
+EtherFi rewards (ADR-18) are discrete events (`daemon.data.rewards`): the chain notes the wallet's
+eETH-equivalent holding (free and supplied weETH × the oracle rate) at every hour, and at each payout credits
+`per_eeth` × the hourly average over the event's period (KING_REWARD_DISTRIBUTION; the KING wrapper is
+credited as the token it holds). The tokens are then sold at once for ETH on a DEX at the hour's price less
+the swap fee, paying gas (SEASONAL_REWARDS_SOLD), so the strategy never carries EIGEN or ETHFI price risk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Protocol
 
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
+from daemon.data.rewards import RewardEvent
 from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams, scaled_from_native, simulate_liquidation
 from daemon.domain.ids import VenueId
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
@@ -36,6 +44,7 @@ GAS_UNITS: dict[str, int] = {  # DOMAIN §3, from operation_gas_costs_summary
 }
 GWEI = Decimal("1e-9")
 ZERO = Decimal(0)
+HOUR_NS = 3_600 * 1_000_000_000
 MAX_LIQUIDATIONS_PER_CHECK = 20  # liquidators act block after block; an hour has ~300 blocks
 
 
@@ -50,7 +59,8 @@ class SimulatedChain:
 
     def __init__(self, clock: Clock, board: MarketBoard, reports: LosslessChannel[VenueReport],
                  exchanges: Mapping[str, ExchangeAccount], lst: str = "weETH", swap_fee_bps: Decimal = Decimal(20),
-                 aave: ReserveParams = EMODE_ETH_CORRELATED, gas_debt_allowed: bool = True) -> None:
+                 aave: ReserveParams = EMODE_ETH_CORRELATED, gas_debt_allowed: bool = True,
+                 rewards: Sequence[RewardEvent] = ()) -> None:
         self._clock = clock
         self._board = board
         self._reports = reports
@@ -62,6 +72,9 @@ class SimulatedChain:
         self.book = Ledger((), gas_debt_allowed=gas_debt_allowed)  # the chain's own record of the wallet
         self.transactions = 0
         self.liquidations = 0
+        self._rewards = deque(sorted((e for e in rewards if e.token in ("EIGEN", "ETHFI")), key=lambda e: e.payout_ns))
+        self._eeth_by_hour: dict[int, Decimal] = {}
+        self.rewards_paid: dict[str, Decimal] = {}
 
     def receive(self, change: ChangeSet) -> None:
         """Money arriving in the wallet from outside (the opening capital, a deposit)."""
@@ -84,6 +97,11 @@ class SimulatedChain:
         self._check_venue(venue)
         await self._book(Reason.VENUE_TRANSFER, None, ref, (
             TokenChange(venue, "ETH", -amount_eth), TokenChange(WALLET, "ETH", amount_eth)), exchange=venue)
+
+    async def withdraw_usdt_from_cex(self, venue: str, amount: Decimal, ref: str) -> None:
+        self._check_venue(venue)
+        await self._book(Reason.VENUE_TRANSFER, None, ref, (
+            TokenChange(venue, "USDT", -amount), TokenChange(WALLET, "USDT", amount)), exchange=venue)
 
     async def stake(self, amount_eth: Decimal, ref: str) -> None:
         minted = amount_eth / self._oracle()
@@ -190,6 +208,42 @@ class SimulatedChain:
         self.transactions += 1
         now = self._clock.now_ns()
         await self._reports.send(BalancesChanged(self.venue, f"tx{self.transactions}", change, now, now))
+
+    # --- EtherFi rewards --------------------------------------------------------------------------------
+
+    async def pay_rewards(self) -> int:
+        """Note this hour's eETH-equivalent holding; pay and sell every reward due. Returns events paid."""
+        now = self._clock.now_ns()
+        if self._lst == "weETH" and (self._rewards or self._eeth_by_hour):
+            held = self.book.balance(WALLET, "weETH")
+            scaled = self.book.balance(WALLET, self._a_token)
+            if held or scaled:
+                native = held + (scaled * self._index(self._lst) if scaled else ZERO)
+                self._eeth_by_hour[now // HOUR_NS] = native * self._oracle()
+        paid = 0
+        while self._rewards and self._rewards[0].payout_ns <= now:
+            event = self._rewards[0]
+            price = self._board.prices.get(event.token)
+            eth_price = self._board.prices.get("ETH")
+            if price is None or eth_price is None:
+                break  # no market for the token yet: paid when there is one, never dropped
+            self._rewards.popleft()
+            first, last = event.period_start_ns // HOUR_NS, event.period_end_ns // HOUR_NS
+            average = sum((self._eeth_by_hour.get(h, ZERO) for h in range(first, last)), ZERO) / max(1, last - first)
+            tokens = event.tokens_for(average)
+            if tokens <= 0:
+                continue
+            ref = f"reward-{event.token}-{event.payout_ns}"
+            await self._book(Reason.KING_REWARD_DISTRIBUTION, None, ref, (TokenChange(WALLET, event.token, tokens),))
+            eth = tokens * price / eth_price * (1 - self._swap_fee)
+            await self._book(Reason.SEASONAL_REWARDS_SOLD, "SWAP", ref + "-sold", (
+                TokenChange(WALLET, event.token, -tokens), TokenChange(WALLET, "ETH", eth)))
+            self.rewards_paid[event.token] = self.rewards_paid.get(event.token, ZERO) + tokens
+            paid += 1
+        oldest = self._rewards[0].period_start_ns // HOUR_NS if self._rewards else now // HOUR_NS
+        for hour in [h for h in self._eeth_by_hour if h < oldest]:
+            del self._eeth_by_hour[hour]  # no pending event averages over it any more
+        return paid
 
     # --- AAVE liquidation -----------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import pytest
 from actors.execution import ExecutionActor
 from daemon.bus import LosslessChannel
 from daemon.clock import VirtualClock
+from daemon.data.rewards import RewardEvent
 from daemon.domain.aave import atomic_entry
 from daemon.domain.booking import fill_change_set
 from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
@@ -28,6 +29,7 @@ from daemon.domain.messages import (
     OracleRateReported,
     OrderEvent,
     OrderFilled,
+    PriceTicked,
     ReserveIndexesReported,
     Side,
     SubmitOrder,
@@ -269,3 +271,36 @@ async def test_aave_liquidators_repay_and_seize_with_the_bonus_until_health_is_r
     assert abs(seized_eth - repaid_eth * D("1.01")) < D("1e-18")
     assert chain.book.balance(WALLET, "aWeETH") == collateral_before + seized.delta
     assert chain.book.balance(WALLET, "variableDebtWETH") == debt_before + repaid.delta
+
+
+def test_an_etherfi_reward_pays_the_average_holding_over_its_period_and_is_sold_for_eth() -> None:
+    async def scenario() -> tuple[list[VenueReport], SimulatedChain]:
+        hour = 3_600 * 10**9
+        clock = VirtualClock(0, None)
+        reports: LosslessChannel[VenueReport] = LosslessChannel("reports", 64)
+        board = MarketBoard()
+        for message in (OracleRateReported("weETH/ETH", D("1.05"), 0, 0), GasPriceReported(D(10), 0, 0),
+                        PriceTicked(InstrumentId("binance:Spot:ETHUSDT"), D(3000), 0, 0),
+                        PriceTicked(InstrumentId("uniswap:Spot:EIGENUSDT"), D(3), 0, 0)):
+            board.update(message)
+        event = RewardEvent(payout_ns=4 * hour, period_start_ns=0, period_end_ns=4 * hour, token="EIGEN",
+                            per_eeth=D("0.2"), kind="weekly", exact=True)
+        chain = SimulatedChain(clock, board, reports, {}, rewards=(event,))
+        chain.receive(ChangeSet(Reason.DEPOSIT, 0, (TokenChange(WALLET, "weETH", D(10)),)))
+        for h in range(5):  # 10 weETH held for the first two hours of four, then 20
+            await clock.sleep_until(h * hour)
+            if h == 2:
+                chain.receive(ChangeSet(Reason.DEPOSIT, 0, (TokenChange(WALLET, "weETH", D(10)),)))
+            assert await chain.pay_rewards() == (1 if h == 4 else 0)
+        return [reports.receive_nowait() for _ in range(len(reports))], chain
+
+    reports, chain = anyio.run(scenario)
+    paid, sold = (r.change for r in reports if isinstance(r, BalancesChanged))
+    average_eeth = (10 + 10 + 20 + 20) * D("1.05") / 4  # weETH × the oracle: eETH equivalent, hour by hour
+    assert paid.reason is Reason.KING_REWARD_DISTRIBUTION
+    assert paid.tokens == (TokenChange(WALLET, "EIGEN", D("0.2") * average_eeth),)
+    assert sold.reason is Reason.SEASONAL_REWARDS_SOLD
+    tokens = D("0.2") * average_eeth
+    eth = tokens * 3 / 3000 * (1 - D("0.002"))  # at the hour's price, less the DEX fee; gas paid too
+    assert sold.tokens[:2] == (TokenChange(WALLET, "EIGEN", -tokens), TokenChange(WALLET, "ETH", eth))
+    assert chain.book.balance(WALLET, "EIGEN") == 0 and chain.rewards_paid == {"EIGEN": tokens}
