@@ -211,3 +211,24 @@ def test_every_config_becomes_a_valid_domain_mode_spec(
     assert spec.hedged == config.hedged and spec.share_class == config.share_class.currency
     if spec.borrowing:
         assert spec.target_ltv == Decimal("0.93") * (1 - Decimal("0.0225"))
+
+
+def test_shocks_belong_to_the_synthetic_market_and_inside_the_replay() -> None:
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+    from tests.conftest import CONFIGS
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(CONFIGS / "replay.yaml",
+                    {"replay": {"hours": 10, "shocks": [{"at_hour": 12, "eth_move_fraction": 0.5}]}})
+    assert any("past the replay's end" in str(p) for p in caught.value.problems)
+
+
+def test_eigen_rewards_need_weeth() -> None:
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+    from tests.conftest import CONFIGS
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(CONFIGS / "replay.yaml", {"strategy": {"params": {"lst": "wstETH", "rewards_mode": "base_eigen"}}})
+    assert any("rewards_mode" in str(p) and "weETH" in str(p) for p in caught.value.problems)
