@@ -154,12 +154,10 @@ class SimulatedExchange:
 
     async def check_liquidation(self) -> bool:
         """Liquidate the account if its equity is at or below the maintenance margin; True if it did."""
-        open_perps = self.book.open_perps(self.venue)
-        if not open_perps:
-            return False
         equity, maintenance = self.margin()
-        if equity > maintenance:
+        if not maintenance or equity > maintenance:  # no open perp, or margin enough
             return False
+        open_perps = self.book.open_perps(self.venue)
         now = self._clock.now_ns()
         closes = tuple(PerpChange(self.venue, i, -p.quantity, self._mark(i)) for i, p in open_perps)
         notional = sum((abs(c.delta_qty) * c.price for c in closes), ZERO)

@@ -62,7 +62,7 @@ T_STDLIB = time.perf_counter()
 
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
-import pandas as pd  # type: ignore[import-untyped]  # noqa: E402
+import pandas as pd  # noqa: E402
 
 T_IMPORTS = time.perf_counter()
 
