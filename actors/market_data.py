@@ -1,4 +1,5 @@
-"""Market data: pulls bars from the market feed (on the injected clock) and publishes them, conflated."""
+"""Market data: pulls each instant's updates from the market feed (on the injected clock) and publishes them
+as one `MarketUpdated`, conflated (a reader that falls behind gets the latest value of every series)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Protocol
 import anyio
 
 from daemon.bus import Fanout
-from daemon.domain.messages import MarketData
+from daemon.domain.messages import MarketData, MarketUpdated
 from daemon.lifecycle import ActorContext
 
 
@@ -20,7 +21,7 @@ class MarketFeed(Protocol):
 class MarketDataActor:
     name = "market_data"
 
-    def __init__(self, feed: MarketFeed, out: Fanout[MarketData]) -> None:
+    def __init__(self, feed: MarketFeed, out: Fanout[MarketUpdated]) -> None:
         self._feed = feed
         self._out = out
         self.batches = 0
@@ -35,7 +36,7 @@ class MarketDataActor:
                 ctx.log.info("market_feed_exhausted", batches=self.batches)
                 self.exhausted.set()
                 return
-            for update in batch:
-                self._out.publish(update)
+            if batch:
+                self._out.publish(MarketUpdated(tuple(batch), batch[-1].ts_event, batch[-1].ts_recv))
             ctx.record.handled += 1
             self.batches += 1

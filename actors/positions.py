@@ -17,7 +17,7 @@ from daemon.domain.ledger import ChangeSet, Ledger, LedgerError, LedgerSnapshot,
 from daemon.domain.market import MarketBoard, MarketState, MissingMarketData
 from daemon.domain.messages import (
     BalancesChanged,
-    MarketData,
+    MarketUpdated,
     OrderFilled,
     PnlAttributed,
     PortfolioSnapshotted,
@@ -35,7 +35,7 @@ class PositionsActor:
     def __init__(
         self,
         fills: LosslessChannel[OrderFilled | BalancesChanged],
-        marks: ConflatingChannel[MarketData],
+        marks: ConflatingChannel[MarketUpdated],
         snapshots: Fanout[PortfolioSnapshotted],
         ledger: Ledger,
         opening: Callable[[], Iterable[ChangeSet]],
@@ -68,14 +68,15 @@ class PositionsActor:
         async def on_report(report: OrderFilled | BalancesChanged) -> None:
             await self._book(ctx, report)
 
-        async def on_mark(update: MarketData) -> None:
-            # The first message of a new hour closes the previous one (its market is complete by then: the
-            # feed delivers an hour's messages together, and flat out the clock waits for the pipeline).
-            await self._close_hour_before(ctx, update.ts_event)
-            self.board.update(update)
+        async def on_mark(batch: MarketUpdated) -> None:
+            # The first market of a new hour closes the previous one (its market is complete by then: the
+            # feed delivers an hour's updates together, and flat out the clock waits for the pipeline).
+            await self._close_hour_before(ctx, batch.ts_event)
+            for update in batch.updates:
+                self.board.update(update)
             if not len(self.marks):
-                # Value the books once the bar's messages are drained, not after each of them: readers
-                # conflate to the latest anyway, and valuing is the costly part.
+                # Value the books once the inbox is drained: readers conflate to the latest anyway, and
+                # valuing is the costly part.
                 self._publish(ctx)
 
         async with anyio.create_task_group() as tg:

@@ -18,7 +18,7 @@ from daemon.domain.messages import (
     Command,
     ExecuteInstruction,
     InstructionFinished,
-    MarketData,
+    MarketUpdated,
     OrderEvent,
     PortfolioSnapshotted,
 )
@@ -42,7 +42,7 @@ class StrategyActor:
 
     def __init__(
         self,
-        market: ConflatingChannel[MarketData | PortfolioSnapshotted],
+        market: ConflatingChannel[MarketUpdated | PortfolioSnapshotted],
         events: LosslessChannel[OrderEvent],
         commands: LosslessChannel[Command],
         *,
@@ -67,12 +67,13 @@ class StrategyActor:
         reports_due = 0
         last_hour = -1
 
-        async def on_market(update: MarketData | PortfolioSnapshotted) -> None:
+        async def on_market(update: MarketUpdated | PortfolioSnapshotted) -> None:
             nonlocal snapshot
             if isinstance(update, PortfolioSnapshotted):
                 snapshot = update
             else:
-                board.update(update)
+                for item in update.updates:
+                    board.update(item)
             await maybe_decide()
 
         async def on_event(event: OrderEvent) -> None:

@@ -37,7 +37,7 @@ from daemon.chaos import FailingActor
 from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings
 from daemon.data.bars import History
-from daemon.data.cache import SeriesCache
+from daemon.data.cache import BarCache, SeriesCache
 from daemon.data.rewards import RewardEvent, events_for_mode, read_reward_events
 from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams
 from daemon.domain.bars import MarketBar
@@ -47,7 +47,7 @@ from daemon.domain.messages import (
     BalancesChanged,
     Command,
     ExecuteInstruction,
-    MarketData,
+    MarketUpdated,
     OrderEvent,
     OrderFilled,
     PnlAttributed,
@@ -78,6 +78,13 @@ def _key(message: Any) -> str:
     return message.key  # type: ignore[no-any-return]
 
 
+def _merge(pending: Any, newer: Any) -> Any:
+    """Conflation that loses no series: a pending market batch absorbs the newer one; anything else is replaced."""
+    if isinstance(pending, MarketUpdated) and isinstance(newer, MarketUpdated):
+        return pending.merged_with(newer)
+    return newer
+
+
 class Daemon:
     """One run of the daemon. Build it inside the event loop (anyio primitives need one)."""
 
@@ -100,13 +107,13 @@ class Daemon:
             return ch
 
         def conflating(name: str, keys: int) -> ConflatingChannel[Any]:
-            self.channels[name] = ch = ConflatingChannel[Any](name, keys, _key)
+            self.channels[name] = ch = ConflatingChannel[Any](name, keys, _key, _merge)
             return ch
 
-        strategy_market: ConflatingChannel[MarketData | PortfolioSnapshotted] = conflating(
+        strategy_market: ConflatingChannel[MarketUpdated | PortfolioSnapshotted] = conflating(
             "strategy.market", cap.market_data_keys)
         strategy_events: LosslessChannel[OrderEvent] = lossless("strategy.events", cap.order_events_capacity)
-        positions_marks: ConflatingChannel[MarketData] = conflating("positions.marks", cap.market_data_keys)
+        positions_marks: ConflatingChannel[MarketUpdated] = conflating("positions.marks", cap.market_data_keys)
         positions_reports: LosslessChannel[OrderFilled | BalancesChanged] = lossless("positions.reports",
                                                                                  cap.fills_capacity)
         status_snaps: ConflatingChannel[PortfolioSnapshotted | RiskAssessed] = conflating("status.snapshots",
@@ -207,12 +214,11 @@ class Daemon:
         assert replay.data_dir is not None  # settings validation guarantees it
         history = History(self.config.path.parent / replay.data_dir, replay.proxies, load=SeriesCache().load,
                           rewards=bool(self.reward_events))
-        reported = 0
         btc = self.spec.asset == "BTC"
-        for bar in history.bars(int(replay.start.timestamp()) * 1_000_000_000, replay.hours, tuple(venues), btc):
-            for event in history.proxy_events[reported:]:
+        start_ns = int(replay.start.timestamp()) * 1_000_000_000
+        for bar, proxied in BarCache().bars(history, start_ns, replay.hours, tuple(venues), btc):
+            for event in proxied:
                 log.warning("data_proxied", series=event.series, proxy=event.proxy, detail=str(event))
-            reported = len(history.proxy_events)
             yield bar
 
     def _rewards(self) -> tuple[RewardEvent, ...]:

@@ -206,16 +206,18 @@ class ConflatingChannel(Generic[T]):
     """
 
     __slots__ = (
-        "_capacity", "_closed", "_conflated", "_dropped", "_getters", "_high_water", "_key", "_pending",
+        "_capacity", "_closed", "_conflated", "_dropped", "_getters", "_high_water", "_key", "_merge", "_pending",
         "_received", "_recv_ops", "_sent", "name",
     )
 
-    def __init__(self, name: str, capacity: int, key: Callable[[T], Hashable]) -> None:
+    def __init__(self, name: str, capacity: int, key: Callable[[T], Hashable],
+                 merge: Callable[[T, T], T] | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"channel {name!r}: capacity must be at least 1, was {capacity}")
         self.name = name
         self._capacity = capacity
         self._key = key
+        self._merge = merge  # (pending, newer) -> the value to keep; default: the newer one
         self._pending: dict[Hashable, T] = {}
         self._getters: Waiters = deque()
         self._closed = False
@@ -227,14 +229,14 @@ class ConflatingChannel(Generic[T]):
         self._recv_ops = 0
 
     def publish(self, item: T) -> None:
-        """Offer `item`; never blocks. Replaces a pending value with the same key."""
+        """Offer `item`; never blocks. Replaces (or merges into) a pending value with the same key."""
         if self._closed:
             raise ChannelClosed(self.name)
         pending = self._pending
         key = self._key(item)
         self._sent += 1
         if key in pending:
-            pending[key] = item
+            pending[key] = item if self._merge is None else self._merge(pending[key], item)
             self._conflated += 1
             return
         if len(pending) >= self._capacity:

@@ -57,6 +57,15 @@ class History:
         self._proxying: dict[str, int] = {}  # series → hour its current proxied stretch began
         self.proxy_events: list[ProxyUsed] = []
 
+    @property
+    def data_dir(self) -> Path:
+        return self._dir
+
+    @property
+    def identity(self) -> str:
+        """What, besides the files, decides the bars this history builds (for the bar cache's key)."""
+        return f"proxies={sorted(self._proxies.items())!r}|rewards={self._rewards}"
+
     def series(self, key: str) -> Series:
         if key not in self._series:
             self._series[key] = self._load(self._dir, key)

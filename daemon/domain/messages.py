@@ -113,6 +113,30 @@ class GasPriceReported:
 MarketData = PriceTicked | FundingRateReported | ReserveIndexesReported | OracleRateReported | GasPriceReported
 
 
+@dataclass(frozen=True, slots=True)
+class MarketUpdated:
+    """One instant of market data as the feed delivered it together (an hourly bar, one websocket frame).
+
+    Readers fold it into their board in one step and act once: one message per series cost every reader a
+    wake-up per series, about a dozen an hour, which was most of a backtest's time. A pending batch that is
+    conflated merges with the newer one (`merged_with`), so the latest value of every series survives — a
+    funding report is never lost to the next hour's prices.
+    """
+
+    updates: tuple[MarketData, ...]
+    ts_event: int
+    ts_recv: int
+
+    @property
+    def key(self) -> str:
+        return "market"
+
+    def merged_with(self, newer: MarketUpdated) -> MarketUpdated:
+        latest = {u.key: u for u in self.updates}
+        latest.update((u.key, u) for u in newer.updates)
+        return MarketUpdated(tuple(latest.values()), newer.ts_event, newer.ts_recv)
+
+
 # --- commands: lossless, the producer waits -------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from daemon.domain.ids import InstructionId
 from daemon.domain.messages import (
     Command,
     InstructionFinished,
-    MarketData,
+    MarketUpdated,
     OrderEvent,
     PortfolioSnapshotted,
     TradingState,
@@ -30,7 +30,7 @@ SPEC = ModeSpec("usdt_market_neutral", "USDT", "ETH", True, True, True, True, D(
 
 
 async def outcome(event: InstructionFinished) -> TradingStateCell:
-    market: ConflatingChannel[MarketData | PortfolioSnapshotted] = ConflatingChannel("m", 8, lambda m: m.key)
+    market: ConflatingChannel[MarketUpdated | PortfolioSnapshotted] = ConflatingChannel("m", 8, lambda m: m.key)
     events: LosslessChannel[OrderEvent] = LosslessChannel("e", 8)
     commands: LosslessChannel[Command] = LosslessChannel("c", 8)
     trading = TradingStateCell()

@@ -100,6 +100,28 @@ def test_conflated_value_keeps_its_place_in_the_queue() -> None:
     assert channel.receive_nowait() == Tick("b", 1)
 
 
+def test_a_conflated_market_batch_keeps_the_latest_value_of_every_series() -> None:
+    """A reader that falls behind must not lose a series that only the older batch carried (a funding report)."""
+    from decimal import Decimal
+
+    from daemon.app import _merge
+    from daemon.domain.ids import InstrumentId
+    from daemon.domain.messages import FundingRateReported, MarketUpdated, PriceTicked
+
+    perp = InstrumentId("binance:Perp:ETHUSDT")
+    funding = FundingRateReported(perp, Decimal("0.0001"), 9, 1, 1)
+    first = MarketUpdated((PriceTicked(perp, Decimal(100), 1, 1), funding), 1, 1)
+    second = MarketUpdated((PriceTicked(perp, Decimal(101), 2, 2),), 2, 2)
+    channel: ConflatingChannel[MarketUpdated] = ConflatingChannel("market", 4, lambda m: m.key, _merge)
+    channel.publish(first)
+    channel.publish(second)
+    merged = channel.receive_nowait()
+    assert len(channel) == 0 and channel.statistics().conflated == 1
+    assert merged.ts_event == 2
+    assert {type(u).__name__: u for u in merged.updates} == {
+        "PriceTicked": second.updates[0], "FundingRateReported": first.updates[1]}
+
+
 def test_conflating_overflow_drops_the_oldest_key_and_counts_it() -> None:
     channel: ConflatingChannel[Tick] = ConflatingChannel("market", capacity=3, key=lambda t: t.key)
     for key in "abcd":

@@ -134,3 +134,38 @@ def test_the_feed_gives_weth_its_own_liquidity_index_not_the_borrow_index() -> N
 
     weth = [m for m in anyio.run(first_batch) if isinstance(m, ReserveIndexesReported) and m.reserve == "WETH"]
     assert len(weth) == 1 and weth[0].liquidity_index < weth[0].borrow_index
+
+
+def test_the_bar_cache_replays_the_same_bars_and_proxy_decisions_and_notices_an_edited_file(tmp_path: Path) -> None:
+    import os
+
+    from daemon.data.bars import History
+    from daemon.data.cache import BarCache
+    from daemon.data.series import Series
+
+    hour = 3600 * 10**9
+    start = 1_715_475_600 * 10**9
+    data = tmp_path / "data"
+    write(data, "marker.csv", "timestamp,x\n")
+    loads: list[str] = []
+
+    def load(_: Path, key: str) -> Series:
+        loads.append(key)
+        # OKX has no data at all (its perp borrows Binance's); everything else is 1.5 every hour.
+        rows = [] if key.startswith("perp:okx") else [(start + h * hour, 1.5) for h in range(4)]
+        return Series(key, rows)
+
+    def run(cache: BarCache) -> list[tuple[object, tuple[object, ...]]]:
+        history = History(data, load=load)
+        return list(cache.bars(history, start, 3, ("binance", "okx"), False))
+
+    cold = BarCache(tmp_path / "cache")
+    first = run(cold)
+    assert not cold.hit and loads
+    assert [len(events) for _, events in first] == [1, 0, 0]  # the proxy is taken once, at the first bar
+    loads.clear()
+    warm = BarCache(tmp_path / "cache")
+    assert run(warm) == first and warm.hit and loads == []  # nothing parsed, the same decisions replayed
+    os.utime(data / "marker.csv", ns=(1, 1))  # any file of the data directory changed: built again
+    rebuilt = BarCache(tmp_path / "cache")
+    assert run(rebuilt) == first and not rebuilt.hit and loads
