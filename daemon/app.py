@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import structlog
 from anyio import CancelScope
 
@@ -36,11 +39,13 @@ from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.chaos import FailingActor
 from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings
+from daemon.control import ControlError, default_socket_path, serve_control
 from daemon.data.bars import History
 from daemon.data.cache import BarCache, SeriesCache
 from daemon.data.rewards import RewardEvent, events_for_mode, read_reward_events
 from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams
 from daemon.domain.bars import MarketBar
+from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.market import MarketBoard
 from daemon.domain.messages import (
@@ -53,6 +58,7 @@ from daemon.domain.messages import (
     PnlAttributed,
     PortfolioSnapshotted,
     RiskAssessed,
+    Side,
     SubmitOrder,
     VenueReport,
 )
@@ -62,6 +68,7 @@ from daemon.errors import BasisdError, ConfigError, ConfigProblem
 from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
 from daemon.mode_spec import mode_spec
+from daemon.operator import Operator
 from daemon.replay.feed import BarFeed
 from daemon.settings import RiskSettings
 from daemon.state_store import StateStore
@@ -205,6 +212,16 @@ class Daemon:
             "risk": "risk.commands", "strategy": "strategy.events", "status": "status.snapshots",
             "recorder": "recorder.pnl",
         }
+        # The emergency stop: SIGUSR1 and `basisd halt` land here; HALTED persists until `basisd resume`.
+        self.operator = Operator(self.trading, self.exchanges,
+                                 StateStore(s.runtime.state_dir) if s.runtime.state_dir else None, self.clock,
+                                 self.status_report)
+        for name, exchange in self.exchanges.items():
+            for n in range(s.chaos.resting_orders_per_venue):
+                exchange.rest_order(SubmitOrder(ClientOrderId(f"drill-{name}-{n}"), InstructionId("drill"),
+                                                InstrumentId(f"{name}:Perp:ETHUSDT"), Side.BUY, Decimal("0.01"),
+                                                False, "emergency-stop drill", 0, 0))
+        self.operator.restore()
 
     def _bars(self, spec: SyntheticMarketSpec, venues: list[str]) -> Iterator[MarketBar]:
         replay = self.config.settings.replay
@@ -260,6 +277,9 @@ class Daemon:
             async with anyio.create_task_group() as tg:
                 self._stop_scope = tg.cancel_scope
                 tg.start_soon(self._handle_signals)
+                tg.start_soon(self.operator.cancel_on_halt)
+                if s.control.enabled and s.runtime.mode != "backtest":
+                    await tg.start(self._serve_control)
                 if s.metrics.enabled:
                     registry = build_registry(self._metric_sources())
                     self.metrics_port = await tg.start(serve_metrics, registry, s.metrics.host, s.metrics.port)
@@ -292,9 +312,43 @@ class Daemon:
                 if signum in (signal.SIGTERM, signal.SIGINT):
                     self.stop(f"signal {signal.Signals(signum).name}")
                 elif signum == signal.SIGUSR1:
-                    self.trading.halt("operator signal SIGUSR1", source="operator")
+                    self.operator.halt("operator signal SIGUSR1")
                 elif signum == signal.SIGHUP:
                     self.reload()
+
+    async def _serve_control(self, *, task_status: anyio.abc.TaskStatus[Path]) -> None:
+        s = self.config.settings
+        path = Path(s.control.socket) if s.control.socket else default_socket_path(s.runtime.state_dir,
+                                                                                   self.config.path)
+        try:
+            await serve_control(path, self.operator.handle, task_status=task_status)
+        except (ControlError, OSError) as exc:
+            # Without its control socket the daemon cannot be halted by `basisd halt`: refuse to run.
+            problem = f"cannot listen on {path}: {exc}"
+            raise ConfigError([ConfigProblem(str(self.config.path), "control.socket", problem)]) from None
+
+    def status_report(self) -> dict[str, Any]:
+        """What `basisd status` prints: trading state, positions, risk and actor health."""
+        snap, risk = self.positions.latest, self.risk.assessment
+        now = time.monotonic()
+        return {
+            "trading": {"state": self.trading.state.value, "reason": self.trading.reason},
+            "market_time": datetime.fromtimestamp(self.clock.now_ns() / 1e9, UTC).isoformat(),
+            "mode": self.config.mode.name, "share_class": self.config.share_class.name,
+            "portfolio": None if snap is None else {
+                "nav_usd": f"{snap.nav_usd:.2f}", "eth_usd": str(snap.eth_usd),
+                "net_delta_eth": f"{snap.net_delta_eth:.4f}",
+                "positions": [{"instrument": p.instrument_id, "quantity": str(p.quantity),
+                               "entry": f"{p.average_price:.2f}", "mark": str(p.mark_price),
+                               "unrealized_pnl": f"{p.unrealized_pnl:.2f}"} for p in snap.positions]},
+            "risk": None if risk is None else {
+                "solvency": risk.solvency.name, "drawdown": f"{risk.drawdown:.4f}", "stale": list(risk.stale),
+                "margin_ratios": {m.venue: f"{m.ratio:.4f}" for m in risk.margins}},
+            "actors": {r.name: {"state": r.state.value, "restarts": r.restarts,
+                                "heartbeat_age_s": round(min(r.heartbeat_age_s(now), 1e9), 3)}
+                       for r in self.supervisor.records.values()},
+            "open_orders_cancelled": self.operator.cancelled_orders,
+        }
 
     def reload(self) -> None:
         """SIGHUP: re-read the file; apply the risk thresholds, report anything else as needing a restart."""

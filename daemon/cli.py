@@ -1,12 +1,14 @@
 """`basisd` command line: run the daemon, or check a configuration.
 
-Exit codes: 0 success; 64 bad command line; 70 an actor kept failing (restart budget exhausted);
+Exit codes: 0 success; 64 bad command line; 69 no daemon answered on the control socket (or it refused);
+70 an actor kept failing (restart budget exhausted);
 78 invalid configuration (systemd's RestartPreventExitStatus keeps it from looping).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -44,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--capital", type=float, help="initial capital in the share class's currency")
     bt.add_argument("--data", metavar="DIR", help="history directory (default: the config's replay source)")
     bt.add_argument("--out", metavar="DIR", default="backtest-out", help="report directory")
+    for name, doc in (("halt", "emergency stop: trading HALTED at once, open orders cancelled; survives a restart"),
+                      ("resume", "lift a halt (after you have looked)"),
+                      ("status", "trading state, positions, risk and actor health of the running daemon")):
+        control = sub.add_parser(name, help=doc)
+        where = control.add_mutually_exclusive_group(required=True)
+        where.add_argument("--config", metavar="FILE", help="the running daemon's config (finds its control socket)")
+        where.add_argument("--socket", metavar="PATH", help="the control socket itself")
+        if name != "status":
+            control.add_argument("--reason", default="", help="why (logged, and kept with the halt)")
+        control.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
     data = sub.add_parser("data", help="inspect market and protocol history")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     man = data_sub.add_parser("manifest", help="each series' real range, duplicates and gaps")
@@ -157,6 +169,47 @@ def _backtest(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _control(args: argparse.Namespace) -> int:
+    """`basisd halt | resume | status`: one request over the running daemon's control socket."""
+    from daemon.control import ControlError, default_socket_path, request
+
+    if args.socket:
+        path = Path(args.socket)
+    else:
+        config = _load(args.config)
+        if config is None:
+            return ExitCode.CONFIG
+        s = config.settings
+        path = Path(s.control.socket) if s.control.socket else default_socket_path(s.runtime.state_dir, config.path)
+    try:
+        answer = request(path, args.command, getattr(args, "reason", ""))
+    except ControlError as exc:
+        print(f"basisd {args.command}: {exc}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    if args.json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return ExitCode.OK
+    print(f"trading: {answer['trading']} ({answer.get('reason', '')})")
+    status = answer.get("status")
+    if status:
+        print(f"market time: {status['market_time']}  mode: {status['mode']} ({status['share_class']})")
+        portfolio = status.get("portfolio")
+        if portfolio:
+            print(f"NAV: {portfolio['nav_usd']} USD  ETH: {portfolio['eth_usd']}  net delta: "
+                  f"{portfolio['net_delta_eth']} ETH")
+            for p in portfolio["positions"]:
+                print(f"  {p['instrument']:28} {p['quantity']:>12} entry {p['entry']:>10} mark {p['mark']:>10} "
+                      f"uPnL {p['unrealized_pnl']:>10}")
+        risk = status.get("risk")
+        if risk:
+            ratios = " ".join(f"{v}={r}" for v, r in risk["margin_ratios"].items())
+            print(f"risk: solvency {risk['solvency']}, drawdown {risk['drawdown']}, margin {ratios or '-'}"
+                  + (f", stale: {', '.join(risk['stale'])}" if risk["stale"] else ""))
+        for name, a in status["actors"].items():
+            print(f"  actor {name:12} {a['state']:10} restarts {a['restarts']:3} heartbeat {a['heartbeat_age_s']} s")
+    return ExitCode.OK
+
+
 def _data_manifest(directory: str) -> int:
     from daemon.data.manifest import manifest, render
 
@@ -177,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _data_manifest(args.data)
     if args.command == "backtest":
         return _backtest(args)
+    if args.command in ("halt", "resume", "status"):
+        return _control(args)
     return _run(args.config)
 
 

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     USAGE = 64  # EX_USAGE: a bad command-line flag
     DATA = 65  # EX_DATAERR: the market history lacks what the run needs
     NO_INPUT = 66  # EX_NOINPUT: a data directory or file that is not there
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: no daemon answers on the control socket, or it refused the request
     SOFTWARE = 70  # EX_SOFTWARE: an actor kept failing (restart budget exhausted)
     CONFIG = 78  # EX_CONFIG: the configuration is invalid; restarting will not help
 

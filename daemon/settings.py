@@ -76,6 +76,15 @@ class MetricsSettings(Frozen):
     port: int = Field(9464, ge=0, le=65535, description="0 picks a free port (logged at start-up)")
 
 
+class ControlSettings(Frozen):
+    """The local control socket of `basisd halt | resume | status` (daemon/control.py)."""
+
+    enabled: bool = Field(True, description="Listen on the control socket (never in a backtest)")
+    socket: str | None = Field(
+        None, description="Unix socket path; unset: $RUNTIME_DIRECTORY/control.sock under systemd, else "
+                          "<runtime.state_dir>/control.sock, else <tmp>/basisd-<uid>/control.sock")
+
+
 class ChaosSettings(Frozen):
     """Fault injection for drills. Never set in production configs."""
 
@@ -84,6 +93,9 @@ class ChaosSettings(Frozen):
     fault: Literal["raise", "hang"] = Field(
         "raise", description="raise: the actor crashes (tests restarts); hang: it stops beating (tests the watchdog)"
     )
+    resting_orders_per_venue: int = Field(
+        0, ge=0, le=100, description="Far-from-market limit orders each simulated exchange holds open from the "
+                                     "start, so an emergency-stop drill has open orders to cancel")
 
 
 # --- market -------------------------------------------------------------------------------------------
@@ -258,6 +270,7 @@ class Settings(BaseSettings):
     channels: ChannelSettings = ChannelSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    control: ControlSettings = ControlSettings()
     replay: ReplaySettings = ReplaySettings()
     risk: RiskSettings = RiskSettings()
     strategy: StrategySettings

@@ -51,6 +51,7 @@ class SimulatedExchange:
         self._min_order_usd = min_order_usd
         self._prices: dict[tuple[str, str], Decimal] = {}  # ("Perp" | "Spot", asset) -> price
         self._orders: dict[ClientOrderId, OrderStatusReport] = {}
+        self.open_orders: dict[ClientOrderId, SubmitOrder] = {}
         self._ids = itertools.count(1)
         self._maintenance = maintenance_margin_ratio
         self._liquidation_fee = liquidation_fee_bps * BPS
@@ -171,6 +172,27 @@ class SimulatedExchange:
         await self._reports.send(BalancesChanged(self.venue, key, change, now, now))
         return True
 
+    def rest_order(self, order: SubmitOrder) -> OrderStatusReport:
+        """Accept `order` as a resting limit order far from the market: it stays open until cancelled.
+
+        The strategy only sends market orders, which fill at once; resting orders exist so an emergency-stop
+        drill (`chaos.resting_orders_per_venue`) has open orders on the venue to cancel.
+        """
+        now = self._clock.now_ns()
+        report = OrderStatusReport(self.venue, order.client_order_id, VenueOrderId(f"{self.venue}-{next(self._ids)}"),
+                                   "accepted", "resting", now, now)
+        self._orders[order.client_order_id] = report
+        self.open_orders[order.client_order_id] = order
+        return report
+
     async def cancel_all_orders(self) -> int:
-        # Market orders fill at once here, so nothing is ever left open to cancel.
-        return 0
+        """Cancel every open order (market orders fill at once, so only resting ones can be open)."""
+        now = self._clock.now_ns()
+        cancelled = 0
+        for client_order_id in list(self.open_orders):
+            del self.open_orders[client_order_id]
+            seen = self._orders[client_order_id]
+            self._orders[client_order_id] = OrderStatusReport(self.venue, client_order_id, seen.venue_order_id,
+                                                              "canceled", "cancelled by request", now, now)
+            cancelled += 1
+        return cancelled
