@@ -24,6 +24,7 @@ from daemon.domain.messages import (
     OrderRejected,
     Side,
     SubmitOrder,
+    TradingState,
 )
 from daemon.domain.risk import permits
 from daemon.domain.strategy import Step
@@ -78,10 +79,11 @@ class ExecutionActor:
 
         await serve(ctx, self.inbox, handle)
 
-    async def _submit(self, ctx: ActorContext, order: SubmitOrder) -> str | None:
-        """Send one order, checking the trading state at the last moment; the reason it failed, or None."""
+    async def _submit(self, ctx: ActorContext, order: SubmitOrder, flatten: bool = False) -> str | None:
+        """Send one order, checking the trading state at the last moment; the reason it failed, or None.
+        `flatten`: a step of an operator's emergency flatten, which may go out while HALTED."""
         state = ctx.trading.state
-        if not permits(state, order.reduce_only):
+        if not (permits(state, order.reduce_only) or (flatten and state is TradingState.HALTED)):
             return f"trading is {state.value.lower()}"
         venue = self._venues.get(split_instrument(order.instrument_id)[0])
         if venue is None:
@@ -95,20 +97,28 @@ class ExecutionActor:
         done = reports = 0
         freed: Decimal | None = None  # what an earlier step actually produced, caps what later steps move
         reason = ""
+        flatten = command.operator_flatten and instruction.reduces_exposure
         for step in instruction.steps:
             state = ctx.trading.state
-            if not permits(state, instruction.reduces_exposure):
+            if not (permits(state, instruction.reduces_exposure) or (flatten and state is TradingState.HALTED)):
                 reason = f"stopped before step {step.step}: trading is {state.value.lower()}"
                 break
+            # The reports a step produced: one fill for an order; for the chain, every transaction it sent (a
+            # sequential loop sends dozens, a step inside a flash bundle none). The strategy waits for its
+            # books to have booked them all before it decides again.
+            sent_before = self._chain.transactions if self._chain is not None else 0
             try:
                 if step.action in ORDER_STEPS:
-                    await self._order_step(ctx, command.instruction_id, step, freed)
+                    await self._order_step(ctx, command.instruction_id, step, freed, flatten)
+                    reports += 1
                 else:
                     freed = await self._chain_step(command.instruction_id, step, freed)
             except VenueError as exc:
                 reason = f"step {step.step} {step.action} failed: {exc}"
                 break
-            reports += 1
+            finally:
+                if self._chain is not None:
+                    reports += self._chain.transactions - sent_before
             done += 1
         now = ctx.clock.now_ns()
         completed = done == len(instruction.steps)
@@ -119,7 +129,7 @@ class ExecutionActor:
                                                     now))
 
     async def _order_step(self, ctx: ActorContext, instruction_id: InstructionId, step: Step,
-                          freed: Decimal | None) -> None:
+                          freed: Decimal | None, flatten: bool = False) -> None:
         kind, side, reduce_only = ORDER_STEPS[step.action]
         quantity = _amount(step, freed, "amount", "amount_eth").quantize(QTY, rounding=ROUND_DOWN)
         now = ctx.clock.now_ns()
@@ -127,7 +137,7 @@ class ExecutionActor:
                             InstrumentId(f"{step.venue}:{kind}:{step.params.get('asset', 'ETH')}USDT"), side, quantity,
                             reduce_only, step.action,
                             now, now)
-        reason = await self._submit(ctx, order)
+        reason = await self._submit(ctx, order, flatten)
         if reason is not None:
             raise NonRetryableVenueError(reason)
 
@@ -179,9 +189,20 @@ async def _leverage(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> 
     await c.atomic_leverage_entry(_d(s, "equity_eth"), _d(s, "supply_eth"), _d(s, "borrow_eth"), ref)
 
 
+async def _sequential_leverage(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
+    cap = str(s.params.get("max_iterations", ""))
+    await c.sequential_leverage_entry(_d(s, "equity_eth"), _d(s, "target_ltv"), _d(s, "min_borrow_eth"),
+                                      int(cap) if cap else None, ref)
+
+
 async def _deleverage(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> Decimal:
-    # (The sequential variant's several transactions are booked as their net effect for now.)
     return await c.atomic_deleverage(_d(s, "repay_eth"), _d(s, "withdraw_eth"), ref)
+
+
+async def _sequential_deleverage(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> Decimal:
+    # The slow unwind redeems the LST at the protocol; otherwise each round sells it on a DEX.
+    return await c.sequential_deleverage(_d(s, "repay_eth"), _d(s, "withdraw_eth"), ref,
+                                         redeem=s.params.get("unwind_mode") == "slow")
 
 
 async def _reduce_debt(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
@@ -214,7 +235,8 @@ CHAIN_STEPS: dict[str, ChainStep] = {
     "TRANSFER_USDT_TO_CEX": _transfer_usdt, "TRANSFER_ETH_TO_CEX": _transfer_eth,
     "WITHDRAW_USDT_TO_WALLET": _withdraw_usdt,
     "WITHDRAW_TO_WALLET": _withdraw_to_wallet, "STAKE": _stake, "ATOMIC_LEVERAGE_ENTRY": _leverage,
-    "ATOMIC_DELEVERAGE_AAVE": _deleverage, "SEQUENTIAL_DELEVERAGE_AAVE": _deleverage,
+    "ATOMIC_DELEVERAGE_AAVE": _deleverage, "SEQUENTIAL_DELEVERAGE_AAVE": _sequential_deleverage,
+    "SEQUENTIAL_LEVERAGE_ENTRY": _sequential_leverage,
     "FLASH_BORROW": _reduce_debt, **dict.fromkeys(ATOMIC_BUNDLE_TAIL, _inside_flash),
     "SUPPLY": _supply, "WITHDRAW": _withdraw, "SWAP_LST_TO_ETH": _exit_lst, "REDEEM_LST": _exit_lst,
     "SWAP_ETH_TO_USDT": _sell_eth,

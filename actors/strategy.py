@@ -58,6 +58,7 @@ class StrategyActor:
         self.decisions = 0
         self.instructions = 0
         self.failed_instructions = 0
+        self.completed_instructions = 0
         self.hold_reason = ""
 
     async def run(self, ctx: ActorContext) -> None:
@@ -81,7 +82,9 @@ class StrategyActor:
             if isinstance(event, InstructionFinished):
                 pending.discard(event.instruction_id)
                 reports_due += event.reports
-                if not event.completed:
+                if event.completed:
+                    self.completed_instructions += 1
+                else:
                     self.failed_instructions += 1
                     ctx.log.warning("instruction_failed", instruction_id=event.instruction_id, reason=event.reason,
                                     steps_done=event.steps_done)

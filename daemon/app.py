@@ -27,6 +27,7 @@ import anyio.abc
 import structlog
 from anyio import CancelScope
 
+from actors.api import ApiActor
 from actors.execution import ExecutionActor
 from actors.fills import FillsActor
 from actors.market_data import MarketDataActor
@@ -35,6 +36,8 @@ from actors.recorder import RecorderActor
 from actors.risk import RiskActor
 from actors.status import StatusActor
 from actors.strategy import StrategyActor
+from daemon.api.taps import ApiTaps
+from daemon.api.views import ViewConfig
 from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.chaos import FailingActor
 from daemon.clock import VirtualClock
@@ -60,20 +63,24 @@ from daemon.domain.messages import (
     RiskAssessed,
     Side,
     SubmitOrder,
+    TradingState,
     VenueReport,
 )
 from daemon.domain.risk import DrawdownBreaker, RiskLimits
+from daemon.domain.strategy import Change, decide
 from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
+from daemon.domain.view import strategy_view
 from daemon.errors import BasisdError, ConfigError, ConfigProblem
 from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
 from daemon.mode_spec import mode_spec
-from daemon.operator import Operator
+from daemon.operator import FlattenRefused, Operator
 from daemon.replay.feed import BarFeed
 from daemon.settings import RiskSettings
 from daemon.state_store import StateStore
 from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.systemd import Notifier, watchdog_interval_s
+from daemon.telemetry import ReconciliationRecord, VenueStats
 from daemon.trading import StateTransition, TradingStateCell
 from daemon.venues.simulated import SimulatedExchange
 from daemon.venues.simulated_chain import SimulatedChain
@@ -130,6 +137,17 @@ class Daemon:
         execution_orders: LosslessChannel[SubmitOrder | ExecuteInstruction] = lossless("execution.orders",
                                                                                       cap.commands_capacity)
         venue_reports: LosslessChannel[VenueReport] = lossless("fills.reports", cap.fills_capacity)
+        # The positions API reads copies of the books' inbox, snapshots and market data; a copy never makes a
+        # producer wait (daemon.api.taps). A backtest serves nothing.
+        self.api_taps: ApiTaps | None = None
+        api_market: list[ConflatingChannel[Any]] = []
+        api_snapshots: list[ConflatingChannel[Any]] = []
+        if s.api.enabled and s.runtime.mode != "backtest":
+            self.api_taps = ApiTaps(cap.fills_capacity, cap.snapshot_keys,
+                                    conflating("api.market", cap.market_data_keys))
+            positions_reports = self.api_taps.tap(positions_reports)
+            self.channels.update(self.api_taps.channels())
+            api_market, api_snapshots = [self.api_taps.market], [self.api_taps.snapshots]
 
         replay = s.replay
         self.clock = VirtualClock(int(replay.start.timestamp()) * 1_000_000_000, replay.speed)
@@ -161,7 +179,7 @@ class Daemon:
         opening = ChangeSet(Reason.INITIAL_CAPITAL, self.clock.now_ns(),
                             (TokenChange(WALLET, config.share_class.currency, capital),))
         self.chain.receive(opening)  # the capital is in the wallet: on chain, and in our books
-        self.market_data = MarketDataActor(self.feed, Fanout[Any]([strategy_market, positions_marks]))
+        self.market_data = MarketDataActor(self.feed, Fanout[Any]([strategy_market, positions_marks, *api_market]))
         self.strategy = StrategyActor(strategy_market, strategy_events, risk_commands, spec=self.spec,
                                       venues=tuple(cex))
         self.risk = RiskActor(
@@ -169,9 +187,13 @@ class Daemon:
             DrawdownBreaker(Decimal(str(s.risk.drawdown_reduce_fraction)), Decimal(str(s.risk.drawdown_close_fraction)),
                             Decimal(str(s.risk.drawdown_halt_fraction))),
             StateStore(s.runtime.state_dir) if s.runtime.state_dir else None,
-            Fanout[RiskAssessed]([status_snaps]),  # type: ignore[list-item]
+            Fanout[RiskAssessed]([status_snaps, *api_snapshots]),  # type: ignore[list-item]
         )
-        self.execution = ExecutionActor(execution_orders, self.exchanges, strategy_events, self.chain)
+        # The ports execution uses are timed (order latency, venue errors by kind) in plain counters for metrics.
+        self.venue_stats = VenueStats()
+        self.reconciliation = ReconciliationRecord(self.clock.now_ns())  # no reconciler writes it yet
+        self.execution = ExecutionActor(execution_orders, self.venue_stats.exchanges(self.exchanges),
+                                        strategy_events, self.venue_stats.chain(self.chain))
         self.fills = FillsActor(venue_reports, positions_reports, strategy_events)  # type: ignore[arg-type]
         self.recorder: RecorderActor | None = None
         attributions: LosslessChannel[PnlAttributed] | None = None
@@ -179,7 +201,8 @@ class Daemon:
             attributions = lossless("recorder.pnl", cap.fills_capacity)
             self.recorder = RecorderActor(attributions, Path(s.backtest.out_dir), self.spec, tuple(cex))
         self.positions = PositionsActor(
-            positions_reports, positions_marks, Fanout[Any]([strategy_market, status_snaps, risk_snaps]),
+            positions_reports, positions_marks,
+            Fanout[Any]([strategy_market, status_snaps, risk_snaps, *api_snapshots]),
             Ledger(tuple(cex), gas_debt_allowed=usdt_class), lambda: [opening],
             currency=config.share_class.currency, attributions=attributions,
         )
@@ -189,6 +212,15 @@ class Daemon:
                                     self.market_data, self.status]
         if self.recorder is not None:
             self.actors.append(self.recorder)
+        self.api: ApiActor | None = None
+        if self.api_taps is not None:
+            lending = next((name for name, v in config.venues.items() if v.kind == "lending"), "aave_v3")
+            self.api = ApiActor(
+                self.api_taps, s.api,
+                ViewConfig(config.share_class.currency, self._aave_params().liquidation_threshold, lending, capital),
+                records=lambda: self.supervisor.records.values(), heartbeat_timeout_s=s.supervisor.heartbeat_timeout_s,
+                limits=self._risk_limits, reconciliation=lambda: self.reconciliation)
+            self.actors.append(self.api)
         if s.chaos.fail_actor is not None:
             names = [a.name for a in self.actors]
             if s.chaos.fail_actor not in names:
@@ -210,18 +242,19 @@ class Daemon:
         self.inbox_of = {
             "positions": "positions.reports", "fills": "fills.reports", "execution": "execution.orders",
             "risk": "risk.commands", "strategy": "strategy.events", "status": "status.snapshots",
-            "recorder": "recorder.pnl",
+            "recorder": "recorder.pnl", "api": "api.snapshots",
         }
         # The emergency stop: SIGUSR1 and `basisd halt` land here; HALTED persists until `basisd resume`.
-        self.operator = Operator(self.trading, self.exchanges,
+        self._execution_orders = execution_orders  # the operator's flatten goes straight to execution
+        self.operator = Operator(self.trading, self.venue_stats.exchanges(self.exchanges),
                                  StateStore(s.runtime.state_dir) if s.runtime.state_dir else None, self.clock,
-                                 self.status_report)
+                                 self.status_report, flatten=self._flatten, flatten_on_halt=s.control.flatten_on_halt)
         for name, exchange in self.exchanges.items():
             for n in range(s.chaos.resting_orders_per_venue):
                 exchange.rest_order(SubmitOrder(ClientOrderId(f"drill-{name}-{n}"), InstructionId("drill"),
                                                 InstrumentId(f"{name}:Perp:ETHUSDT"), Side.BUY, Decimal("0.01"),
                                                 False, "emergency-stop drill", 0, 0))
-        self.operator.restore()
+        self.operator.restore(warn_if_not_persistent=s.runtime.mode in ("live", "paper"))
 
     def _bars(self, spec: SyntheticMarketSpec, venues: list[str]) -> Iterator[MarketBar]:
         replay = self.config.settings.replay
@@ -312,7 +345,7 @@ class Daemon:
                 if signum in (signal.SIGTERM, signal.SIGINT):
                     self.stop(f"signal {signal.Signals(signum).name}")
                 elif signum == signal.SIGUSR1:
-                    self.operator.halt("operator signal SIGUSR1")
+                    await self.operator.halt_and_maybe_flatten("operator signal SIGUSR1")
                 elif signum == signal.SIGHUP:
                     self.reload()
 
@@ -326,6 +359,29 @@ class Daemon:
             # Without its control socket the daemon cannot be halted by `basisd halt`: refuse to run.
             problem = f"cannot listen on {path}: {exc}"
             raise ConfigError([ConfigProblem(str(self.config.path), "control.socket", problem)]) from None
+
+    async def _flatten(self, reason: str) -> str:
+        """The operator's flatten: the strategy's unwind of what the books hold now, sent to execution as an
+        operator flatten (carried out while HALTED). Sized from the latest snapshot: an instruction that was
+        in flight stops at its next step (HALTED), so the books may lag it by a step; the unwind's perp legs are
+        reduce-only at the venue, and a leg that no longer fits fails and is reported, never doubled."""
+        snap = self.positions.latest
+        if snap is None or snap.ledger is None:
+            raise FlattenRefused("the books have not been valued yet")
+        view = strategy_view(snap.ledger, self.positions.board.state(), self.spec, tuple(self.exchanges),
+                             TradingState.REDUCING)
+        instructions = decide(Change.UNWIND, self.spec, view).instructions
+        if not instructions:
+            raise FlattenRefused("nothing is held")
+        now = self.clock.now_ns()
+        sent = []
+        for n, instruction in enumerate(instructions, start=1):
+            instruction_id = InstructionId(f"flatten-{now}-{n}")
+            await self._execution_orders.send(ExecuteInstruction(instruction_id, instruction, now, now,
+                                                                 operator_flatten=True))
+            sent.append(f"{instruction_id} ({len(instruction.steps)} steps: "
+                        f"{', '.join(s.action for s in instruction.steps)})")
+        return "; ".join(sent)
 
     def status_report(self) -> dict[str, Any]:
         """What `basisd status` prints: trading state, positions, risk and actor health."""
@@ -404,56 +460,12 @@ class Daemon:
                 "orders": sum(e.orders_received for e in self.exchanges.values())}
 
     def _metric_sources(self) -> MetricSources:
-        def latest() -> PortfolioSnapshotted | None:
-            return self.positions.latest
-
-        def nav() -> dict[tuple[tuple[str, str], ...], float]:
-            snap = latest()
-            return {(("currency", "USD"),): float(snap.nav_usd)} if snap else {}
-
-        def delta() -> dict[tuple[tuple[str, str], ...], float]:
-            snap = latest()
-            return {(("asset", "ETH"),): float(snap.net_delta_eth)} if snap else {}
-
-        def perps() -> dict[tuple[tuple[str, str], ...], float]:
-            snap = latest()
-            return {(("instrument", str(p.instrument_id)),): float(p.quantity) for p in snap.positions} if snap else {}
-
-        def market_time() -> dict[tuple[tuple[str, str], ...], float]:
-            return {(): self.clock.now_ns() / 1e9}
-
-        def margin_ratio() -> dict[tuple[tuple[str, str], ...], float]:
-            a = self.risk.assessment
-            return {(("venue", m.venue),): float(m.ratio) for m in a.margins} if a else {}
-
-        def pnl() -> dict[tuple[tuple[str, str], ...], float]:
-            currency = self.config.share_class.currency
-            return {(("component", name), ("currency", currency)): float(value)
-                    for name, value in self.positions.pnl_totals.items()}
-
-        def residual() -> dict[tuple[tuple[str, str], ...], float]:
-            return {(): float(self.positions.max_abs_residual)}
-
-        def divergence() -> dict[tuple[tuple[str, str], ...], float]:
-            a = self.risk.assessment
-            return {(): float(a.mark_divergence)} if a else {}
-
-        def drawdown() -> dict[tuple[tuple[str, str], ...], float]:
-            a = self.risk.assessment
-            return {(): float(a.drawdown)} if a else {}
-
+        lending = next((name for name, v in self.config.venues.items() if v.kind == "lending"), "aave_v3")
         return MetricSources(
             supervisor=self.supervisor, trading=self.trading, channels=self.channels, inbox_of=self.inbox_of,
             runtime_mode=self.config.settings.runtime.mode, strategy_mode=self.config.mode.name,
-            gauges={
-                "basisd_nav_usd": ("Net asset value from the ledger at market", nav),
-                "basisd_net_delta_eth": ("Net ETH delta, on chain plus CEX", delta),
-                "basisd_perp_position_eth": ("Signed perp size per instrument", perps),
-                "basisd_market_time_seconds": ("Market (virtual clock) time, Unix seconds", market_time),
-                "basisd_margin_ratio": ("CEX margin ratio per venue: (USDT + uPnL) / notional", margin_ratio),
-                "basisd_drawdown_ratio": ("Drawdown of NAV from its peak, as a fraction", drawdown),
-                "basisd_mark_divergence_ratio": ("Largest gap between venues' perp marks, as a fraction", divergence),
-                "basisd_pnl": ("P&L since start by component, in the share class's currency", pnl),
-                "basisd_pnl_residual_max": ("Largest hourly P&L residual seen (attribution check; ~0)", residual),
-            },
+            clock=self.clock, spec=self.spec, portfolio=self.positions, risk=lambda: self.status.risk,
+            risk_limits=lambda: self.risk_settings.model_dump(), strategy=self.strategy, risk_gate=self.risk,
+            venues=self.venue_stats, reconciliation=self.reconciliation, operator=self.operator,
+            lending_venue=lending,
         )

@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         where.add_argument("--socket", metavar="PATH", help="the control socket itself")
         if name != "status":
             control.add_argument("--reason", default="", help="why (logged, and kept with the halt)")
+        if name == "halt":
+            control.add_argument("--flatten", action=argparse.BooleanOptionalAction, default=None,
+                                 help="also unwind every position (the strategy's unwind, reduce-only) while halted "
+                                      "(default: the config's control.flatten_on_halt)")
         control.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
     data = sub.add_parser("data", help="inspect market and protocol history")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -182,7 +186,7 @@ def _control(args: argparse.Namespace) -> int:
         s = config.settings
         path = Path(s.control.socket) if s.control.socket else default_socket_path(s.runtime.state_dir, config.path)
     try:
-        answer = request(path, args.command, getattr(args, "reason", ""))
+        answer = request(path, args.command, getattr(args, "reason", ""), flatten=getattr(args, "flatten", None))
     except ControlError as exc:
         print(f"basisd {args.command}: {exc}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
@@ -190,6 +194,8 @@ def _control(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return ExitCode.OK
     print(f"trading: {answer['trading']} ({answer.get('reason', '')})")
+    if answer.get("flatten"):
+        print(f"flatten: {answer['flatten']}")
     status = answer.get("status")
     if status:
         print(f"market time: {status['market_time']}  mode: {status['mode']} ({status['share_class']})")

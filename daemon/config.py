@@ -21,6 +21,8 @@ from pydantic import BaseModel, ValidationError
 
 from daemon.errors import ConfigError, ConfigProblem
 from daemon.settings import (
+    CREDENTIAL_FILES,
+    CREDENTIALS_DIRECTORY_ENV,
     ModeDefinition,
     RiskSettings,
     Settings,
@@ -189,7 +191,22 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
                                          f"{path.parent / replay.data_dir} is not a directory")])
     params = _merge_params(mode, strategy.params, mode_file, str(path))
     mode, warnings = _cross_check(path, mode_file, settings, mode, params, share_class, venues)
+    warnings = [*_shadowed_credential_files(), *warnings]
     return ResolvedConfig(path, settings, mode, params, share_class, venues, tuple(warnings))
+
+
+def _shadowed_credential_files() -> list[str]:
+    """Credential files an environment variable overrides: the environment wins, but one of the two is stale."""
+    directory = os.environ.get(CREDENTIALS_DIRECTORY_ENV)
+    if not directory:
+        return []
+    shadowed = []
+    for name, key in CREDENTIAL_FILES.items():
+        env_name = _env_source("BASISD_", ["credentials", *key])
+        if env_name is not None and (Path(directory) / name).exists():
+            shadowed.append(f"{Path(directory) / name}: credentials.{'.'.join(key)}: ignored: environment "
+                            f"variable {env_name} sets it too, and the environment wins")
+    return shadowed
 
 
 def _merge_params(mode: ModeDefinition, overrides: dict[str, Any], mode_file: str, root: str) -> StrategyParams:

@@ -2,8 +2,8 @@
 
 A Unix stream socket (never TCP: an emergency stop must not depend on the network or on a token) in the
 runtime directory, mode 0660. Every connection is checked against the peer's credentials (SO_PEERCRED):
-root, the daemon's own user, and members of its group (the socket's group) may use it; anyone else is refused
-and the refusal is logged. One request per connection, one JSON object per line each way:
+root, the daemon's own user, and members of its group (primary or supplementary) may use it; anyone else is
+refused and the refusal is logged. One request per connection, one JSON object per line each way:
 
     → {"command": "halt", "reason": "fat finger on okx"}
     ← {"ok": true, "trading": "HALTED", ...}
@@ -63,8 +63,21 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
-def peer_allowed(uid: int, gid: int) -> bool:
-    return uid in (0, os.getuid()) or gid == os.getgid()
+def peer_allowed(pid: int, uid: int, gid: int) -> bool:
+    """Root, the daemon's own user, or a member of its group (primary or supplementary: an operator added to
+    group basisd need not `sg basisd` first)."""
+    return uid in (0, os.getuid()) or gid == os.getgid() or os.getgid() in _supplementary_groups(pid)
+
+
+def _supplementary_groups(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        pass  # the peer is gone, or /proc is hidden from us: judge by uid and primary gid alone
+    return set()
 
 
 def parse_request(raw: bytes) -> tuple[str, dict[str, Any]]:
@@ -83,7 +96,10 @@ def parse_request(raw: bytes) -> tuple[str, dict[str, Any]]:
     reason = request.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 500:
         raise ValueError("reason must be a string of at most 500 characters")
-    return str(command), {"reason": reason}
+    flatten = request.get("flatten")
+    if flatten is not None and (not isinstance(flatten, bool) or command != "halt"):
+        raise ValueError("flatten must be true or false, and only with halt")
+    return str(command), {"reason": reason, "flatten": flatten}
 
 
 async def serve_control(path: Path, handle: Handler, *,
@@ -97,7 +113,7 @@ async def serve_control(path: Path, handle: Handler, *,
         async with stream:
             raw_sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
             pid, uid, gid = peer_credentials(raw_sock)
-            if not peer_allowed(uid, gid):
+            if not peer_allowed(pid, uid, gid):
                 log.warning("control_refused", peer_pid=pid, peer_uid=uid, peer_gid=gid)
                 await _reply(stream, {"ok": False, "error": f"permission denied for uid {uid}"})
                 return
@@ -148,7 +164,8 @@ async def _reply(stream: anyio.abc.SocketStream, response: dict[str, Any]) -> No
         return
 
 
-def request(path: Path, command: str, reason: str = "", timeout_s: float = 5.0) -> dict[str, Any]:
+def request(path: Path, command: str, reason: str = "", timeout_s: float = 5.0,
+            flatten: bool | None = None) -> dict[str, Any]:
     """Send one command to the daemon listening on `path` (blocking: the CLI's side)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
@@ -161,7 +178,10 @@ def request(path: Path, command: str, reason: str = "", timeout_s: float = 5.0) 
             raise ControlError(f"permission denied on {path}: run as the basisd user, its group, or root") from None
         except OSError as exc:
             raise ControlError(f"cannot reach the daemon on {path}: {exc.strerror or exc}") from None
-        sock.sendall(json.dumps({"command": command, "reason": reason}).encode() + b"\n")
+        payload: dict[str, Any] = {"command": command, "reason": reason}
+        if flatten is not None:
+            payload["flatten"] = flatten
+        sock.sendall(json.dumps(payload).encode() + b"\n")
         data = b""
         while b"\n" not in data:
             chunk = sock.recv(65536)

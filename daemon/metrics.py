@@ -1,16 +1,23 @@
-"""Prometheus metrics, computed at scrape time from `statistics()` and the supervisor's records.
+"""Prometheus metrics, computed at scrape time from plain state: `statistics()`, the supervisor's records,
+the books' latest snapshot, the risk actor's latest reading and the venue ports' records (`daemon.telemetry`).
 
-Nothing on the hot path touches prometheus-client: channels and actors keep plain counters, and this
+Nothing on the hot path touches prometheus-client: channels, actors and ports keep plain counters, and this
 collector turns them into metric families when Prometheus asks. Names follow Prometheus conventions:
-`basisd_` prefix, base units (`_seconds`), `_total` for counters. Labels are bounded (actor and channel
-names, venue, state), never order ids.
+`basisd_` prefix, base units (`_seconds`, `_ratio`, `_eth`, `_usd`; money in the share class's currency
+carries a `currency` label), `_total` for counters. Labels are bounded (actor, channel, venue, component,
+series, kind, limit), never order ids.
+
+Every family is described at every scrape, with no samples while its source has nothing to say yet (before
+the first snapshot; the health factor without AAVE debt; drift before a reconciler reports one).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
 
 import anyio
 import structlog
@@ -27,14 +34,77 @@ from prometheus_client.metrics_core import (
 
 from daemon import __version__
 from daemon.bus import ConflatingChannel, LosslessChannel
-from daemon.domain.messages import TradingState
+from daemon.clock import Clock
+from daemon.domain.exposure import compute_exposure
+from daemon.domain.ledger import WALLET, LedgerSnapshot
+from daemon.domain.market import (
+    ATOKEN_RESERVE,
+    DEBT_RESERVE,
+    STABLECOINS,
+    MarketBoard,
+    MarketState,
+    MissingMarketData,
+)
+from daemon.domain.messages import PortfolioSnapshotted, RiskAssessed, TradingState
+from daemon.domain.pnl import FUNDING
+from daemon.domain.risk import DrawdownAction, DrawdownBreaker, Level
+from daemon.domain.strategy import ModeSpec
 from daemon.lifecycle import LATENCY_BUCKETS_S, ActorState
 from daemon.supervisor import Supervisor
+from daemon.telemetry import VENUE_LATENCY_BUCKETS_S, ReconciliationRecord, VenueStats
 from daemon.trading import TradingStateCell
 
 log = structlog.get_logger()
 
+ZERO = Decimal(0)
+
 GaugeSource = Callable[[], Mapping[tuple[tuple[str, str], ...], float]]
+
+
+class PortfolioReadout(Protocol):
+    """What the collector reads from the books (the positions actor)."""
+
+    @property
+    def latest(self) -> PortfolioSnapshotted | None: ...
+
+    @property
+    def board(self) -> MarketBoard: ...
+
+    @property
+    def pnl_totals(self) -> Mapping[str, Decimal]: ...
+
+    @property
+    def max_abs_residual(self) -> Decimal: ...
+
+
+class StrategyReadout(Protocol):
+    @property
+    def decisions(self) -> int: ...
+
+    @property
+    def instructions(self) -> int: ...
+
+    @property
+    def failed_instructions(self) -> int: ...
+
+    @property
+    def completed_instructions(self) -> int: ...
+
+
+class OperatorReadout(Protocol):
+    @property
+    def cancelled_orders(self) -> int: ...
+
+    @property
+    def sweeps(self) -> int: ...
+
+
+class RiskGateReadout(Protocol):
+    @property
+    def rejected(self) -> int: ...
+
+    @property
+    def breaker(self) -> DrawdownBreaker: ...
 
 
 @dataclass
@@ -45,6 +115,17 @@ class MetricSources:
     inbox_of: Mapping[str, str]  # actor name -> the channel name of its inbox
     runtime_mode: str
     strategy_mode: str
+    clock: Clock | None = None  # market time: data and reconciliation ages
+    spec: ModeSpec | None = None  # share class currency, asset, AAVE liquidation threshold and target LTV
+    portfolio: PortfolioReadout | None = None
+    risk: Callable[[], RiskAssessed | None] | None = None  # the risk actor's latest published reading
+    risk_limits: Callable[[], Mapping[str, float]] | None = None  # the thresholds in force (SIGHUP reloads them)
+    strategy: StrategyReadout | None = None
+    risk_gate: RiskGateReadout | None = None
+    venues: VenueStats | None = None
+    reconciliation: ReconciliationRecord | None = None
+    operator: OperatorReadout | None = None  # the emergency stop: open orders cancelled on halts
+    lending_venue: str = "aave_v3"
     # Extra gauges (name -> (help, source)); each source returns {label pairs: value}.
     gauges: dict[str, tuple[str, GaugeSource]] = field(default_factory=dict)
 
@@ -57,6 +138,11 @@ class BasisdCollector:
         yield from self._actor_metrics()
         yield from self._channel_metrics()
         yield from self._state_metrics()
+        yield from self._portfolio_metrics()
+        yield from self._risk_metrics()
+        yield from self._strategy_metrics()
+        yield from self._venue_metrics()
+        yield from self._reconciliation_metrics()
         for name, (doc, source) in self._s.gauges.items():
             values = source()
             labelnames = [k for k, _ in next(iter(values))] if values else []
@@ -95,11 +181,7 @@ class BasisdCollector:
             inbox = self._s.inbox_of.get(r.name)
             if inbox is not None:
                 depth.add_metric([r.name], len(self._s.channels[inbox]))
-            cumulative, buckets = 0, []
-            for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), r.latency_counts, strict=True):
-                cumulative += count
-                buckets.append((_le(bound), cumulative))
-            latency.add_metric([r.name], buckets, r.latency_sum_s)
+            latency.add_metric([r.name], _buckets(LATENCY_BUCKETS_S, r.latency_counts), r.latency_sum_s)
         yield from (handled, restarts, failures, dead, age, up, depth, latency)
 
     def _channel_metrics(self) -> Iterator[Metric]:
@@ -134,11 +216,253 @@ class BasisdCollector:
         halted = GaugeMetricFamily("basisd_trading_halted", "1 while trading is halted")
         halted.add_metric([], 1.0 if self._s.trading.state is TradingState.HALTED else 0.0)
         yield halted
+        transitions = CounterMetricFamily("basisd_trading_state_transitions", "Changes of the trading state")
+        transitions.add_metric([], self._s.trading.transitions)
+        yield transitions
+        fresh = GaugeMetricFamily(
+            "basisd_heartbeats_fresh", "1 while every live actor's heartbeat is fresh (the condition for WATCHDOG=1)"
+        )
+        fresh.add_metric([], 1.0 if self._s.supervisor.heartbeats_fresh() else 0.0)
+        yield fresh
         info = InfoMetricFamily("basisd_build", "Version and run configuration of this process")
         info.add_metric([], {
             "version": __version__, "runtime_mode": self._s.runtime_mode, "strategy_mode": self._s.strategy_mode,
         })
         yield info
+
+    def _portfolio_metrics(self) -> Iterator[Metric]:
+        spec, portfolio = self._s.spec, self._s.portfolio
+        currency = spec.share_class if spec is not None else "USD"
+        nav_usd = GaugeMetricFamily("basisd_nav_usd", "Net asset value from the ledger at market, in USD",
+                                    labels=["currency"])
+        nav = GaugeMetricFamily("basisd_nav", "Net asset value in the share class's currency", labels=["currency"])
+        pnl = GaugeMetricFamily("basisd_pnl", "P&L since start by component, in the share class's currency "
+                                "(attributed at each market hour's close)", labels=["component", "currency"])
+        funding = GaugeMetricFamily("basisd_funding_received", "Net funding received since start (negative: paid), "
+                                    "in the share class's currency", labels=["currency"])
+        residual = GaugeMetricFamily("basisd_pnl_residual_max",
+                                     "Largest hourly P&L residual seen (attribution check; ~0)")
+        booked = CounterMetricFamily("basisd_venue_reports_booked",
+                                     "Venue reports booked (fills, transfers, transactions, settlements)")
+        perps = GaugeMetricFamily("basisd_perp_position_eth", "Signed perp size per instrument", labels=["instrument"])
+        ages = GaugeMetricFamily("basisd_data_age_seconds", "Market-time age of each data series, behind the "
+                                 "freshest one", labels=["series"])
+        market_age = GaugeMetricFamily("basisd_market_data_age_seconds",
+                                       "Clock time since the newest market data the books were valued at")
+        market_time = GaugeMetricFamily("basisd_market_time_seconds", "Market (virtual clock) time, Unix seconds")
+        net_delta = GaugeMetricFamily("basisd_net_delta_eth", "Net delta of each asset, on chain plus CEX, in ETH",
+                                      labels=["asset"])
+        delta = GaugeMetricFamily("basisd_delta_eth", "Delta of each asset by location (onchain, cex), in ETH; the "
+                                  "two sum to basisd_net_delta_eth", labels=["asset", "location"])
+        drift = GaugeMetricFamily("basisd_delta_drift_ratio", "|Net delta| as a fraction of the perp hedge notional "
+                                  "(assets with a hedge)", labels=["asset"])
+        families: list[Metric] = [nav_usd, nav, pnl, funding, residual, booked, perps, ages, market_age, market_time,
+                                  net_delta, delta, drift]
+        clock = self._s.clock
+        if clock is not None:
+            market_time.add_metric([], clock.now_ns() / 1e9)
+        if portfolio is not None:
+            for name, value in portfolio.pnl_totals.items():
+                pnl.add_metric([name, currency], float(value))
+            funding.add_metric([currency], float(portfolio.pnl_totals.get(FUNDING, ZERO)))
+            residual.add_metric([], float(portfolio.max_abs_residual))
+        snap = portfolio.latest if portfolio is not None else None
+        if portfolio is None or snap is None:
+            yield from families
+            yield from self._aave_families(None, None)
+            return
+        nav_usd.add_metric(["USD"], float(snap.nav_usd))
+        booked.add_metric([], snap.reports_booked)
+        for p in snap.positions:
+            perps.add_metric([str(p.instrument_id)], float(p.quantity))
+        for series, age in snap.series_ages_s:
+            ages.add_metric([series], float(age))
+        if clock is not None:
+            market_age.add_metric([], (clock.now_ns() - snap.ts_event) / 1e9)
+        market: MarketState | None = None
+        try:
+            market = portfolio.board.state()
+            nav.add_metric([currency], float(snap.nav_usd / _price_usd(currency, snap, market)))
+            if snap.ledger is not None:
+                _add_exposure(snap.ledger, market, net_delta, delta, drift)
+        except (MissingMarketData, ArithmeticError):
+            pass  # not every series has arrived yet: what needs them waits for the next scrape
+        yield from families
+        yield from self._aave_families(snap.ledger, market)
+
+    def _aave_families(self, ledger: LedgerSnapshot | None, market: MarketState | None) -> Iterator[Metric]:
+        labels = ["venue"]
+        hf = GaugeMetricFamily("basisd_aave_health_factor", "AAVE health factor, liquidation threshold × collateral "
+                               "/ debt, from our books (absent without debt; liquidation below 1)", labels=labels)
+        ltv = GaugeMetricFamily("basisd_aave_ltv_ratio", "AAVE loan to value, debt / collateral, from our books",
+                                labels=labels)
+        target = GaugeMetricFamily("basisd_aave_target_ltv_ratio", "The strategy's target LTV", labels=labels)
+        collateral = GaugeMetricFamily("basisd_aave_collateral_eth", "AAVE collateral at the oracle, in ETH",
+                                       labels=labels)
+        debt = GaugeMetricFamily("basisd_aave_debt_eth", "AAVE debt at the borrow index, in ETH", labels=labels)
+        spec, venue = self._s.spec, [self._s.lending_venue]
+        if spec is not None and spec.lending:
+            target.add_metric(venue, float(spec.target_ltv))
+            position = _aave_position_or_none(ledger, market)
+            if position is not None:
+                c, d = position
+                collateral.add_metric(venue, float(c))
+                debt.add_metric(venue, float(d))
+                ltv.add_metric(venue, float(d / c) if c else 0.0)
+                if d > 0:
+                    hf.add_metric(venue, float(spec.liquidation_threshold * c / d))
+        yield from (hf, ltv, target, collateral, debt)
+
+    def _risk_metrics(self) -> Iterator[Metric]:
+        margin = GaugeMetricFamily("basisd_margin_ratio", "CEX margin ratio per venue: (USDT + uPnL) / notional",
+                                   labels=["venue"])
+        drawdown = GaugeMetricFamily("basisd_drawdown_ratio", "Drawdown of NAV from its peak, as a fraction")
+        breaker = GaugeMetricFamily("basisd_drawdown_breaker_level", "Drawdown breaker level, latched: 0 none, "
+                                    "1 close the worst half, 2 close all, 3 close all and halt")
+        solvency = GaugeMetricFamily("basisd_solvency_level",
+                                     "Worst CEX margin level: 0 OK, 1 warning, 2 urgent, 3 critical")
+        divergence = GaugeMetricFamily("basisd_mark_divergence_ratio",
+                                       "Largest gap between venues' perp marks, as a fraction")
+        limits = GaugeMetricFamily("basisd_risk_limit", "Risk thresholds in force (the risk: settings; SIGHUP "
+                                   "reloads them)", labels=["limit"])
+        reading = self._s.risk() if self._s.risk is not None else None
+        if reading is not None:
+            for venue, ratio in reading.margin_ratios:
+                margin.add_metric([venue], float(ratio))
+            drawdown.add_metric([], float(reading.drawdown))
+            if reading.breaker in DrawdownAction.__members__:
+                breaker.add_metric([], DrawdownAction[reading.breaker].value)
+            if reading.solvency in Level.__members__:
+                solvency.add_metric([], Level[reading.solvency].value)
+            divergence.add_metric([], float(reading.mark_divergence))
+        in_force = dict(self._s.risk_limits()) if self._s.risk_limits is not None else {}
+        if self._s.risk_gate is not None:
+            # The breaker keeps the levels it was built or restored (state_dir) with: a SIGHUP does not move them.
+            b = self._s.risk_gate.breaker
+            in_force.update(drawdown_reduce_fraction=float(b.reduce_fraction),
+                            drawdown_close_fraction=float(b.close_fraction),
+                            drawdown_halt_fraction=float(b.halt_fraction))
+        for name, value in sorted(in_force.items()):
+            limits.add_metric([name], float(value))
+        yield from (margin, drawdown, breaker, solvency, divergence, limits)
+
+    def _strategy_metrics(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily("basisd_strategy_decisions", "Decisions the strategy manager took (hourly)")
+        issued = CounterMetricFamily("basisd_instructions_issued", "Instructions the strategy sent to risk")
+        failed = CounterMetricFamily("basisd_instructions_failed", "Instructions that did not complete (refused "
+                                     "by risk, or a step failed)")
+        executed = CounterMetricFamily("basisd_instructions_executed", "Instructions whose every step completed")
+        refused = CounterMetricFamily("basisd_risk_refusals", "Orders and instructions risk refused for the "
+                                      "trading state")
+        cancelled = CounterMetricFamily("basisd_orders_cancelled", "Open orders cancelled by halts (emergency stop)")
+        sweeps = CounterMetricFamily("basisd_halt_cancel_sweeps", "Cancel-everything sweeps run after halts")
+        if self._s.strategy is not None:
+            decisions.add_metric([], self._s.strategy.decisions)
+            issued.add_metric([], self._s.strategy.instructions)
+            failed.add_metric([], self._s.strategy.failed_instructions)
+            executed.add_metric([], self._s.strategy.completed_instructions)
+        if self._s.risk_gate is not None:
+            refused.add_metric([], self._s.risk_gate.rejected)
+        if self._s.operator is not None:
+            cancelled.add_metric([], self._s.operator.cancelled_orders)
+            sweeps.add_metric([], self._s.operator.sweeps)
+        yield from (decisions, issued, failed, executed, refused, cancelled, sweeps)
+
+    def _venue_metrics(self) -> Iterator[Metric]:
+        orders = HistogramMetricFamily("basisd_order_latency_seconds", "Order round trip: submitted to the venue's "
+                                       "answer", labels=["venue"])
+        chain = HistogramMetricFamily("basisd_chain_transaction_latency_seconds", "On-chain transaction round trip "
+                                      "by operation", labels=["operation"])
+        errors = CounterMetricFamily("basisd_venue_errors", "Venue errors by kind (rejected: the venue refused an "
+                                     "order; retryable, non_retryable, fatal, other: the error tree)",
+                                     labels=["venue", "kind"])
+        stats = self._s.venues
+        if stats is not None:
+            for venue, record in sorted(stats.order_latency.items()):
+                orders.add_metric([venue], _buckets(VENUE_LATENCY_BUCKETS_S, record.counts), record.sum_s)
+            for operation, record in sorted(stats.chain_latency.items()):
+                chain.add_metric([operation], _buckets(VENUE_LATENCY_BUCKETS_S, record.counts), record.sum_s)
+            for (venue, kind), count in sorted(stats.errors.items()):
+                errors.add_metric([venue, kind], count)
+        yield from (orders, chain, errors)
+
+    def _reconciliation_metrics(self) -> Iterator[Metric]:
+        runs = CounterMetricFamily("basisd_reconciliation_runs", "Completed reconciliations of the books against "
+                                   "the venues")
+        failures = CounterMetricFamily("basisd_reconciliation_failures", "Reconciliations that could not complete")
+        age = GaugeMetricFamily("basisd_reconciliation_age_seconds", "Clock time since the last completed "
+                                "reconciliation (since start-up while none has completed)")
+        drift = GaugeMetricFamily("basisd_reconciliation_drift_usd", "Books against the venue at the last "
+                                  "reconciliation, |difference| in USD", labels=["venue"])
+        record = self._s.reconciliation
+        if record is not None:
+            runs.add_metric([], record.runs)
+            failures.add_metric([], record.failures)
+            if self._s.clock is not None:
+                age.add_metric([], record.age_s(self._s.clock.now_ns()))
+            for venue, usd in sorted(record.drift_usd.items()):
+                drift.add_metric([venue], float(usd))
+        yield from (runs, failures, age, drift)
+
+
+def aave_position_eth(ledger: LedgerSnapshot, market: MarketState) -> tuple[Decimal, Decimal]:
+    """(collateral, debt) of the wallet's AAVE position in ETH: aTokens at their liquidity index and the oracle,
+    variable debt at its borrow index. Raises `MissingMarketData` if an index, rate or price is missing."""
+    collateral = debt = ZERO
+    eth_usd: Decimal | None = None
+    for account, token, amount in ledger.balances:
+        if account != WALLET or not amount or (token not in ATOKEN_RESERVE and token not in DEBT_RESERVE):
+            continue
+        eth_usd = eth_usd or market.price_usd("ETH")
+        underlying, native = market.native(token, amount)
+        value = native * market.price_usd(underlying) / eth_usd
+        if token in ATOKEN_RESERVE:
+            collateral += value
+        else:
+            debt -= value  # `native` of a debt token is negative
+    return collateral, debt
+
+
+def _aave_position_or_none(ledger: LedgerSnapshot | None,
+                           market: MarketState | None) -> tuple[Decimal, Decimal] | None:
+    if ledger is None or market is None:
+        return None
+    try:
+        return aave_position_eth(ledger, market)
+    except (MissingMarketData, ArithmeticError):
+        return None
+
+
+def _add_exposure(ledger: LedgerSnapshot, market: MarketState, net_delta: GaugeMetricFamily,
+                  delta: GaugeMetricFamily, drift: GaugeMetricFamily) -> None:
+    """Delta per asset in ETH (on chain, CEX, net) and its drift against the hedge; ETH always, others if held."""
+    exposure = compute_exposure(ledger, market)
+    for asset, e in exposure.assets.items():
+        if asset != "ETH" and not e.net_native:
+            continue
+        eth = e.price_usd / e.eth_usd if asset != "ETH" else Decimal(1)
+        net_delta.add_metric([asset], float(e.net_native * eth))
+        delta.add_metric([asset, "onchain"], float(e.onchain_native * eth))
+        delta.add_metric([asset, "cex"], float(e.cex_native * eth))
+        hedge = exposure.hedge_notional_usd(asset)
+        if hedge:
+            drift.add_metric([asset], float(abs(e.net_usd) / hedge))
+
+
+def _price_usd(currency: str, snap: PortfolioSnapshotted, market: MarketState) -> Decimal:
+    """The share class currency's USD price at the snapshot (the snapshot's own ETH price when it is ETH)."""
+    if currency in STABLECOINS or currency == "USD":
+        return Decimal(1)
+    return snap.eth_usd if currency == "ETH" else market.price_usd(currency)
+
+
+def _buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
+    """Cumulative (le, count) pairs from per-bucket counts (the last one is +Inf)."""
+    cumulative, out = 0, []
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        cumulative += count
+        out.append((_le(bound), float(cumulative)))
+    return out
 
 
 def _le(bound: float) -> str:

@@ -24,4 +24,6 @@ def mode_spec(config: ResolvedConfig) -> ModeSpec:
         deviation_threshold=Decimal(str(p.position_deviation_threshold)),
         min_order_usd=Decimal(str(p.min_order_usd)), spot_venue=config.mode.spot_venue,
         lst=p.lst or "weETH", unwind=p.unwind, gas_reserve=Decimal(str(p.gas_reserve_eth)),
+        leverage=p.leverage, min_loop_usd=Decimal(str(p.min_loop_position_usd)),
+        max_leverage_iterations=p.max_leverage_iterations,
     )

@@ -1,5 +1,9 @@
 """The emergency stop and what goes with it: halt, resume, status — from SIGUSR1 or the control socket.
 
+With `--flatten` (or `control.flatten_on_halt`), an operator's halt also sends the strategy's unwind as an
+operator flatten: execution carries it out although trading is HALTED (it only takes exposure down), while
+nothing else — no strategy instruction, no order — goes out until `basisd resume`. One flatten per halt.
+
 A halt takes effect synchronously (the trading cell is written before anything else happens, and execution
 reads it before every order), then every open order is cancelled through the venue ports. HALTED is written
 to the state directory on the way in and cleared only by `basisd resume`, so a daemon that restarts — by
@@ -9,7 +13,7 @@ a liquidation or a half-executed instruction also needs a human before trading s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,23 +31,37 @@ log = structlog.get_logger()
 HALT_KEY = "trading_halt"
 
 
+Flatten = Callable[[str], Awaitable[str]]  # reason -> what was sent (raises FlattenRefused when nothing can be)
+
+
+class FlattenRefused(RuntimeError):
+    """The flatten could not be sent (no books yet, nothing held, one already sent); the message says which."""
+
+
 class Operator:
     def __init__(self, trading: TradingStateCell, exchanges: Mapping[str, ExchangeVenue], store: StateStore | None,
-                 clock: Clock, status: Callable[[], dict[str, Any]]) -> None:
+                 clock: Clock, status: Callable[[], dict[str, Any]], flatten: Flatten | None = None,
+                 flatten_on_halt: bool = False) -> None:
         self._trading = trading
         self._exchanges = exchanges
         self._store = store
         self._clock = clock
         self._status = status
+        self._flatten = flatten
+        self._flatten_on_halt = flatten_on_halt
+        self._flattened = False  # one flatten per halt: a second would be sized from books the first is changing
+        self.flattens = 0
         self._sweep_due = anyio.Event()
         self.cancelled_orders = 0
         self.sweeps = 0
         trading.subscribe(self._on_transition)
 
-    def restore(self) -> None:
+    def restore(self, warn_if_not_persistent: bool = True) -> None:
         """Come back HALTED if the last run was halted and nobody has resumed since."""
         if self._store is None:
-            log.warning("halt_not_persistent", detail="runtime.state_dir is not set: a halt will not survive a restart")
+            if warn_if_not_persistent:
+                log.warning("halt_not_persistent",
+                            detail="runtime.state_dir is not set: a halt will not survive a restart")
             return
         saved = self._store.load(HALT_KEY)
         if saved and saved.get("state") == TradingState.HALTED.value:
@@ -52,6 +70,26 @@ class Operator:
 
     def halt(self, reason: str, source: str = "operator") -> bool:
         return self._trading.halt(reason, source=source)
+
+    async def halt_and_maybe_flatten(self, reason: str, flatten: bool | None = None) -> str:
+        """The operator's halt (socket or SIGUSR1): HALTED at once, then, if asked for or configured, the
+        strategy's unwind sent as an operator flatten. Returns what happened to the flatten ("" if none)."""
+        self.halt(reason)
+        if not (self._flatten_on_halt if flatten is None else flatten):
+            return ""
+        if self._flatten is None:
+            return "flatten is not available in this runtime"
+        if self._flattened:
+            return "a flatten was already sent during this halt: resume and halt again to flatten what is left"
+        try:
+            sent = await self._flatten(reason)
+        except FlattenRefused as exc:
+            log.error("flatten_refused", reason=str(exc))
+            return f"flatten refused: {exc}"
+        self._flattened = True
+        self.flattens += 1
+        log.warning("flatten_sent", detail=sent)
+        return sent
 
     def resume(self, reason: str) -> bool:
         """Lift a halt (or a REDUCING state): the operator has looked. Risk may reduce again at once."""
@@ -63,6 +101,7 @@ class Operator:
                         "since": datetime.now(UTC).isoformat(timespec="seconds")})
             self._sweep_due.set()
         elif t.previous is TradingState.HALTED:
+            self._flattened = False
             self._save({"state": t.current.value, "reason": t.reason, "source": t.source,
                         "since": datetime.now(UTC).isoformat(timespec="seconds")})
 
@@ -99,11 +138,13 @@ class Operator:
     async def handle(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
         """A control-socket request (already parsed and permitted)."""
         reason = args.get("reason") or "no reason given"
+        flattened = ""
         if command == "halt":
-            self.halt(f"operator: {reason}")
+            flattened = await self.halt_and_maybe_flatten(f"operator: {reason}", args.get("flatten"))
         elif command == "resume":
             if self._trading.state is TradingState.ACTIVE:
                 return {"ok": True, "trading": self._trading.state.value, "changed": False}
             self.resume(f"operator: {reason}")
         return {"ok": True, "trading": self._trading.state.value, "reason": self._trading.reason,
+                **({"flatten": flattened} if flattened else {}),
                 **({"status": self._status()} if command == "status" else {})}

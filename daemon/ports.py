@@ -28,6 +28,11 @@ class ChainVenue(Protocol):
     """The on-chain wallet and the transfers between it and the exchanges. Each operation is one transaction
     whose effect the adapter reports as `BalancesChanged` on the venue report channel."""
 
+    @property
+    def transactions(self) -> int:
+        """Transactions reported so far (each one `BalancesChanged`): how many reports a step produced."""
+        ...
+
     def oracle_rate(self) -> Decimal:
         """ETH per unit of the strategy's LST, as the protocol's oracle has it now."""
         ...
@@ -50,6 +55,16 @@ class ChainVenue(Protocol):
         ...
 
     async def atomic_reduce_debt(self, repay_eth: Decimal, ref: str) -> None: ...
+
+    async def sequential_leverage_entry(self, equity_eth: Decimal, target_ltv: Decimal, min_borrow_eth: Decimal,
+                                        max_iterations: int | None, ref: str) -> int:
+        """Stake, supply, borrow, round after round (no flash loan); returns the transactions sent."""
+        ...
+
+    async def sequential_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str,
+                                    redeem: bool = False) -> Decimal:
+        """Withdraw, swap (or redeem), repay, round after round; returns the ETH left in the wallet."""
+        ...
 
     async def supply(self, asset: str, amount: Decimal, ref: str) -> None: ...
 

@@ -1,18 +1,34 @@
 """Settings: frozen pydantic models, one per concern, with units in their names.
 
 The root (`Settings`) is read from one YAML file and overridden by environment variables
-`BASISD_<SECTION>__<KEY>` (e.g. `BASISD_METRICS__PORT=9500`). The strategy section names a mode, a share
-class and venues, each defined by its own file under `configs/modes/`, `configs/share_classes/` and
+`BASISD_<SECTION>__<KEY>` (e.g. `BASISD_METRICS__PORT=9500`); secrets may also come from files in
+`$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`, see "secrets" below). The strategy section names a
+mode, a share class and venues, each defined by its own file under `configs/modes/`, `configs/share_classes/` and
 `configs/venues/` (see `daemon.config`, which loads and cross-checks them).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from datetime import UTC, datetime
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from daemon.errors import ConfigError, ConfigProblem
 
 
 class Frozen(BaseModel):
@@ -80,9 +96,68 @@ class ControlSettings(Frozen):
     """The local control socket of `basisd halt | resume | status` (daemon/control.py)."""
 
     enabled: bool = Field(True, description="Listen on the control socket (never in a backtest)")
+    flatten_on_halt: bool = Field(
+        False, description="An operator's halt (SIGUSR1, basisd halt) also unwinds every position, reduce-only, "
+                           "while trading stays HALTED; `basisd halt --flatten/--no-flatten` decides per halt")
     socket: str | None = Field(
         None, description="Unix socket path; unset: $RUNTIME_DIRECTORY/control.sock under systemd, else "
                           "<runtime.state_dir>/control.sock, else <tmp>/basisd-<uid>/control.sock")
+
+
+class ApiSettings(Frozen):
+    """The positions API: HTTP and WebSocket on one port (`actors.api`). Read-only; loopback by default."""
+
+    enabled: bool = Field(True, description="Serve the API (never in a backtest)")
+    host: str = Field("127.0.0.1", description="Listen address; anything but loopback needs a token")
+    port: int = Field(8765, ge=0, le=65535, description="0 picks a free port (logged as api_listening)")
+    require_token: bool = Field(False, description="Ask for the bearer token on loopback too")
+    token: SecretStr | None = Field(
+        None, validate_default=True,
+        description="Bearer token (Authorization: Bearer ...); at least 16 characters. BASISD_API__TOKEN")
+    client_queue_size: int = Field(
+        256, ge=1, le=100_000, description="Messages queued per WebSocket client; a client this far behind is "
+                                           "disconnected (close code 1008) so it never slows the daemon")
+    ping_interval_s: float = Field(20.0, gt=0, le=3600, description="Keepalive: a ping each way this often; a "
+                                                                   "client silent for as long again is dropped")
+    close_timeout_s: float = Field(5.0, gt=0, le=60, description="How long a closing handshake may take")
+    price_update_threshold: float = Field(
+        0.01, ge=0, description="A price-only update is streamed once a position's unrealized P&L moved more "
+                                "than this since the last one sent, in the share class's currency")
+    allowed_origins: tuple[str, ...] = Field(
+        (), description="Browser origins allowed to open the stream (e.g. https://dash.example); a request "
+                        "with any other Origin header is refused")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token_is_text(cls, v: object) -> object:
+        # Refused as a value error so that the message never echoes what was given (it may be the secret).
+        if v is not None and not isinstance(v, str | SecretStr):
+            raise ValueError("must be a string")
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token_where_needed(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        value = v.get_secret_value() if v is not None else ""
+        host, required = info.data.get("host", "127.0.0.1"), info.data.get("require_token", False)
+        if not value and not is_loopback(host):
+            raise ValueError(f"required: the API listens on {host!r}, which is not a loopback address (set "
+                             "api.token or BASISD_API__TOKEN, or listen on 127.0.0.1)")
+        if not value and required:
+            raise ValueError("required: api.require_token is true (set api.token or BASISD_API__TOKEN)")
+        if value and len(value) < 16:
+            raise ValueError("too short: use at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return v if value else None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (a name other than localhost is never assumed so)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ChaosSettings(Frozen):
@@ -198,6 +273,12 @@ class StrategyParams(Frozen):
     min_loop_position_usd: float = Field(10_000.0, gt=0)
     hedge_allocation: dict[str, float] = Field(default_factory=dict)
     unwind: Literal["fast", "slow"] = "fast"
+    leverage: Literal["atomic", "sequential"] = Field(
+        "atomic", description="How AAVE leverage is built and taken down: atomic = one flash-loan transaction; "
+                              "sequential = stake/supply/borrow (withdraw/swap/repay) round after round, each a "
+                              "transaction, stopping when the next borrow is below min_loop_position_usd")
+    max_leverage_iterations: int | None = Field(
+        None, ge=0, description="Sequential loops: at most this many borrows (None: until below the minimum)")
     rewards_mode: Literal["base_only", "base_eigen", "base_eigen_seasonal"] = Field(
         "base_only", description="EtherFi rewards (ADR-9): base_only = oracle growth only; base_eigen adds the "
                                  "weekly EIGEN distributions; base_eigen_seasonal adds the ETHFI top-ups too")
@@ -234,26 +315,122 @@ class StrategySettings(Frozen):
 
 
 # --- secrets ------------------------------------------------------------------------------------------
+#
+# Three sources, the first that sets a secret wins: the environment (`BASISD_CREDENTIALS__BINANCE__API_KEY`),
+# then one file per secret in `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=`; see
+# `CREDENTIAL_FILES`), then the YAML file. The environment wins because it wins everywhere else too; the
+# daemon warns when it shadows a credential file. A value never reaches a log line, a repr or an error.
+
+CREDENTIALS_DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
+
+
+def _not_empty(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value():
+        raise ValueError("is empty: set the secret, or leave it out altogether")
+    return value
+
+
+Secret = Annotated[SecretStr, AfterValidator(_not_empty)]
 
 
 class VenueCredentials(Frozen):
-    api_key: SecretStr | None = None
-    api_secret: SecretStr | None = None
-    passphrase: SecretStr | None = None
+    api_key: Secret | None = None
+    api_secret: Secret | None = None
+    passphrase: Secret | None = None
 
 
 class CredentialsSettings(Frozen):
     binance: VenueCredentials = VenueCredentials()
     bybit: VenueCredentials = VenueCredentials()
     okx: VenueCredentials = VenueCredentials()
-    wallet_private_key: SecretStr | None = None
-    rpc_url: SecretStr | None = None  # RPC URLs embed API keys
+    wallet_private_key: Secret | None = None
+    rpc_url: Secret | None = None  # RPC URLs embed API keys
 
     def secret_values(self) -> list[str]:
         values = [s for s in (self.wallet_private_key, self.rpc_url) if s is not None]
         for venue in (self.binance, self.bybit, self.okx):
             values += [s for s in (venue.api_key, venue.api_secret, venue.passphrase) if s is not None]
         return [s.get_secret_value() for s in values]
+
+
+def _credential_files() -> dict[str, tuple[str, ...]]:
+    files: dict[str, tuple[str, ...]] = {}
+    for name, field in CredentialsSettings.model_fields.items():
+        if field.annotation is VenueCredentials:
+            files.update({f"{name}_{key}": (name, key) for key in VenueCredentials.model_fields})
+        else:
+            files[name] = (name,)
+    return files
+
+
+# File name in $CREDENTIALS_DIRECTORY → key under `credentials`: `binance_api_key` → binance.api_key,
+# `okx_passphrase` → okx.passphrase, `wallet_private_key`, `rpc_url`.
+CREDENTIAL_FILES: dict[str, tuple[str, ...]] = _credential_files()
+_CREDENTIAL_MAX_BYTES = 64 * 1024  # keys, URLs and private keys are short; more is a wrong file
+
+
+def read_credentials_directory(directory: Path) -> dict[str, Any]:
+    """The secrets in `directory`, one file each, as a nested mapping under `credentials`.
+
+    A file holds the value alone; surrounding whitespace (the newline `echo` leaves) is dropped. Raises
+    `ConfigError` naming every file that is unknown, unreadable, empty, not UTF-8 or more than one line,
+    and never quoting what a file holds.
+    """
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(directory), f"({CREDENTIALS_DIRECTORY_ENV})",
+                                         f"credentials directory cannot be read: {exc.strerror}")]) from None
+    values: dict[str, Any] = {}
+    problems: list[ConfigProblem] = []
+    for path in entries:
+        key = CREDENTIAL_FILES.get(path.name)
+        if key is None:
+            problems.append(ConfigProblem(str(path), "(file)", "not a credential basisd knows; expected one of "
+                                          + ", ".join(CREDENTIAL_FILES)))
+            continue
+        dotted = ".".join(("credentials", *key))
+        try:
+            with path.open("rb") as file:
+                raw = file.read(_CREDENTIAL_MAX_BYTES + 1)
+            text = raw.decode("utf-8").strip()
+        except OSError as exc:
+            problems.append(ConfigProblem(str(path), dotted, f"credential file cannot be read: {exc.strerror}"))
+            continue
+        except UnicodeDecodeError:
+            problems.append(ConfigProblem(str(path), dotted, "credential file is not UTF-8 text"))
+            continue
+        if len(raw) > _CREDENTIAL_MAX_BYTES:
+            problems.append(ConfigProblem(str(path), dotted, f"credential file is larger than "
+                                                             f"{_CREDENTIAL_MAX_BYTES} bytes; it must hold one "
+                                                             "value alone"))
+        elif not text:
+            problems.append(ConfigProblem(str(path), dotted, "credential file is empty"))
+        elif "\n" in text or "\r" in text:
+            problems.append(ConfigProblem(str(path), dotted, "credential file holds more than one line; "
+                                                             "it must hold the one value alone"))
+        else:
+            node = values
+            for part in key[:-1]:
+                node = node.setdefault(part, {})
+            node[key[-1]] = text
+    if problems:
+        raise ConfigError(problems)
+    return values
+
+
+class CredentialFilesSource(PydanticBaseSettingsSource):
+    """`credentials.*` from `$CREDENTIALS_DIRECTORY`, where systemd's `LoadCredential=` puts them."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole directory at once
+
+    def __call__(self) -> dict[str, Any]:
+        directory = os.environ.get(CREDENTIALS_DIRECTORY_ENV)
+        if not directory:
+            return {}
+        values = read_credentials_directory(Path(directory))
+        return {"credentials": values} if values else {}
 
 
 # --- the root ---------------------------------------------------------------------------------------------
@@ -270,6 +447,7 @@ class Settings(BaseSettings):
     channels: ChannelSettings = ChannelSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    api: ApiSettings = ApiSettings()
     control: ControlSettings = ControlSettings()
     replay: ReplaySettings = ReplaySettings()
     risk: RiskSettings = RiskSettings()
@@ -287,8 +465,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init kwargs; the environment must override it, so it comes first.
-        return env_settings, init_settings
+        # The YAML file arrives as init kwargs; the environment must override it, so it comes first, and
+        # credential files (systemd's LoadCredential=) sit between the two (see "secrets" above).
+        return env_settings, CredentialFilesSource(settings_cls), init_settings
 
 
 # --- catalog entries: one file each -------------------------------------------------------------------

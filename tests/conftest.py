@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Tests (and the daemons they start, which inherit the environment) never write into the user's own cache.
 os.environ.setdefault("BASISD_CACHE_DIR", tempfile.mkdtemp(prefix="basisd-test-cache-"))
+# Nor do they bind the positions API's fixed port: an in-process daemon, or one beside another run, picks a free one.
+os.environ.setdefault("BASISD_API__PORT", "0")
 CONFIGS = ROOT / "configs"
 
 

@@ -175,6 +175,9 @@ class ExecuteInstruction:
     instruction: Instruction
     ts_event: int
     ts_recv: int
+    # An operator's emergency flatten (`basisd halt --flatten`): the strategy's unwind, carried out although
+    # trading is HALTED — it only takes exposure down, and a human asked for it.
+    operator_flatten: bool = False
 
 
 # (Cancellation commands arrive with the venue adapters; no command type exists that nothing handles.)

@@ -9,7 +9,7 @@ does (ETH is its benchmark). In REDUCING only instructions that reduce exposure 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
@@ -81,6 +81,9 @@ class ModeSpec:
     lst: str = "weETH"
     unwind: str = "fast"
     gas_reserve: Decimal = ZERO  # ETH kept in the wallet for gas (ETH share class, which has no gas debt)
+    leverage: str = "atomic"  # "atomic" (flash loan) | "sequential" (round after round, DOMAIN §3)
+    min_loop_usd: Decimal = Decimal(10_000)  # a sequential loop stops when the next borrow would be smaller
+    max_leverage_iterations: int | None = None  # sequential: at most this many borrows
 
     def __post_init__(self) -> None:
         if self.share_class == "ETH" and self.hedged:
@@ -274,7 +277,11 @@ def add_margin_to_cex(spec: ModeSpec, view: StrategyView, venue: str, amount_usd
         p = min(ONE, eth / equity) if equity > 0 else ZERO
         first = Step(1, "ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC, "aave_v3",
                      {"amount_usd": amount_usd, "repay_eth": p * view.aave_debt,
-                      "withdraw_eth": p * view.aave_collateral, "mode": "atomic", "unwind_mode": spec.unwind})
+                      "withdraw_eth": p * view.aave_collateral, "mode": "atomic", "unwind_mode": spec.unwind}) \
+            if spec.leverage == "atomic" else \
+            Step(1, "SEQUENTIAL_DELEVERAGE_AAVE", Executor.AAVE, "aave_v3",
+                 {"amount_usd": amount_usd, "repay_eth": p * view.aave_debt,
+                  "withdraw_eth": p * view.aave_collateral, "mode": "sequential", "unwind_mode": spec.unwind})
     elif not spec.staking:
         # Basis modes hold the long as spot on the spot venue: sell some there, move the USDT to the venue that
         # needs it (through the wallet), and shrink that venue's short by as much.
@@ -303,6 +310,11 @@ def _reduce_ltv(spec: ModeSpec, view: StrategyView) -> Instruction | None:
     repay = repay_to_target_ltv(view.aave_collateral, view.aave_debt, spec.target_ltv)
     if repay <= 0:
         return None
+    if spec.leverage == "sequential":
+        # Without a flash loan: withdraw what the max LTV allows, swap it, repay; round after round.
+        step = Step(1, "SEQUENTIAL_DELEVERAGE_AAVE", Executor.AAVE, "aave_v3",
+                    {"repay_eth": repay, "withdraw_eth": repay, "unwind_mode": spec.unwind})
+        return Instruction(0, "REDUCE_LTV", "aave_v3", repay * view.price_usd, (step,), True, "LTV above target")
     steps = (
         Step(1, "FLASH_BORROW", Executor.ATOMIC, "aave_v3", {"asset": "WETH", "amount_eth": repay}),
         Step(2, "REPAY_DEBT", Executor.ATOMIC, "aave_v3", {"asset": "WETH", "amount_eth": repay}),
@@ -376,8 +388,11 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruct
     elif spec.name == "eth_staking_only":
         add("STAKE", Executor.STAKING, "etherfi", amount_eth=amount, lst=spec.lst)
     elif spec.name == "eth_leveraged":
-        add("ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3", equity_eth=amount,
-            supply_eth=d.aave_collateral, borrow_eth=d.aave_debt, lst=spec.lst)
+        if spec.leverage == "sequential":
+            _add_sequential_entry(add, spec, amount, price)
+        else:
+            add("ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3", equity_eth=amount,
+                supply_eth=d.aave_collateral, borrow_eth=d.aave_debt, lst=spec.lst)
     else:
         long_eth = d.spot if spec.name.endswith("_basis") else sum((-s for s in d.shorts.values()), ZERO)
         for venue in sorted(d.shorts):
@@ -389,7 +404,9 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruct
             add("OPEN_PERP_SHORT", Executor.CEX, venue, amount=-size, asset=spec.asset)
         if spec.staking:
             add("WITHDRAW_TO_WALLET", Executor.CEX, spot_venue, amount_eth=long_eth)
-            if spec.borrowing:
+            if spec.borrowing and spec.leverage == "sequential":
+                _add_sequential_entry(add, spec, long_eth, price)
+            elif spec.borrowing:
                 # Sized from exactly what was bought (lot-rounded), so the flash loan balances to the wei.
                 lev = atomic_entry(long_eth, spec.target_ltv)
                 add("ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3", equity_eth=long_eth,
@@ -398,6 +415,14 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruct
                 add("STAKE", Executor.STAKING, "etherfi", amount_eth=long_eth, lst=spec.lst)
     return [Instruction(0, "ENTRY", spec.name, amount if spec.share_class == "USDT" else amount * price,
                         tuple(steps), False, "entry")]
+
+
+def _add_sequential_entry(add: Callable[..., None], spec: ModeSpec, equity_eth: Decimal, price: Decimal) -> None:
+    """The loop without a flash loan (DOMAIN §3): the chain runs it round by round. The net ETH it leaves on AAVE
+    is the equity, as the atomic entry's, so the hedge is the same; only the leverage (and the gas) differ."""
+    add("SEQUENTIAL_LEVERAGE_ENTRY", Executor.AAVE, "aave_v3", equity_eth=equity_eth, target_ltv=spec.target_ltv,
+        min_borrow_eth=spec.min_loop_usd / price, lst=spec.lst,
+        max_iterations="" if spec.max_leverage_iterations is None else str(spec.max_leverage_iterations))
 
 
 def _exit(spec: ModeSpec, view: StrategyView, fraction: Decimal) -> list[Instruction]:
@@ -411,10 +436,10 @@ def _exit(spec: ModeSpec, view: StrategyView, fraction: Decimal) -> list[Instruc
 
     eth_freed = ZERO  # ETH value the on-chain legs turn into wallet ETH
     if view.aave_debt > 0:
-        action, executor = ("ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC) if spec.unwind == "fast" else \
-            ("SEQUENTIAL_DELEVERAGE_AAVE", Executor.AAVE)
+        action, executor = ("ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC) \
+            if spec.unwind == "fast" and spec.leverage == "atomic" else ("SEQUENTIAL_DELEVERAGE_AAVE", Executor.AAVE)
         add(action, executor, "aave_v3", fraction=fraction, repay_eth=view.aave_debt * fraction,
-            withdraw_eth=view.aave_collateral * fraction)
+            withdraw_eth=view.aave_collateral * fraction, unwind_mode=spec.unwind)
         eth_freed += (view.aave_collateral - view.aave_debt) * fraction
     elif view.aave_collateral > 0:
         asset = spec.lst if spec.staking else ("USDT" if spec.share_class == "USDT" else "WETH")

@@ -5,7 +5,10 @@ from the project's data × the hour's gas price, paid in wallet ETH — for a US
 debt), and is reported as one `BalancesChanged` on the venue report channel, the same ordered channel the
 exchanges' fills use. AAVE positions move as scaled balances at the current indexes; staking mints at the
 oracle rate; a DEX swap of the LST pays the configured fee. Flash-loan legs (flash borrow, stake, supply,
-borrow, repay flash) are one atomic transaction, booked as its net effect.
+borrow, repay flash) are one atomic transaction, booked as its net effect. Without a flash loan the same moves
+are sequential: a leverage loop stakes, supplies and borrows round after round (DOMAIN §3: it stops when the
+next borrow would be below the minimum, so it undershoots the atomic leverage), and a deleverage withdraws
+what the max LTV allows, swaps it and repays, round after round — every step its own transaction and gas.
 
 The chain keeps its own record of the wallet (`daemon.venues.book`): a transaction the wallet cannot pay for
 reverts (`NonRetryableVenueError`), and an exchange must accept its side of a transfer before the transaction
@@ -30,7 +33,13 @@ from typing import Protocol
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
 from daemon.data.rewards import RewardEvent
-from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams, scaled_from_native, simulate_liquidation
+from daemon.domain.aave import (
+    EMODE_ETH_CORRELATED,
+    ReserveParams,
+    scaled_from_native,
+    sequential_loop,
+    simulate_liquidation,
+)
 from daemon.domain.ids import VenueId
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.market import MarketBoard
@@ -40,8 +49,11 @@ from daemon.venues.book import record
 
 GAS_UNITS: dict[str, int] = {  # DOMAIN §3, from operation_gas_costs_summary
     "ATOMIC_ENTRY": 1_250_000, "ATOMIC_DELEVERAGE": 1_100_000, "STAKE": 150_000, "REDEEM_LST": 200_000,
-    "SWAP": 180_000, "TRANSFER": 100_000, "SUPPLY": 250_000, "WITHDRAW": 220_000,
+    "SWAP": 180_000, "TRANSFER": 100_000, "SUPPLY": 250_000, "WITHDRAW": 220_000, "BORROW": 300_000,
+    "REPAY": 280_000,
 }
+MAX_SEQUENTIAL_ROUNDS = 200  # a deleverage that needs more rounds than this is not converging: stop and say so
+MIN_HF_BETWEEN_ROUNDS = Decimal("1.01")
 GWEI = Decimal("1e-9")
 ZERO = Decimal(0)
 HOUR_NS = 3_600 * 1_000_000_000
@@ -136,6 +148,66 @@ class SimulatedChain:
             TokenChange(WALLET, "ETH", freed),
         ))
         return freed
+
+    async def sequential_leverage_entry(self, equity_eth: Decimal, target_ltv: Decimal, min_borrow_eth: Decimal,
+                                        max_iterations: int | None, ref: str) -> int:
+        """The loop without a flash loan: stake, supply, borrow λ × the supply, and again with the borrowed
+        WETH, until the next borrow would be below `min_borrow_eth` (or `max_iterations` borrows). Every step is
+        a transaction of its own. Returns the number of transactions."""
+        plan = sequential_loop(equity_eth, target_ltv, min_borrow_eth, max_iterations)
+        sent = 0
+        for step in plan.iterations:
+            oracle = self._oracle()
+            lst = step.supplied / oracle
+            await self._book(Reason.STAKE_DEPOSIT, "STAKE", f"{ref}/{step.index}", (
+                TokenChange(WALLET, "ETH", -step.supplied), TokenChange(WALLET, self._lst, lst)))
+            await self._book(Reason.COLLATERAL_SUPPLIED, "SUPPLY", f"{ref}/{step.index}", (
+                TokenChange(WALLET, self._lst, -lst),
+                TokenChange(WALLET, self._a_token, scaled_from_native(lst, self._index(self._lst)))))
+            sent += 2
+            if step.borrowed > 0:
+                await self._book(Reason.LOAN_CREATED, "BORROW", f"{ref}/{step.index}", (
+                    TokenChange(WALLET, "variableDebtWETH", scaled_from_native(step.borrowed, self._debt_index())),
+                    TokenChange(WALLET, "ETH", step.borrowed)))
+                sent += 1
+        return sent
+
+    async def sequential_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str,
+                                    redeem: bool = False) -> Decimal:
+        """The deleverage without a flash loan: withdraw as much collateral as the max LTV allows, turn it into
+        ETH (a DEX swap, or the protocol's redemption when `redeem`), repay debt with it; again until
+        `repay_eth` is repaid, then withdraw the rest of `withdraw_eth`. Returns the ETH left in the wallet."""
+        threshold = self._aave.liquidation_threshold
+        to_repay, to_withdraw, freed = repay_eth, withdraw_eth, ZERO
+        for round_ in range(1, MAX_SEQUENTIAL_ROUNDS + 1):
+            if to_withdraw <= 0:
+                return freed
+            collateral, debt = self._aave_position()
+            # AAVE lets a withdrawal through while the health factor stays ≥ 1; keep a small floor above that.
+            # (This is the exposure a sequential deleverage carries between its transactions.)
+            room = collateral - debt * MIN_HF_BETWEEN_ROUNDS / threshold if debt > 0 else collateral
+            w = min(to_withdraw, room)
+            if w <= 0:
+                raise NonRetryableVenueError(f"sequential deleverage is stuck at HF {threshold * collateral / debt:.4f}"
+                                             f": no collateral can be withdrawn keeping HF ≥ {MIN_HF_BETWEEN_ROUNDS}")
+            lst = w / self._oracle()
+            tag = f"{ref}/{round_}"
+            await self._book(Reason.COLLATERAL_WITHDRAWN, "WITHDRAW", tag, (
+                TokenChange(WALLET, self._a_token, -scaled_from_native(lst, self._index(self._lst))),
+                TokenChange(WALLET, self._lst, lst)))
+            eth = await (self.redeem_lst(lst, tag) if redeem else self.swap_lst_to_eth(lst, tag))
+            to_withdraw -= w
+            repay = min(eth, to_repay, debt)
+            if repay > 0:
+                await self._book(Reason.LOAN_REPAID, "REPAY", tag, (
+                    TokenChange(WALLET, "ETH", -repay),
+                    TokenChange(WALLET, "variableDebtWETH", -scaled_from_native(repay, self._debt_index()))))
+                to_repay -= repay
+            freed += eth - repay
+            if to_repay > 0 and to_withdraw <= 0:
+                to_withdraw = to_repay  # the swap fees ate into what was planned: withdraw enough to finish
+        raise NonRetryableVenueError(f"sequential deleverage did not finish in {MAX_SEQUENTIAL_ROUNDS} rounds "
+                                     f"({to_repay} ETH of debt still to repay)")
 
     async def atomic_reduce_debt(self, repay_eth: Decimal, ref: str) -> None:
         """REDUCE_LTV as one transaction: flash-borrow WETH, repay debt, withdraw enough collateral to cover the

@@ -304,3 +304,61 @@ def test_an_etherfi_reward_pays_the_average_holding_over_its_period_and_is_sold_
     eth = tokens * 3 / 3000 * (1 - D("0.002"))  # at the hour's price, less the DEX fee; gas paid too
     assert sold.tokens[:2] == (TokenChange(WALLET, "EIGEN", -tokens), TokenChange(WALLET, "ETH", eth))
     assert chain.book.balance(WALLET, "EIGEN") == 0 and chain.rewards_paid == {"EIGEN": tokens}
+
+
+@pytest.mark.asyncio
+async def test_a_sequential_loop_is_one_transaction_per_move_and_undershoots_the_atomic_leverage() -> None:
+    """DOMAIN §3: without a flash loan the loop stakes, supplies and borrows round after round, stopping when the
+    next borrow would be below the minimum — each move a transaction paying its own gas."""
+    from daemon.domain.aave import sequential_loop
+
+    equity, lam, minimum = D(10), D("0.9"), D("0.5")  # ETH
+    async with running() as rig:
+        rig.chain.receive(ChangeSet(Reason.DEPOSIT, 0, (TokenChange(WALLET, "ETH", equity),)))
+        step = Step(1, "SEQUENTIAL_LEVERAGE_ENTRY", Executor.AAVE, "aave_v3",
+                    {"equity_eth": equity, "target_ltv": lam, "min_borrow_eth": minimum, "max_iterations": ""})
+        await rig.orders.send(ExecuteInstruction(InstructionId("s1"), Instruction(1, "ENTRY", "t", D(30_000), (step,),
+                                                                                  False, "entry"), 0, 0))
+        done = await finished(rig)
+        reports = drain(rig)
+    plan = sequential_loop(equity, lam, minimum)
+    assert plan.supplies == 29 and plan.borrows == 28  # 10·0.9^28 = 0.52 ≥ 0.5 > 10·0.9^29
+    assert done.completed and done.reports == len(reports) == 2 * plan.supplies + plan.borrows
+    reasons = [r.change.reason for r in reports if isinstance(r, BalancesChanged)]
+    assert reasons[:3] == [Reason.STAKE_DEPOSIT, Reason.COLLATERAL_SUPPLIED, Reason.LOAN_CREATED]
+    ledger = book(reports)
+    collateral = ledger.balance(WALLET, "aWeETH") * D("1.01") * D("1.05")
+    debt = ledger.balance(WALLET, "variableDebtWETH") * D("1.05")
+    assert abs(collateral - plan.total_supplied) < D("1e-20") and abs(debt - plan.total_borrowed) < D("1e-20")
+    assert abs(collateral - debt - equity) < D("1e-20")  # net ETH on AAVE = the equity: the same hedge as atomic
+    assert collateral < atomic_entry(equity, lam).supplied  # …but the leverage falls short of 1/(1 − λ)
+    gas_units = plan.supplies * (150_000 + 250_000) + plan.borrows * 300_000
+    # The equity went into the loop (its deposit is not among these reports); the rest is gas: 20M units against
+    # the atomic entry's 1.25M.
+    assert gas_units == 20_000_000
+    assert ledger.balance(WALLET, "ETH") == -equity - gas_units * D(10) * D("1e-9")
+
+
+@pytest.mark.asyncio
+async def test_a_sequential_deleverage_withdraws_swaps_and_repays_round_by_round_keeping_health() -> None:
+    async with running() as rig:
+        rig.chain.receive(ChangeSet(Reason.DEPOSIT, 0, (TokenChange(WALLET, "ETH", D(10)),)))
+        await rig.chain.atomic_leverage_entry(D(10), D(100), D(90), "entry")  # LTV 0.9, HF 1.05
+        drain(rig)
+        hfs = []
+        original = rig.chain._book
+
+        async def watching(*args: object, **kwargs: object) -> None:
+            await original(*args, **kwargs)  # type: ignore[arg-type]
+            hfs.append(rig.chain.health_factor())
+
+        rig.chain._book = watching  # type: ignore[method-assign]
+        freed = await rig.chain.sequential_deleverage(D(45), D(50), "half")
+        collateral, debt = rig.chain._aave_position()
+        reports = drain(rig)
+    assert abs(debt - 45) < D("1e-18") and abs(collateral - 50) < D("1e-9")  # half of each leg, as asked
+    rounds = sum(1 for r in reports if isinstance(r, BalancesChanged) and r.change.reason is Reason.LOAN_REPAID)
+    assert rounds > 5  # at LTV 0.9 each withdrawal is small: it takes many transactions
+    assert min(hfs) >= D("1.01") - D("1e-18")  # never closer to liquidation than the floor between rounds
+    fee = D(50) * D("0.002")  # the simulated DEX fee (20 bps) on everything swapped
+    assert abs(freed - (D(5) - fee)) < D("1e-9")

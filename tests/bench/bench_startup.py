@@ -122,7 +122,7 @@ class Notifications:
 
 
 def start(notify: Notifications, log_path: str) -> tuple[subprocess.Popen[bytes], float, int]:
-    env = dict(os.environ, NOTIFY_SOCKET=notify.path, BASISD_METRICS__PORT="0")
+    env = dict(os.environ, NOTIFY_SOCKET=notify.path, BASISD_METRICS__PORT="0", BASISD_API__PORT="0")
     env.pop("WATCHDOG_USEC", None)
     env.pop("WATCHDOG_PID", None)
     notify.drain()
@@ -220,7 +220,7 @@ def main() -> None:
     print(f"bench_startup.py — started {started}; {cpu_model()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, commit {git_revision()}")
     print(f"command: {BASISD.relative_to(REPO)} run --config {CONFIG}  "
-          f"(cwd {REPO}, NOTIFY_SOCKET=<tmp>/notify.sock, BASISD_METRICS__PORT=0)")
+          f"(cwd {REPO}, NOTIFY_SOCKET=<tmp>/notify.sock, BASISD_METRICS__PORT=0, BASISD_API__PORT=0)")
     with tempfile.TemporaryDirectory(prefix="basisd-bench-") as tmp:
         notify = Notifications(tmp)
         log_path = os.path.join(tmp, "daemon.log")

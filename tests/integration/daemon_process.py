@@ -28,6 +28,7 @@ class DaemonProcess:
         self.notifications: list[str] = []
         self.lines: list[str] = []
         full_env = {**os.environ, "NOTIFY_SOCKET": self.sock_path, "BASISD_METRICS__PORT": "0",
+                    "BASISD_API__PORT": "0",
                     "PYTHONUNBUFFERED": "1", **(env or {})}
         if "WATCHDOG_USEC" not in (env or {}):
             full_env.pop("WATCHDOG_USEC", None)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -42,13 +43,20 @@ def basisd(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=30)
 
 
+def api_trading_state(daemon: DaemonProcess) -> str:
+    port = int(daemon.wait_for_event("api_listening")["port"])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/positions/summary", timeout=5) as response:
+        return str(json.loads(response.read())["trading"]["state"])
+
+
 def halted_everywhere(daemon: DaemonProcess, within_s: float) -> None:
-    """HALTED in the log, the metrics and systemd's STATUS within `within_s` of the request."""
+    """HALTED in the log, the metrics, the positions API and systemd's STATUS within `within_s` of the request."""
     deadline = time.monotonic() + within_s
     daemon.wait_for_event("trading_state_changed", current="HALTED", timeout_s=within_s)
     daemon.wait_for(lambda: any("STATUS=trading HALTED" in n for n in daemon.notifications),
                     max(0.05, deadline - time.monotonic()), "STATUS=trading HALTED")
     assert metric_value(daemon.scrape(), "basisd_trading_halted") == 1.0
+    assert api_trading_state(daemon) == "HALTED"
     assert time.monotonic() <= deadline + 0.5  # the scrape itself may take a moment on a loaded machine
 
 
@@ -64,8 +72,11 @@ def test_basisd_halt_stops_trading_cancels_orders_and_survives_a_restart_until_r
         halted_everywhere(daemon, within_s=1.0)
         change = daemon.wait_for_event("trading_state_changed", current="HALTED")
         assert change["source"] == "operator" and "fat finger" in change["reason"]
+        daemon.wait_for(lambda: len([e for e in daemon.events() if e.get("event") == "open_orders_cancelled"]) == 3,
+                        1.0, "open orders cancelled on three venues")
         cancelled = {e["venue"]: e["count"] for e in daemon.events() if e.get("event") == "open_orders_cancelled"}
         assert cancelled == {"binance": 2, "bybit": 2, "okx": 2}
+        assert metric_value(daemon.scrape(), "basisd_orders_cancelled_total") == 6.0
 
         status = basisd("status", "--socket", str(sock), "--json")
         assert status.returncode == 0, status.stderr
@@ -181,3 +192,27 @@ def test_another_user_cannot_halt_the_daemon(catalog: Path, tmp_path: Path) -> N
     finally:
         daemon.close()
         shutil.rmtree(reachable, ignore_errors=True)
+
+
+def test_halt_with_flatten_unwinds_every_position_while_trading_stays_halted(catalog: Path, tmp_path: Path) -> None:
+    daemon, sock = start(catalog, tmp_path, "run")
+    try:
+        daemon.wait_for_event("instruction_finished", type="ENTRY", completed=True)
+        assert json.loads(basisd("status", "--socket", str(sock), "--json").stdout)["status"]["portfolio"]["positions"]
+        halt = basisd("halt", "--socket", str(sock), "--reason", "get out", "--flatten")
+        assert halt.returncode == 0, halt.stderr
+        assert "HALTED" in halt.stdout and "flatten: flatten-" in halt.stdout and "REDUCE_PERP_SHORT" in halt.stdout
+        halted_everywhere(daemon, within_s=1.0)
+        done = daemon.wait_for_event("instruction_finished", type="UNWIND", timeout_s=10)
+        assert done["completed"] is True, done
+        time.sleep(1.0)  # ten market hours: the strategy must not build anything back
+        report = json.loads(basisd("status", "--socket", str(sock), "--json").stdout)
+        assert report["trading"] == "HALTED"
+        assert report["status"]["portfolio"]["positions"] == []  # every perp closed
+        # The long leg is sold too: what delta is left is the gas owed in ETH (the USDT class runs gas debt).
+        assert -0.05 < float(report["status"]["portfolio"]["net_delta_eth"]) <= 0
+        # A second flatten in the same halt is refused: it would be sized from books the first one changed.
+        again = basisd("halt", "--socket", str(sock), "--flatten")
+        assert again.returncode == 0 and "already sent" in again.stdout
+    finally:
+        daemon.close()

@@ -40,7 +40,8 @@ def test_ready_arrives_on_the_notify_socket_and_sigterm_exits_0(daemon: DaemonPr
     assert f"MAINPID={daemon.proc.pid}" in ready
     # READY only once every actor had started
     started = daemon.wait_for_event("daemon_ready")
-    assert set(started["actors"]) == {"positions", "fills", "execution", "risk", "strategy", "market_data", "status"}
+    assert set(started["actors"]) == {"positions", "fills", "execution", "risk", "strategy", "market_data", "status",
+                                      "api"}
     # The strategy manager's entry runs through every actor and both simulated venues.
     entry = daemon.wait_for_event("instruction_finished", type="ENTRY")
     assert entry["completed"] is True and entry["steps_done"] == entry["steps"] == 9, entry

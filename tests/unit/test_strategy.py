@@ -104,6 +104,22 @@ def test_eth_leveraged_entry_is_one_atomic_transaction_at_lambda() -> None:
     assert abs(borrow / supply - LAMBDA) < D("1e-20") and abs(supply - borrow - 30) < D("1e-20")
 
 
+def test_sequential_leverage_builds_and_takes_down_the_loop_round_by_round_everywhere() -> None:
+    """leverage: sequential (no flash loan) — entry, margin top-ups, LTV reduction and unwind all go sequential."""
+    seq = spec(leverage="sequential", min_loop_usd=D(10_000), max_leverage_iterations=12)
+    entry = decide(Change.INITIAL_SETUP, seq, empty_view()).instructions[0]
+    last = entry.steps[-1]
+    assert last.action == "SEQUENTIAL_LEVERAGE_ENTRY" and "ATOMIC_LEVERAGE_ENTRY" not in [s.action for s in entry.steps]
+    assert last.params["target_ltv"] == LAMBDA and last.params["max_iterations"] == "12"
+    assert D(str(last.params["min_borrow_eth"])) == D(10_000) / 3000
+    margin = decide(Change.REBALANCE, seq, running_view(binance_usdt="3600")).instructions[0]
+    assert margin.steps[0].action == "SEQUENTIAL_DELEVERAGE_AAVE"
+    high = decide(Change.REBALANCE, seq, running_view(debt="175")).instructions[0]  # LTV 0.955 > λ
+    assert high.type == "REDUCE_LTV" and [s.action for s in high.steps] == ["SEQUENTIAL_DELEVERAGE_AAVE"]
+    unwind = decide(Change.UNWIND, seq, running_view()).instructions[0]
+    assert unwind.steps[0].action == "SEQUENTIAL_DELEVERAGE_AAVE" and unwind.steps[0].params["unwind_mode"] == "fast"
+
+
 def test_add_margin_has_the_four_steps_of_seed_004_in_order() -> None:
     # Binance: 6.666 ETH short from 3000, marked at 3000, with only 3,600 USDT: MR 0.18 < warning 0.20.
     decision = decide(Change.REBALANCE, spec(), running_view(binance_usdt="3600"))
