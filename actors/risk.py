@@ -77,6 +77,7 @@ class RiskActor:
         breaker: DrawdownBreaker,
         store: StateStore | None = None,
         published: Fanout[RiskAssessed] | None = None,
+        currency: str = "USDT",
     ) -> None:
         self.inbox = inbox
         self.snapshots = snapshots
@@ -87,7 +88,11 @@ class RiskActor:
         # that a restart forgot would resume trading after the loss that tripped it.
         self._store = store
         self._published = published
-        saved = store.load(BREAKER_KEY) if store is not None else None
+        # Drawdown is the investor's: measured in the share class's currency. An ETH share class holds ETH, so
+        # its NAV in USD falls with the price of ETH, which is not a loss to it (and tripped the breaker).
+        self._in_eth = currency == "ETH"
+        self._breaker_key = BREAKER_KEY if not self._in_eth else f"{BREAKER_KEY}_eth"
+        saved = store.load(self._breaker_key) if store is not None else None
         self.breaker = DrawdownBreaker.from_dict(saved) if saved is not None else breaker
         self._saved_peak = self.breaker.peak_nav
         self.assessment: RiskAssessment | None = None
@@ -147,10 +152,11 @@ class RiskActor:
             venue = split_instrument(p.instrument_id)[0]
             margins.append(margin_reading(venue, cash.get(f"{venue}:USDT", Decimal(0)), p.quantity,
                                           p.average_price, p.mark_price, limits))
-        observed = self.breaker.observe(snapshot.nav_usd)
+        nav = snapshot.nav_usd / snapshot.eth_usd if self._in_eth and snapshot.eth_usd else snapshot.nav_usd
+        observed = self.breaker.observe(nav)
         if self._store is not None and (observed.tripped is not self.breaker.tripped or
                                         observed.peak_nav >= self._saved_peak * PEAK_SAVE_STEP):
-            self._store.save(BREAKER_KEY, observed.to_dict())
+            self._store.save(self._breaker_key, observed.to_dict())
             self._saved_peak = observed.peak_nav
         self.breaker = observed
         solvency = max((m.level for m in margins), default=Level.OK)

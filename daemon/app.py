@@ -188,6 +188,7 @@ class Daemon:
                             Decimal(str(s.risk.drawdown_halt_fraction))),
             StateStore(s.runtime.state_dir) if s.runtime.state_dir else None,
             Fanout[RiskAssessed]([status_snaps, *api_snapshots]),  # type: ignore[list-item]
+            currency=config.share_class.currency,
         )
         # The ports execution uses are timed (order latency, venue errors by kind) in plain counters for metrics.
         self.venue_stats = VenueStats()

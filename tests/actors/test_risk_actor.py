@@ -47,13 +47,14 @@ class Rig:
 
 
 @asynccontextmanager
-async def running_rig(store: StateStore | None = None) -> AsyncIterator[Rig]:
+async def running_rig(store: StateStore | None = None, currency: str = "USDT") -> AsyncIterator[Rig]:
     commands: LosslessChannel[Command] = LosslessChannel("risk.commands", 16)
     approved: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 16)
     events: LosslessChannel[OrderEvent] = LosslessChannel("strategy.events", 16)
     snapshots: ConflatingChannel[PortfolioSnapshotted] = ConflatingChannel("risk.snapshots", 4, lambda s: s.key)
     limits = [RiskLimits()]
-    actor = RiskActor(commands, approved, events, snapshots, lambda: limits[0], DrawdownBreaker(), store)
+    actor = RiskActor(commands, approved, events, snapshots, lambda: limits[0], DrawdownBreaker(), store,
+                      currency=currency)
     trading = TradingStateCell()
     sup = Supervisor([actor], clock=VirtualClock(0, None), trading=trading, policy=RestartPolicy(),
                      heartbeat_interval_s=0.05, heartbeat_timeout_s=1, rng=random.Random(0))
@@ -173,3 +174,21 @@ async def test_stale_market_data_stops_new_exposure_until_it_is_fresh_again() ->
         rig.snapshots.publish(snapshot("100000", ages=(("okx:Perp:ETHUSDT", D(0)),)))
         await settle(rig)
         assert rig.trading.state.value == "ACTIVE"
+
+
+@pytest.mark.asyncio
+async def test_an_eth_share_class_measures_drawdown_in_eth_not_in_dollars() -> None:
+    """Found on the synthetic replay: eth_leveraged was halted by the breaker when ETH fell 5 % in dollars,
+    though its NAV in ETH — what its investors hold — had not fallen at all."""
+    def eth_book(nav_eth: str, eth_usd: str) -> PortfolioSnapshotted:
+        return PortfolioSnapshotted((), (), D(eth_usd), D(nav_eth), D(nav_eth) * D(eth_usd), 1, 0, 0)
+
+    async with running_rig(currency="ETH") as rig:
+        rig.snapshots.publish(eth_book("30", "3000"))
+        await settle(rig)
+        rig.snapshots.publish(eth_book("30.001", "2400"))  # ETH −20 % in dollars, the NAV in ETH up
+        await settle(rig)
+        assert rig.trading.state is TradingState.ACTIVE and rig.actor.breaker.peak_nav == D("30.001")
+        rig.snapshots.publish(eth_book("28.2", "2400"))  # −6 % in ETH: that is a drawdown
+        await settle(rig)
+        assert rig.trading.state.value == "HALTED"  # (not `is`: mypy keeps the ACTIVE it narrowed to above)
