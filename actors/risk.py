@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import anyio
+import structlog
 
 from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.domain.booking import split_instrument
@@ -97,6 +98,12 @@ class RiskActor:
         self._saved_peak = self.breaker.peak_nav
         self.assessment: RiskAssessment | None = None
         self.rejected = 0
+        self._rearm = False
+
+    def rearm_breaker(self) -> None:
+        """An operator resumed trading: re-arm the drawdown breaker from the next NAV. (A latched breaker would
+        otherwise put trading straight back to HALTED on the next snapshot, and `basisd resume` would not hold.)"""
+        self._rearm = True
 
     async def run(self, ctx: ActorContext) -> None:
         async def on_command(command: Command) -> None:
@@ -124,6 +131,7 @@ class RiskActor:
             elif isinstance(command, HaltTrading):
                 ctx.trading.halt(command.reason, source="risk")
             elif isinstance(command, ResumeTrading):
+                self.rearm_breaker()
                 ctx.trading.set(TradingState.ACTIVE, command.reason, source="risk")
 
         async def on_snapshot(snapshot: PortfolioSnapshotted) -> None:
@@ -153,8 +161,16 @@ class RiskActor:
             margins.append(margin_reading(venue, cash.get(f"{venue}:USDT", Decimal(0)), p.quantity,
                                           p.average_price, p.mark_price, limits))
         nav = snapshot.nav_usd / snapshot.eth_usd if self._in_eth and snapshot.eth_usd else snapshot.nav_usd
+        if self._rearm:
+            self._rearm = False
+            if self.breaker.tripped is not DrawdownAction.NONE or self.breaker.peak_nav > nav:
+                structlog.get_logger().warning(
+                    "drawdown_breaker_rearmed", actor=self.name, previous_peak=str(self.breaker.peak_nav),
+                    nav=str(nav), was=self.breaker.tripped.name)
+            self.breaker = self.breaker.reset(nav)
+            self._saved_peak = Decimal(0)  # persist the re-armed breaker below
         observed = self.breaker.observe(nav)
-        if self._store is not None and (observed.tripped is not self.breaker.tripped or
+        if self._store is not None and (observed.tripped is not self.breaker.tripped or not self._saved_peak or
                                         observed.peak_nav >= self._saved_peak * PEAK_SAVE_STEP):
             self._store.save(self._breaker_key, observed.to_dict())
             self._saved_peak = observed.peak_nav

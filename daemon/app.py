@@ -249,7 +249,8 @@ class Daemon:
         self._execution_orders = execution_orders  # the operator's flatten goes straight to execution
         self.operator = Operator(self.trading, self.venue_stats.exchanges(self.exchanges),
                                  StateStore(s.runtime.state_dir) if s.runtime.state_dir else None, self.clock,
-                                 self.status_report, flatten=self._flatten, flatten_on_halt=s.control.flatten_on_halt)
+                                 self.status_report, flatten=self._flatten, flatten_on_halt=s.control.flatten_on_halt,
+                                 on_resume=self.risk.rearm_breaker)
         for name, exchange in self.exchanges.items():
             for n in range(s.chaos.resting_orders_per_venue):
                 exchange.rest_order(SubmitOrder(ClientOrderId(f"drill-{name}-{n}"), InstructionId("drill"),

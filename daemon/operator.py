@@ -41,7 +41,7 @@ class FlattenRefused(RuntimeError):
 class Operator:
     def __init__(self, trading: TradingStateCell, exchanges: Mapping[str, ExchangeVenue], store: StateStore | None,
                  clock: Clock, status: Callable[[], dict[str, Any]], flatten: Flatten | None = None,
-                 flatten_on_halt: bool = False) -> None:
+                 flatten_on_halt: bool = False, on_resume: Callable[[], None] | None = None) -> None:
         self._trading = trading
         self._exchanges = exchanges
         self._store = store
@@ -49,6 +49,7 @@ class Operator:
         self._status = status
         self._flatten = flatten
         self._flatten_on_halt = flatten_on_halt
+        self._on_resume = on_resume  # re-arms the drawdown breaker: resuming accepts the loss taken so far
         self._flattened = False  # one flatten per halt: a second would be sized from books the first is changing
         self.flattens = 0
         self._sweep_due = anyio.Event()
@@ -92,7 +93,10 @@ class Operator:
         return sent
 
     def resume(self, reason: str) -> bool:
-        """Lift a halt (or a REDUCING state): the operator has looked. Risk may reduce again at once."""
+        """Lift a halt (or a REDUCING state): the operator has looked. The drawdown breaker re-arms from the NAV
+        of the next snapshot; margin and data staleness are judged afresh, so risk may reduce again at once."""
+        if self._on_resume is not None:
+            self._on_resume()
         return self._trading.set(TradingState.ACTIVE, reason, source="operator")
 
     def _on_transition(self, t: StateTransition) -> None:

@@ -192,3 +192,25 @@ async def test_an_eth_share_class_measures_drawdown_in_eth_not_in_dollars() -> N
         rig.snapshots.publish(eth_book("28.2", "2400"))  # −6 % in ETH: that is a drawdown
         await settle(rig)
         assert rig.trading.state.value == "HALTED"  # (not `is`: mypy keeps the ACTIVE it narrowed to above)
+
+
+@pytest.mark.asyncio
+async def test_an_operator_resume_re_arms_the_breaker_so_the_resume_holds() -> None:
+    async with running_rig() as rig:
+        rig.snapshots.publish(snapshot("100000"))
+        await settle(rig)
+        rig.snapshots.publish(snapshot("94000"))  # −6 %: close all and halt
+        await settle(rig)
+        assert rig.trading.state is TradingState.HALTED
+        # Resumed without re-arming, the latched breaker puts trading straight back to HALTED.
+        rig.trading.set(TradingState.ACTIVE, "operator", source="operator")
+        rig.snapshots.publish(snapshot("94001"))
+        await settle(rig)
+        assert rig.trading.state.value == "HALTED"
+        # `basisd resume` re-arms it: the loss taken is accepted, the breaker measures from here.
+        rig.actor.rearm_breaker()
+        rig.trading.set(TradingState.ACTIVE, "operator", source="operator")
+        rig.snapshots.publish(snapshot("94002"))
+        await settle(rig)
+        assert rig.trading.state.value == "ACTIVE"
+        assert rig.actor.breaker.tripped is DrawdownAction.NONE and rig.actor.breaker.peak_nav == D(94002)
