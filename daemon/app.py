@@ -32,6 +32,7 @@ from actors.execution import ExecutionActor
 from actors.fills import FillsActor
 from actors.market_data import MarketDataActor
 from actors.positions import PositionsActor
+from actors.reconciler import ReconcilerActor
 from actors.recorder import RecorderActor
 from actors.risk import RiskActor
 from actors.status import StatusActor
@@ -66,6 +67,7 @@ from daemon.domain.messages import (
     TradingState,
     VenueReport,
 )
+from daemon.domain.reconcile import summarize
 from daemon.domain.risk import DrawdownBreaker, RiskLimits
 from daemon.domain.strategy import Change, decide
 from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
@@ -201,9 +203,12 @@ class Daemon:
         if s.runtime.mode == "backtest":
             attributions = lossless("recorder.pnl", cap.fills_capacity)
             self.recorder = RecorderActor(attributions, Path(s.backtest.out_dir), self.spec, tuple(cex))
+        reconcile_snaps: list[ConflatingChannel[Any]] = []
+        if s.reconcile.enabled:
+            reconcile_snaps.append(conflating("reconciler.snapshots", cap.snapshot_keys))
         self.positions = PositionsActor(
             positions_reports, positions_marks,
-            Fanout[Any]([strategy_market, status_snaps, risk_snaps, *api_snapshots]),
+            Fanout[Any]([strategy_market, status_snaps, risk_snaps, *api_snapshots, *reconcile_snaps]),
             Ledger(tuple(cex), gas_debt_allowed=usdt_class), lambda: [opening],
             currency=config.share_class.currency, attributions=attributions,
         )
@@ -213,6 +218,9 @@ class Daemon:
                                     self.market_data, self.status]
         if self.recorder is not None:
             self.actors.append(self.recorder)
+        self.reconciler = self._reconciler(reconcile_snaps, positions_reports)
+        if self.reconciler is not None:
+            self.actors.append(self.reconciler)
         self.api: ApiActor | None = None
         if self.api_taps is not None:
             lending = next((name for name, v in config.venues.items() if v.kind == "lending"), "aave_v3")
@@ -222,14 +230,7 @@ class Daemon:
                 records=lambda: self.supervisor.records.values(), heartbeat_timeout_s=s.supervisor.heartbeat_timeout_s,
                 limits=self._risk_limits, reconciliation=lambda: self.reconciliation)
             self.actors.append(self.api)
-        if s.chaos.fail_actor is not None:
-            names = [a.name for a in self.actors]
-            if s.chaos.fail_actor not in names:
-                problem = f"no actor named {s.chaos.fail_actor!r} (actors: {', '.join(names)})"
-                raise ConfigError([ConfigProblem(str(config.path), "chaos.fail_actor", problem)])
-            self.actors = [FailingActor(a, s.chaos.fail_after_s, s.chaos.fault) if a.name == s.chaos.fail_actor else a
-                           for a in self.actors]
-            log.warning("chaos_enabled", actor=s.chaos.fail_actor, fail_after_s=s.chaos.fail_after_s)
+        self.actors = self._with_chaos(self.actors)
         sup = s.supervisor
         self.supervisor = Supervisor(
             self.actors, clock=self.clock, trading=self.trading,
@@ -243,19 +244,11 @@ class Daemon:
         self.inbox_of = {
             "positions": "positions.reports", "fills": "fills.reports", "execution": "execution.orders",
             "risk": "risk.commands", "strategy": "strategy.events", "status": "status.snapshots",
-            "recorder": "recorder.pnl", "api": "api.snapshots",
+            "recorder": "recorder.pnl", "api": "api.snapshots", "reconciler": "reconciler.snapshots",
         }
-        # The emergency stop: SIGUSR1 and `basisd halt` land here; HALTED persists until `basisd resume`.
         self._execution_orders = execution_orders  # the operator's flatten goes straight to execution
-        self.operator = Operator(self.trading, self.venue_stats.exchanges(self.exchanges),
-                                 StateStore(s.runtime.state_dir) if s.runtime.state_dir else None, self.clock,
-                                 self.status_report, flatten=self._flatten, flatten_on_halt=s.control.flatten_on_halt,
-                                 on_resume=self.risk.rearm_breaker)
-        for name, exchange in self.exchanges.items():
-            for n in range(s.chaos.resting_orders_per_venue):
-                exchange.rest_order(SubmitOrder(ClientOrderId(f"drill-{name}-{n}"), InstructionId("drill"),
-                                                InstrumentId(f"{name}:Perp:ETHUSDT"), Side.BUY, Decimal("0.01"),
-                                                False, "emergency-stop drill", 0, 0))
+        self.operator = self._operator()
+        self._drills()
         self.operator.restore(warn_if_not_persistent=s.runtime.mode in ("live", "paper"))
 
     def _bars(self, spec: SyntheticMarketSpec, venues: list[str]) -> Iterator[MarketBar]:
@@ -319,6 +312,7 @@ class Daemon:
                     registry = build_registry(self._metric_sources())
                     self.metrics_port = await tg.start(serve_metrics, registry, s.metrics.host, s.metrics.port)
                 await tg.start(self.supervisor.run)
+                await self._startup_reconciliation()
                 status = f"running {self.config.mode.name} on {s.runtime.mode}"
                 self.notifier.ready(status)
                 log.info("daemon_ready", actors=[a.name for a in self.actors], metrics_port=self.metrics_port)
@@ -350,6 +344,83 @@ class Daemon:
                     await self.operator.halt_and_maybe_flatten("operator signal SIGUSR1")
                 elif signum == signal.SIGHUP:
                     self.reload()
+
+    def _operator(self) -> Operator:
+        """The emergency stop: SIGUSR1 and `basisd halt` land here; HALTED persists until `basisd resume`."""
+        s = self.config.settings
+        return Operator(self.trading, self.venue_stats.exchanges(self.exchanges),
+                        StateStore(s.runtime.state_dir) if s.runtime.state_dir else None, self.clock,
+                        self.status_report, flatten=self._flatten, flatten_on_halt=s.control.flatten_on_halt,
+                        on_resume=self.risk.rearm_breaker,
+                        reconcile=self._reconcile_now if s.reconcile.enabled else None)
+
+    def _drills(self) -> None:
+        """Chaos settings that give the simulated venues something to find: an unreported credit for the
+        reconciler, resting orders for the emergency stop to cancel."""
+        chaos = self.config.settings.chaos
+        for name, amount in chaos.unreported_usdt.items():
+            if name not in self.exchanges:
+                problem = f"no simulated exchange named {name!r} (exchanges: {', '.join(self.exchanges)})"
+                raise ConfigError([ConfigProblem(str(self.config.path), "chaos.unreported_usdt", problem)])
+            self.exchanges[name].credit_unreported("USDT", Decimal(str(amount)))
+            log.warning("chaos_unreported_credit", venue=name, usdt=amount)
+        for name, exchange in self.exchanges.items():
+            for n in range(chaos.resting_orders_per_venue):
+                exchange.rest_order(SubmitOrder(ClientOrderId(f"drill-{name}-{n}"), InstructionId("drill"),
+                                                InstrumentId(f"{name}:Perp:ETHUSDT"), Side.BUY, Decimal("0.01"),
+                                                False, "emergency-stop drill", 0, 0))
+
+    def _with_chaos(self, actors: list[Actor]) -> list[Actor]:
+        """`chaos.fail_actor`: the named actor fails (or hangs) every `fail_after_s` — drills of the supervisor."""
+        chaos = self.config.settings.chaos
+        if chaos.fail_actor is None:
+            return actors
+        names = [a.name for a in actors]
+        if chaos.fail_actor not in names:
+            problem = f"no actor named {chaos.fail_actor!r} (actors: {', '.join(names)})"
+            raise ConfigError([ConfigProblem(str(self.config.path), "chaos.fail_actor", problem)])
+        log.warning("chaos_enabled", actor=chaos.fail_actor, fail_after_s=chaos.fail_after_s)
+        return [FailingActor(a, chaos.fail_after_s, chaos.fault) if a.name == chaos.fail_actor else a for a in actors]
+
+    def _reconciler(self, snapshots: list[ConflatingChannel[Any]],
+                    books: LosslessChannel[OrderFilled | BalancesChanged]) -> ReconcilerActor | None:
+        """The venues' view is the truth: the reconciler checks the books against it, and corrects or halts."""
+        if not snapshots:
+            return None
+        r = self.config.settings.reconcile
+        return ReconcilerActor(
+            snapshots[0], self.venue_stats.exchanges(self.exchanges), self.venue_stats.chain(self.chain), books,
+            self.positions.board.state, self.reconciliation, r.interval_s, Decimal(str(r.halt_above_usd)),
+            r.max_deferrals)
+
+    async def _reconcile_now(self) -> dict[str, Any]:
+        """`basisd reconcile`: ask for a reconciliation on the next snapshot and report what it found."""
+        reconciler = self.reconciler
+        if reconciler is None:
+            return {"ok": False, "error": "the reconciler is not running"}
+        runs = self.reconciliation.runs
+        reconciler.request()
+        with anyio.move_on_after(self.config.settings.reconcile.startup_timeout_s):
+            await reconciler.next_run()
+            if self.reconciliation.runs == runs or reconciler.last is None:
+                return {"ok": False, "error": "the reconciliation failed: a venue did not answer (see the log)"}
+            last = reconciler.last
+            return {"ok": True, "clean": last.clean, "accounts": list(last.accounts), "drifts": summarize(last.drifts),
+                    "total_usd": f"{last.total_usd():.2f}"}
+        return {"ok": False, "error": "no reconciliation completed in time (no market data yet, or the books never "
+                                      "caught up with the venues' reports)"}
+
+    async def _startup_reconciliation(self) -> None:
+        """READY=1 only once the books have been checked against the venues (DESIGN §3). Past the timeout the
+        daemon comes up HALTED: it cannot say what it holds, so it must not trade."""
+        if self.reconciler is None or self.config.settings.runtime.mode == "backtest":
+            return
+        timeout = self.config.settings.reconcile.startup_timeout_s
+        with anyio.move_on_after(timeout):
+            await self.reconciler.first_done.wait()
+            return
+        log.error("startup_reconciliation_timed_out", timeout_s=timeout)
+        self.trading.halt(f"the start-up reconciliation did not complete within {timeout:g} s", source="reconciler")
 
     async def _serve_control(self, *, task_status: anyio.abc.TaskStatus[Path]) -> None:
         s = self.config.settings

@@ -48,12 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", metavar="DIR", default="backtest-out", help="report directory")
     for name, doc in (("halt", "emergency stop: trading HALTED at once, open orders cancelled; survives a restart"),
                       ("resume", "lift a halt (after you have looked)"),
-                      ("status", "trading state, positions, risk and actor health of the running daemon")):
+                      ("status", "trading state, positions, risk and actor health of the running daemon"),
+                      ("reconcile", "reconcile the running daemon's books with the venues now; print what differs")):
         control = sub.add_parser(name, help=doc)
         where = control.add_mutually_exclusive_group(required=True)
         where.add_argument("--config", metavar="FILE", help="the running daemon's config (finds its control socket)")
         where.add_argument("--socket", metavar="PATH", help="the control socket itself")
-        if name != "status":
+        if name in ("halt", "resume"):
             control.add_argument("--reason", default="", help="why (logged, and kept with the halt)")
         if name == "halt":
             control.add_argument("--flatten", action=argparse.BooleanOptionalAction, default=None,
@@ -193,7 +194,18 @@ def _control(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return ExitCode.OK
+    _print_answer(args.command, answer)
+    return ExitCode.OK
+
+
+def _print_answer(command: str, answer: dict[str, Any]) -> None:
     print(f"trading: {answer['trading']} ({answer.get('reason', '')})")
+    if command == "reconcile":
+        found = answer["drifts"]
+        print(f"reconciled {', '.join(answer['accounts'])}: " + (
+            "books and venues agree" if answer["clean"] else f"{len(found)} difference(s), {answer['total_usd']} USD"))
+        for line in found:
+            print(f"  {line}")
     if answer.get("flatten"):
         print(f"flatten: {answer['flatten']}")
     status = answer.get("status")
@@ -213,7 +225,6 @@ def _control(args: argparse.Namespace) -> int:
                   + (f", stale: {', '.join(risk['stale'])}" if risk["stale"] else ""))
         for name, a in status["actors"].items():
             print(f"  actor {name:12} {a['state']:10} restarts {a['restarts']:3} heartbeat {a['heartbeat_age_s']} s")
-    return ExitCode.OK
 
 
 def _data_manifest(directory: str) -> int:
@@ -236,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _data_manifest(args.data)
     if args.command == "backtest":
         return _backtest(args)
-    if args.command in ("halt", "resume", "status"):
+    if args.command in ("halt", "resume", "status", "reconcile"):
         return _control(args)
     return _run(args.config)
 

@@ -29,7 +29,7 @@ import structlog
 
 log = structlog.get_logger()
 
-COMMANDS = ("halt", "resume", "status")
+COMMANDS = ("halt", "resume", "status", "reconcile")
 MAX_REQUEST_BYTES = 4096
 SOCKET_NAME = "control.sock"
 

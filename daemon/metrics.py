@@ -8,7 +8,7 @@ carries a `currency` label), `_total` for counters. Labels are bounded (actor, c
 series, kind, limit), never order ids.
 
 Every family is described at every scrape, with no samples while its source has nothing to say yet (before
-the first snapshot; the health factor without AAVE debt; drift before a reconciler reports one).
+the first snapshot; the health factor without AAVE debt; drift before the first reconciliation).
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ class FlattenRefused(RuntimeError):
 class Operator:
     def __init__(self, trading: TradingStateCell, exchanges: Mapping[str, ExchangeVenue], store: StateStore | None,
                  clock: Clock, status: Callable[[], dict[str, Any]], flatten: Flatten | None = None,
-                 flatten_on_halt: bool = False, on_resume: Callable[[], None] | None = None) -> None:
+                 flatten_on_halt: bool = False, on_resume: Callable[[], None] | None = None,
+                 reconcile: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
         self._trading = trading
         self._exchanges = exchanges
         self._store = store
@@ -49,6 +50,7 @@ class Operator:
         self._status = status
         self._flatten = flatten
         self._flatten_on_halt = flatten_on_halt
+        self._reconcile = reconcile  # `basisd reconcile`: one reconciliation now, its findings
         self._on_resume = on_resume  # re-arms the drawdown breaker: resuming accepts the loss taken so far
         self._flattened = False  # one flatten per halt: a second would be sized from books the first is changing
         self.flattens = 0
@@ -141,6 +143,10 @@ class Operator:
 
     async def handle(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
         """A control-socket request (already parsed and permitted)."""
+        if command == "reconcile":
+            if self._reconcile is None:
+                return {"ok": False, "error": "the reconciler is disabled (reconcile.enabled: false)"}
+            return {"trading": self._trading.state.value, "reason": self._trading.reason, **await self._reconcile()}
         reason = args.get("reason") or "no reason given"
         flattened = ""
         if command == "halt":

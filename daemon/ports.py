@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from daemon.domain.ids import VenueId
-from daemon.domain.messages import OrderStatusReport, SubmitOrder
+from daemon.domain.messages import AccountReport, OrderStatusReport, SubmitOrder
 
 
 class ExchangeVenue(Protocol):
@@ -23,6 +23,10 @@ class ExchangeVenue(Protocol):
         """Cancel every open order of this account; return how many were cancelled."""
         ...
 
+    async def fetch_account(self) -> AccountReport:
+        """The venue's own view of the account: balances, open perps (the reconciler's ground truth)."""
+        ...
+
 
 class ChainVenue(Protocol):
     """The on-chain wallet and the transfers between it and the exchanges. Each operation is one transaction
@@ -35,6 +39,10 @@ class ChainVenue(Protocol):
 
     def oracle_rate(self) -> Decimal:
         """ETH per unit of the strategy's LST, as the protocol's oracle has it now."""
+        ...
+
+    async def fetch_wallet(self) -> AccountReport:
+        """The chain's view of the wallet: every token balance (aTokens and debt tokens scaled, as held)."""
         ...
 
     async def transfer_usdt_to_cex(self, venue: str, amount: Decimal, ref: str) -> None: ...

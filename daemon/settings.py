@@ -92,6 +92,22 @@ class MetricsSettings(Frozen):
     port: int = Field(9464, ge=0, le=65535, description="0 picks a free port (logged at start-up)")
 
 
+class ReconcileSettings(Frozen):
+    """The reconciler: our books against the venues' own view (actors/reconciler.py)."""
+
+    enabled: bool = True
+    interval_s: float = Field(3600.0, gt=0, description="Market seconds between reconciliations (and one at start-up)")
+    halt_above_usd: float = Field(
+        100.0, ge=0, description="A drift worth more than this (or any perp size difference) halts trading; "
+                                 "smaller token drifts are booked to the venues' figures and logged")
+    startup_timeout_s: float = Field(
+        30.0, gt=0, description="READY=1 waits for the start-up reconciliation this long; past it, trading is "
+                                "halted until one completes")
+    max_deferrals: int = Field(
+        10, ge=1, description="Times a reconciliation waits for the books to catch up with the venues' reports "
+                              "before it compares anyway")
+
+
 class ControlSettings(Frozen):
     """The local control socket of `basisd halt | resume | status` (daemon/control.py)."""
 
@@ -168,6 +184,9 @@ class ChaosSettings(Frozen):
     fault: Literal["raise", "hang"] = Field(
         "raise", description="raise: the actor crashes (tests restarts); hang: it stops beating (tests the watchdog)"
     )
+    unreported_usdt: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="USDT each named simulated exchange credits at start without reporting "
+                                          "it (the accounts start empty, so credits only) — a drill for the reconciler")
     resting_orders_per_venue: int = Field(
         0, ge=0, le=100, description="Far-from-market limit orders each simulated exchange holds open from the "
                                      "start, so an emergency-stop drill has open orders to cancel")
@@ -449,6 +468,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     api: ApiSettings = ApiSettings()
     control: ControlSettings = ControlSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     replay: ReplaySettings = ReplaySettings()
     risk: RiskSettings = RiskSettings()
     strategy: StrategySettings

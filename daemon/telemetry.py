@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
 
-from daemon.domain.messages import OrderStatusReport, SubmitOrder
+from daemon.domain.messages import AccountReport, OrderStatusReport, SubmitOrder
 from daemon.errors import FatalVenueError, NonRetryableVenueError, RetryableVenueError, VenueError
 from daemon.ports import ChainVenue, ExchangeVenue
 
@@ -110,6 +110,9 @@ class TimedExchange:
     async def cancel_all_orders(self) -> int:
         return await self._inner.cancel_all_orders()
 
+    async def fetch_account(self) -> AccountReport:
+        return await self._inner.fetch_account()
+
 
 class TimedChain:
     """A `ChainVenue` that records each transaction's round trip by operation, and the errors it raised."""
@@ -128,6 +131,9 @@ class TimedChain:
 
     def oracle_rate(self) -> Decimal:
         return self._inner.oracle_rate()
+
+    async def fetch_wallet(self) -> AccountReport:
+        return await self._inner.fetch_wallet()
 
     async def transfer_usdt_to_cex(self, venue: str, amount: Decimal, ref: str) -> None:
         await self._timed("transfer_usdt_to_cex", self._inner.transfer_usdt_to_cex(venue, amount, ref))
@@ -185,8 +191,8 @@ class TimedChain:
 class ReconciliationRecord:
     """What the reconciler records after each run: our books against the venues' own balances.
 
-    No reconciler runs yet. Until one completes a run, `runs` is 0 and the exported age counts from
-    `started_ns` (start-up), so an alert on the age says, truthfully, that the books were never checked.
+    Until the first run completes, `runs` is 0 and the exported age counts from `started_ns` (start-up), so an
+    alert on the age says, truthfully, that the books were never checked.
     """
 
     started_ns: int

@@ -226,6 +226,20 @@ class BalanceReport:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountReport:
+    """A venue's whole view of one of our accounts, asked for by the reconciler: every token balance as the venue
+    holds it (AAVE positions as scaled balances), every open perp, and how many reports it has issued so far
+    (None where the venue cannot say), so that a comparison is made only once our books have caught up."""
+
+    account: str  # the account's name in our ledger: an exchange, or the wallet
+    balances: tuple[tuple[str, Decimal], ...]  # (token, amount), non-zero only
+    perps: tuple[tuple[str, Decimal], ...]  # (instrument, signed quantity), open only
+    reports_sent: int | None
+    ts_event: int
+    ts_recv: int
+
+
+@dataclass(frozen=True, slots=True)
 class BalancesChanged:
     """A venue's report of a balance change other than a trade fill (a transfer, an on-chain transaction, a
     funding settlement), as the ledger change set it amounts to. Travels on the same ordered channel as

@@ -24,7 +24,14 @@ from daemon.domain.booking import fill_change_set, split_instrument
 from daemon.domain.exposure import perp_asset
 from daemon.domain.ids import ClientOrderId, TradeId, VenueId, VenueOrderId
 from daemon.domain.ledger import ChangeSet, Ledger, LedgerError, PerpChange, Reason, TokenChange
-from daemon.domain.messages import BalancesChanged, FillReport, OrderStatusReport, SubmitOrder, VenueReport
+from daemon.domain.messages import (
+    AccountReport,
+    BalancesChanged,
+    FillReport,
+    OrderStatusReport,
+    SubmitOrder,
+    VenueReport,
+)
 from daemon.venues.book import record
 
 BPS = Decimal("0.0001")
@@ -58,6 +65,7 @@ class SimulatedExchange:
         self.book = Ledger((venue,))  # the venue's own record of the account
         self.funding_settlements = 0
         self.liquidations = 0
+        self.reports_sent = 0  # fills and balance changes reported, for the reconciler's "have the books caught up"
 
     def set_price(self, kind: str, price: Decimal, asset: str = "ETH") -> None:
         self._prices[(kind, asset)] = price
@@ -115,6 +123,7 @@ class SimulatedExchange:
             return report
         report = OrderStatusReport(self.venue, order.client_order_id, venue_order_id, "filled", "", now, now)
         self._orders[order.client_order_id] = report
+        self.reports_sent += 1
         await self._reports.send(fill)
         return report
 
@@ -139,6 +148,7 @@ class SimulatedExchange:
         if balance + payment < 0:
             change = ChangeSet(Reason.FUNDING_PAYMENT, now, (TokenChange(self.venue, "USDT", -balance),), ref=key)
         self.book.apply(change)
+        self.reports_sent += 1
         await self._reports.send(BalancesChanged(self.venue, key, change, now, now))
 
     def margin(self) -> tuple[Decimal, Decimal]:
@@ -169,8 +179,21 @@ class SimulatedExchange:
         key = f"liquidation-{self.liquidations}-{now}"
         change = ChangeSet(Reason.LIQUIDATION, now, (TokenChange(self.venue, "USDT", settle),), closes, ref=key)
         self.book.apply(change)
+        self.reports_sent += 1
         await self._reports.send(BalancesChanged(self.venue, key, change, now, now))
         return True
+
+    def credit_unreported(self, asset: str, amount: Decimal) -> None:
+        """Credit the account without telling anyone — a fee rebate, an airdrop. Only the reconciler can notice:
+        a drill (`chaos.unreported_usdt`)."""
+        self.book.apply(ChangeSet(Reason.DEPOSIT, self._clock.now_ns(), (TokenChange(self.venue, asset, amount),)))
+
+    async def fetch_account(self) -> AccountReport:
+        snap = self.book.snapshot()
+        now = self._clock.now_ns()
+        perps = tuple((p.instrument, p.quantity) for p in snap.perps if p.venue == self.venue and p.quantity)
+        return AccountReport(self.venue, tuple((t, v) for a, t, v in snap.balances if a == self.venue), perps,
+                             self.reports_sent, now, now)
 
     def rest_order(self, order: SubmitOrder) -> OrderStatusReport:
         """Accept `order` as a resting limit order far from the market: it stays open until cancelled.

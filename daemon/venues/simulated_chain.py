@@ -43,7 +43,7 @@ from daemon.domain.aave import (
 from daemon.domain.ids import VenueId
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.market import MarketBoard
-from daemon.domain.messages import BalancesChanged, VenueReport
+from daemon.domain.messages import AccountReport, BalancesChanged, VenueReport
 from daemon.errors import NonRetryableVenueError
 from daemon.venues.book import record
 
@@ -87,6 +87,12 @@ class SimulatedChain:
         self._rewards = deque(sorted((e for e in rewards if e.token in ("EIGEN", "ETHFI")), key=lambda e: e.payout_ns))
         self._eeth_by_hour: dict[int, Decimal] = {}
         self.rewards_paid: dict[str, Decimal] = {}
+
+    async def fetch_wallet(self) -> AccountReport:
+        snap = self.book.snapshot()
+        now = self._clock.now_ns()
+        return AccountReport(WALLET, tuple((t, v) for a, t, v in snap.balances if a == WALLET), (),
+                             self.transactions, now, now)
 
     def receive(self, change: ChangeSet) -> None:
         """Money arriving in the wallet from outside (the opening capital, a deposit)."""

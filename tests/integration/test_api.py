@@ -28,7 +28,8 @@ pytestmark = pytest.mark.subprocess
 
 TOKEN = "test-token-7f3a9c1e5b2d4a68"
 SUMMARY, HEALTH, STREAM = "/api/v1/positions/summary", "/api/v1/positions/health", "/api/v1/positions/stream"
-ACTORS = {"positions", "fills", "execution", "risk", "strategy", "market_data", "status", "api"}
+ACTORS = {"positions", "fills", "execution", "risk", "strategy", "market_data", "status", "api", "reconciler"}
+CEX_VENUES = ("binance", "bybit", "okx")
 Json = dict[str, Any]
 
 
@@ -157,7 +158,9 @@ def test_a_client_gets_the_state_then_every_fill_with_its_position_and_a_summary
         status, health, _ = api.get(HEALTH)
         assert status == 200 and health["status"] in ("healthy", "degraded") and health["running"] is True
         assert set(health["actors"]) == ACTORS and health["clients"] == 1
-        assert health["last_reconciliation"] is None and health["data"]["series_ages_s"]
+        last = health["last_reconciliation"]  # the start-up run at least, before READY=1
+        assert last["runs"] >= 1 and last["failures"] == 0 and set(last["drift_usd"]) == {*CEX_VENUES, "wallet"}
+        assert all(Decimal(v) == 0 for v in last["drift_usd"].values()) and health["data"]["series_ages_s"]
 
         # A stop closes the stream with "going away", and the daemon still exits at once and cleanly.
         proc.signal(signal.SIGTERM)

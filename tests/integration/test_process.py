@@ -38,10 +38,12 @@ def test_ready_arrives_on_the_notify_socket_and_sigterm_exits_0(daemon: DaemonPr
     ready = next(n for n in daemon.notifications if "READY=1" in n)
     assert "STATUS=running usdt_market_neutral on replay" in ready
     assert f"MAINPID={daemon.proc.pid}" in ready
-    # READY only once every actor had started
+    # READY only once every actor had started and the books had been reconciled with the venues
     started = daemon.wait_for_event("daemon_ready")
     assert set(started["actors"]) == {"positions", "fills", "execution", "risk", "strategy", "market_data", "status",
-                                      "api"}
+                                      "api", "reconciler"}
+    events = [e.get("event") for e in daemon.events()]
+    assert events.index("reconciled") < events.index("daemon_ready")
     # The strategy manager's entry runs through every actor and both simulated venues.
     entry = daemon.wait_for_event("instruction_finished", type="ENTRY")
     assert entry["completed"] is True and entry["steps_done"] == entry["steps"] == 9, entry
