@@ -202,9 +202,9 @@ def _shadowed_credential_files() -> list[str]:
         return []
     shadowed = []
     for name, key in CREDENTIAL_FILES.items():
-        env_name = _env_source("BASISD_", ["credentials", *key])
+        env_name = _env_source("BASISD_", list(key))
         if env_name is not None and (Path(directory) / name).exists():
-            shadowed.append(f"{Path(directory) / name}: credentials.{'.'.join(key)}: ignored: environment "
+            shadowed.append(f"{Path(directory) / name}: {'.'.join(key)}: ignored: environment "
                             f"variable {env_name} sets it too, and the environment wins")
     return shadowed
 

@@ -376,20 +376,21 @@ def _credential_files() -> dict[str, tuple[str, ...]]:
     files: dict[str, tuple[str, ...]] = {}
     for name, field in CredentialsSettings.model_fields.items():
         if field.annotation is VenueCredentials:
-            files.update({f"{name}_{key}": (name, key) for key in VenueCredentials.model_fields})
+            files.update({f"{name}_{key}": ("credentials", name, key) for key in VenueCredentials.model_fields})
         else:
-            files[name] = (name,)
+            files[name] = ("credentials", name)
+    files["api_token"] = ("api", "token")  # the positions API's bearer token is a secret too
     return files
 
 
-# File name in $CREDENTIALS_DIRECTORY → key under `credentials`: `binance_api_key` → binance.api_key,
-# `okx_passphrase` → okx.passphrase, `wallet_private_key`, `rpc_url`.
+# File name in $CREDENTIALS_DIRECTORY → settings key: `binance_api_key` → credentials.binance.api_key,
+# `okx_passphrase` → credentials.okx.passphrase, `wallet_private_key`, `rpc_url`, and `api_token` → api.token.
 CREDENTIAL_FILES: dict[str, tuple[str, ...]] = _credential_files()
 _CREDENTIAL_MAX_BYTES = 64 * 1024  # keys, URLs and private keys are short; more is a wrong file
 
 
 def read_credentials_directory(directory: Path) -> dict[str, Any]:
-    """The secrets in `directory`, one file each, as a nested mapping under `credentials`.
+    """The secrets in `directory`, one file each, as a nested mapping of settings (`credentials`, `api`).
 
     A file holds the value alone; surrounding whitespace (the newline `echo` leaves) is dropped. Raises
     `ConfigError` naming every file that is unknown, unreadable, empty, not UTF-8 or more than one line,
@@ -408,7 +409,7 @@ def read_credentials_directory(directory: Path) -> dict[str, Any]:
             problems.append(ConfigProblem(str(path), "(file)", "not a credential basisd knows; expected one of "
                                           + ", ".join(CREDENTIAL_FILES)))
             continue
-        dotted = ".".join(("credentials", *key))
+        dotted = ".".join(key)
         try:
             with path.open("rb") as file:
                 raw = file.read(_CREDENTIAL_MAX_BYTES + 1)
@@ -439,7 +440,8 @@ def read_credentials_directory(directory: Path) -> dict[str, Any]:
 
 
 class CredentialFilesSource(PydanticBaseSettingsSource):
-    """`credentials.*` from `$CREDENTIALS_DIRECTORY`, where systemd's `LoadCredential=` puts them."""
+    """`credentials.*` and `api.token` from `$CREDENTIALS_DIRECTORY`, where systemd's `LoadCredential=` puts
+    them."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # unused: __call__ reads the whole directory at once
@@ -448,8 +450,7 @@ class CredentialFilesSource(PydanticBaseSettingsSource):
         directory = os.environ.get(CREDENTIALS_DIRECTORY_ENV)
         if not directory:
             return {}
-        values = read_credentials_directory(Path(directory))
-        return {"credentials": values} if values else {}
+        return read_credentials_directory(Path(directory))
 
 
 # --- the root ---------------------------------------------------------------------------------------------

@@ -240,3 +240,16 @@ def test_the_cli_exits_78_naming_the_file_and_never_the_secrets(catalog: Path, c
         assert f"{creds_dir / 'binance_api_secret'}: credentials.binance.api_secret: credential file is empty" \
             in result.stderr
         assert FILE_SECRET not in result.stderr + result.stdout
+
+
+def test_the_api_token_can_come_from_a_credential_file_too(catalog: Path, creds_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BASISD_API__TOKEN", raising=False)
+    (creds_dir / "api_token").write_text("a-token-from-a-file-0123\n")
+    settings = load_config(root_config(catalog, api={"host": "0.0.0.0"})).settings
+    assert settings.api.token is not None and settings.api.token.get_secret_value() == "a-token-from-a-file-0123"
+    assert "a-token-from-a-file" not in repr(settings.api)
+    (creds_dir / "api_token").write_text("tiny-x1\n")  # the API's own rule (≥ 16 characters) still holds
+    with pytest.raises(ConfigError) as refused:
+        load_config(root_config(catalog, api={"host": "0.0.0.0"}))
+    assert "api.token" in str(refused.value) and "tiny-x1" not in str(refused.value)
