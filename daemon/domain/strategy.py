@@ -326,7 +326,7 @@ def _reduce_ltv(spec: ModeSpec, view: StrategyView) -> Instruction | None:
     return Instruction(0, "REDUCE_LTV", "aave_v3", repay * view.price_usd, steps, True, "LTV above target")
 
 
-def _delta_adjust(spec: ModeSpec, view: StrategyView, gaps: Gaps) -> Instruction | None:
+def _delta_adjust(spec: ModeSpec, view: StrategyView, gaps: Gaps, limits: RiskLimits) -> Instruction | None:
     steps: list[Step] = []
     reduces = True
     for venue, gap in sorted(gaps.short_gaps.items()):
@@ -335,6 +335,10 @@ def _delta_adjust(spec: ModeSpec, view: StrategyView, gaps: Gaps) -> Instruction
             continue
         current = view.venues[venue].perp_size if venue in view.venues else ZERO
         shrinking = abs(current + gap) < abs(current)
+        if not shrinking and venue in view.venues and _margin(venue, view.venues[venue], limits).level >= Level.WARNING:
+            # Never grow a short on a venue whose margin is already thin: the hedge waits for the margin top-up
+            # (the delta stays out of band, so the next cycle tries again on fresh books).
+            continue
         reduces = reduces and shrinking
         action = "REDUCE_PERP_SHORT" if gap > 0 else "INCREASE_PERP_SHORT"
         steps.append(Step(len(steps) + 1, action, Executor.CEX, venue, {"amount_eth": size}))
@@ -363,8 +367,11 @@ def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: 
                                  add_margin_to_cex(spec, view, venue, deficit)))
     instructions = [i for _, i in solvency]  # already nearest-first
     hedge = sum((abs(v.perp_size) for v in view.venues.values()), ZERO)
-    if spec.hedged and hedge and abs(gaps.delta_gap) / hedge > spec.deviation_threshold:
-        adjust = _delta_adjust(spec, view, gaps)
+    # Delta last, and not in the same cycle as a solvency fix: a margin top-up or an LTV reduction changes the
+    # legs the hedge targets are computed from, and a delta adjustment sized from the books before it would
+    # partly undo it (grow back the short the top-up just shrank). The next cycle sizes it on fresh books.
+    if spec.hedged and hedge and not solvency and abs(gaps.delta_gap) / hedge > spec.deviation_threshold:
+        adjust = _delta_adjust(spec, view, gaps, limits)
         if adjust is not None:
             instructions.append(adjust)
     return instructions

@@ -5,11 +5,13 @@ from decimal import Decimal
 import pytest
 
 from daemon.domain.messages import TradingState
+from daemon.domain.risk import RiskLimits
 from daemon.domain.strategy import (
     Change,
     ModeSpec,
     StrategyView,
     VenueView,
+    _delta_adjust,
     decide,
     desired_state,
 )
@@ -159,6 +161,18 @@ def test_negative_delta_reduces_shorts_and_positive_adds_them() -> None:
     assert {s.action for s in adjust.steps} == {"REDUCE_PERP_SHORT"} and adjust.reduces_exposure
     under = decide(Change.REBALANCE, spec(), running_view(shorts=("-4", "-4", "-4")))
     adjust = next(i for i in under.instructions if i.type == "DELTA_ADJUST")
+    assert {s.action for s in adjust.steps} == {"INCREASE_PERP_SHORT"}
+
+
+def test_delta_waits_for_a_solvency_fix_and_never_grows_a_short_on_a_thin_margin() -> None:
+    # Under-hedged on every venue, and binance's margin at WARNING: 2,100 USDT on a 4 ETH short at 3,000 is
+    # MR 0.175 (below 0.20, above urgent 0.15).
+    thin = running_view(binance_usdt="2100", shorts=("-4", "-4", "-4"))
+    types = [i.type for i in decide(Change.REBALANCE, spec(), thin).instructions]
+    assert types == ["ADD_MARGIN_TO_CEX"]  # the top-up alone: the hedge is sized next cycle, on fresh books
+    # Whenever the adjustment does run, it grows shorts only where the margin can carry them.
+    adjust = _delta_adjust(spec(), thin, decide(Change.REBALANCE, spec(), thin).gaps, RiskLimits())
+    assert adjust is not None and {s.venue for s in adjust.steps} == {"bybit", "okx"}
     assert {s.action for s in adjust.steps} == {"INCREASE_PERP_SHORT"}
 
 
