@@ -12,7 +12,7 @@ safety on its own, and back to ACTIVE once its own reasons clear; it never lifts
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import anyio
@@ -79,6 +79,7 @@ class RiskActor:
         store: StateStore | None = None,
         published: Fanout[RiskAssessed] | None = None,
         currency: str = "USDT",
+        breaker_levels: Callable[[], tuple[Decimal, Decimal, Decimal]] | None = None,
     ) -> None:
         self.inbox = inbox
         self.snapshots = snapshots
@@ -89,6 +90,9 @@ class RiskActor:
         # that a restart forgot would resume trading after the loss that tripped it.
         self._store = store
         self._published = published
+        # The levels in force now (reduce, close, halt): SIGHUP may change them. The breaker's state — its peak
+        # and what it tripped — survives restarts; its levels always come from the configuration.
+        self._levels = breaker_levels
         # Drawdown is the investor's: measured in the share class's currency. An ETH share class holds ETH, so
         # its NAV in USD falls with the price of ETH, which is not a loss to it (and tripped the breaker).
         self._in_eth = currency == "ETH"
@@ -161,6 +165,14 @@ class RiskActor:
             margins.append(margin_reading(venue, cash.get(f"{venue}:USDT", Decimal(0)), p.quantity,
                                           p.average_price, p.mark_price, limits))
         nav = snapshot.nav_usd / snapshot.eth_usd if self._in_eth and snapshot.eth_usd else snapshot.nav_usd
+        if self._levels is not None:
+            levels = self._levels()
+            if levels != (self.breaker.reduce_fraction, self.breaker.close_fraction, self.breaker.halt_fraction):
+                structlog.get_logger().warning(
+                    "drawdown_levels_applied", actor=self.name, reduce=str(levels[0]), close=str(levels[1]),
+                    halt=str(levels[2]))
+                self.breaker = replace(self.breaker, reduce_fraction=levels[0], close_fraction=levels[1],
+                                       halt_fraction=levels[2])
         if self._rearm:
             self._rearm = False
             if self.breaker.tripped is not DrawdownAction.NONE or self.breaker.peak_nav > nav:

@@ -190,7 +190,7 @@ class Daemon:
                             Decimal(str(s.risk.drawdown_halt_fraction))),
             StateStore(s.runtime.state_dir) if s.runtime.state_dir else None,
             Fanout[RiskAssessed]([status_snaps, *api_snapshots]),  # type: ignore[list-item]
-            currency=config.share_class.currency,
+            currency=config.share_class.currency, breaker_levels=self._breaker_levels,
         )
         # The ports execution uses are timed (order latency, venue errors by kind) in plain counters for metrics.
         self.venue_stats = VenueStats()
@@ -281,6 +281,12 @@ class Daemon:
                 return ReserveParams(Decimal(str(v.emode_ltv)), Decimal(str(v.emode_liquidation_threshold)),
                                      Decimal(str(v.emode_liquidation_bonus or 0)))
         return EMODE_ETH_CORRELATED
+
+    def _breaker_levels(self) -> tuple[Decimal, Decimal, Decimal]:
+        """The drawdown breaker's levels in force now (SIGHUP replaces `risk_settings`)."""
+        r = self.risk_settings
+        return (Decimal(str(r.drawdown_reduce_fraction)), Decimal(str(r.drawdown_close_fraction)),
+                Decimal(str(r.drawdown_halt_fraction)))
 
     def _risk_limits(self) -> RiskLimits:
         """The limits in force now: SIGHUP replaces `risk_settings`, and the risk actor asks on every snapshot."""

@@ -214,3 +214,29 @@ async def test_an_operator_resume_re_arms_the_breaker_so_the_resume_holds() -> N
         await settle(rig)
         assert rig.trading.state.value == "ACTIVE"
         assert rig.actor.breaker.tripped is DrawdownAction.NONE and rig.actor.breaker.peak_nav == D(94002)
+
+
+@pytest.mark.asyncio
+async def test_reloaded_drawdown_levels_reach_the_breaker_and_its_peak_is_kept() -> None:
+    """Found in review: SIGHUP logged risk.drawdown_* as reloaded while the breaker kept its old levels."""
+    commands: LosslessChannel[Command] = LosslessChannel("risk.commands", 16)
+    approved: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 16)
+    events: LosslessChannel[OrderEvent] = LosslessChannel("strategy.events", 16)
+    snapshots: ConflatingChannel[PortfolioSnapshotted] = ConflatingChannel("risk.snapshots", 4, lambda s: s.key)
+    levels = [(D("0.03"), D("0.04"), D("0.05"))]
+    actor = RiskActor(commands, approved, events, snapshots, RiskLimits, DrawdownBreaker(),
+                      breaker_levels=lambda: levels[0])
+    trading = TradingStateCell()
+    sup = Supervisor([actor], clock=VirtualClock(0, None), trading=trading, policy=RestartPolicy(),
+                     heartbeat_interval_s=0.05, heartbeat_timeout_s=1, rng=random.Random(0))
+    rig = Rig(commands, approved, events, snapshots, trading, actor, [RiskLimits()])
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        snapshots.publish(snapshot("100000"))
+        await settle(rig)
+        levels[0] = (D("0.06"), D("0.08"), D("0.10"))  # an operator widened them (SIGHUP)
+        snapshots.publish(snapshot("96000"))  # −4 %: would have closed everything under the old levels
+        await settle(rig)
+        assert actor.breaker.halt_fraction == D("0.10") and actor.breaker.peak_nav == D(100_000)
+        assert actor.breaker.tripped is DrawdownAction.NONE and trading.state is TradingState.ACTIVE
+        tg.cancel_scope.cancel()
