@@ -68,17 +68,17 @@ class RecorderActor:
                                  *(f"margin_ratio_{v}" for v in self._venues)])
 
             async def handle(step: PnlAttributed) -> None:
-                self._record(step, writer, events)
-                self._balance_sheet(step, sheet)
+                ts = iso(step.ts_event)  # once per hour: formatting the time was 2 % of a backtest
+                self._record(step, ts, writer, events)
+                self._balance_sheet(step, ts, sheet)
 
             await serve(ctx, self.inbox, handle)
 
     @staticmethod
-    def _balance_sheet(step: PnlAttributed, sheet: Any) -> None:
+    def _balance_sheet(step: PnlAttributed, ts: str, sheet: Any) -> None:
         """Every holding at the hour's close, in native units and valued (scaled AAVE balances as held)."""
         if step.ledger is None or step.market is None:
             return
-        ts = iso(step.ts_event)
         for account, token, amount in step.ledger.balances:
             sheet.writerow([ts, account, token, str(amount), _num(token_value_usd(account, token, amount,
                                                                                   step.market))])
@@ -87,8 +87,7 @@ class RecorderActor:
                 upnl = p.quantity * step.market.mark(p.venue, perp_asset(p.instrument)) - p.cost
                 sheet.writerow([ts, p.venue, f"perp:{p.instrument}", str(p.quantity), _num(upnl)])
 
-    def _record(self, step: PnlAttributed, writer: Any, events: IO[str]) -> None:
-        ts = iso(step.ts_event)
+    def _record(self, step: PnlAttributed, ts: str, writer: Any, events: IO[str]) -> None:
         for n, change in enumerate(step.changes, start=1):
             events.write(json.dumps({"ts": ts, **change_json(change, n)}, sort_keys=True) + "\n")
         delta = hf = ltv = Decimal(0)

@@ -108,7 +108,7 @@ class Daemon:
         self.config = config
         s = config.settings
         self.notifier = notifier or Notifier()
-        self.risk_settings: RiskSettings = s.risk
+        self.risk_settings = s.risk
         self.metrics_port: int | None = None
         self.stop_reason = ""
         self._stop_scope: CancelScope | None = None
@@ -282,19 +282,28 @@ class Daemon:
                                      Decimal(str(v.emode_liquidation_bonus or 0)))
         return EMODE_ETH_CORRELATED
 
-    def _breaker_levels(self) -> tuple[Decimal, Decimal, Decimal]:
-        """The drawdown breaker's levels in force now (SIGHUP replaces `risk_settings`)."""
-        r = self.risk_settings
-        return (Decimal(str(r.drawdown_reduce_fraction)), Decimal(str(r.drawdown_close_fraction)),
-                Decimal(str(r.drawdown_halt_fraction)))
+    @property
+    def risk_settings(self) -> RiskSettings:
+        return self._risk_settings
 
-    def _risk_limits(self) -> RiskLimits:
-        """The limits in force now: SIGHUP replaces `risk_settings`, and the risk actor asks on every snapshot."""
-        r = self.risk_settings
-        return RiskLimits(*(Decimal(str(getattr(r, f))) for f in (
+    @risk_settings.setter
+    def risk_settings(self, r: RiskSettings) -> None:
+        """SIGHUP replaces them; the decimals the risk actor reads on every snapshot are built once per change."""
+        self._risk_settings = r
+        self._limits = RiskLimits(*(Decimal(str(getattr(r, f))) for f in (
             "margin_warning_ratio", "margin_urgent_ratio", "margin_maintenance_ratio", "delta_warn_fraction",
             "delta_act_fraction", "ltv_warn_above_target", "ltv_act_above_target", "mark_divergence_flag_fraction",
             "mark_divergence_alert_fraction", "data_stale_after_s", "funding_stale_after_s")))
+        self._levels = (Decimal(str(r.drawdown_reduce_fraction)), Decimal(str(r.drawdown_close_fraction)),
+                        Decimal(str(r.drawdown_halt_fraction)))
+
+    def _breaker_levels(self) -> tuple[Decimal, Decimal, Decimal]:
+        """The drawdown breaker's levels in force now."""
+        return self._levels
+
+    def _risk_limits(self) -> RiskLimits:
+        """The limits in force now: the risk actor asks on every snapshot."""
+        return self._limits
 
     # --- running -----------------------------------------------------------------------------------------
 
