@@ -29,6 +29,7 @@ from daemon.domain.messages import (
 from daemon.domain.risk import permits
 from daemon.domain.strategy import Step
 from daemon.errors import NonRetryableVenueError, VenueError
+from daemon.journal import Journal
 from daemon.lifecycle import ActorContext, serve
 from daemon.ports import ChainVenue, ExchangeVenue
 
@@ -58,11 +59,13 @@ class ExecutionActor:
         venues: Mapping[str, ExchangeVenue],
         events: LosslessChannel[OrderEvent],
         chain: ChainVenue | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.inbox = inbox
         self._venues = venues
         self._events = events
         self._chain = chain
+        self._journal = journal  # each order's intent before it is sent, and the venue's answer
         self.sent = 0
 
     async def run(self, ctx: ActorContext) -> None:
@@ -88,7 +91,19 @@ class ExecutionActor:
         venue = self._venues.get(split_instrument(order.instrument_id)[0])
         if venue is None:
             return f"no venue adapter for {order.instrument_id}"
-        report = await venue.submit_order(order)
+        journal = self._journal
+        if journal is not None:
+            journal.record_order(ctx.clock.now_ns(), order.client_order_id, order.instruction_id, "intent", order)
+        try:
+            report = await venue.submit_order(order)
+        except VenueError as exc:
+            if journal is not None:
+                journal.record_order(ctx.clock.now_ns(), order.client_order_id, order.instruction_id, "error",
+                                     {"error": str(exc), "kind": type(exc).__name__})
+            raise
+        if journal is not None:
+            journal.record_order(ctx.clock.now_ns(), order.client_order_id, order.instruction_id, report.status,
+                                 report)
         self.sent += 1
         return f"{report.venue}: {report.reason}" if report.status == "rejected" else None
 

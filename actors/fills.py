@@ -2,7 +2,8 @@
 balance reports to the books in the order they arrived.
 
 A venue may report the same trade twice (private stream and REST backstop, or a resend after a
-reconnect), so trades are de-duplicated by (venue, trade id) over a bounded window.
+reconnect), so trades are de-duplicated by (venue, trade id) over a bounded window. With a journal, every
+report is journaled (durably) before it is passed on.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import OrderedDict
 
 from daemon.bus import LosslessChannel
 from daemon.domain.messages import BalancesChanged, OrderFilled, VenueReport
+from daemon.journal import Journal
 from daemon.lifecycle import ActorContext, serve
 
 DEDUP_WINDOW = 100_000
@@ -24,8 +26,10 @@ class FillsActor:
         inbox: LosslessChannel[VenueReport],
         books: LosslessChannel[OrderFilled | BalancesChanged],
         strategy: LosslessChannel[OrderFilled],
+        journal: Journal | None = None,
     ) -> None:
         self.inbox = inbox
+        self._journal = journal  # every report is written there before the books see it
         self._books = books
         self._strategy = strategy
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -34,6 +38,9 @@ class FillsActor:
     async def run(self, ctx: ActorContext) -> None:
         async def handle(report: VenueReport) -> None:
             if isinstance(report, BalancesChanged):
+                if self._journal is not None:
+                    self._journal.record_report(ctx.clock.now_ns(), report.venue, f"{report.venue}:{report.report_id}",
+                                                "BalancesChanged", report)
                 await self._books.send(report)  # same channel as fills: the books see venue order
                 return
             key = (report.venue, report.trade_id)
@@ -41,6 +48,11 @@ class FillsActor:
                 self.duplicates += 1
                 ctx.log.info("duplicate_fill_ignored", venue=report.venue, trade_id=report.trade_id)
                 return
+            if self._journal is not None:
+                # Durable before anyone acts on it. (Written even when the journal has it already: until the books
+                # are rebuilt from the journal at start-up, the books must still be told.)
+                self._journal.record_report(ctx.clock.now_ns(), report.venue, f"{report.venue}:{report.trade_id}",
+                                            "FillReport", report)
             fill = OrderFilled(
                 venue=report.venue, trade_id=report.trade_id, client_order_id=report.client_order_id,
                 instrument_id=report.instrument_id, side=report.side, quantity=report.quantity,

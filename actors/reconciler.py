@@ -25,6 +25,7 @@ from daemon.domain.market import MarketState, MissingMarketData
 from daemon.domain.messages import AccountReport, BalancesChanged, OrderFilled, PortfolioSnapshotted
 from daemon.domain.reconcile import Reconciliation, correction, must_halt, reconcile, reports_expected, summarize
 from daemon.errors import VenueError
+from daemon.journal import Journal
 from daemon.lifecycle import ActorContext, serve
 from daemon.ports import ChainVenue, ExchangeVenue
 from daemon.telemetry import ReconciliationRecord
@@ -47,6 +48,7 @@ class ReconcilerActor:
         interval_s: float,
         halt_above_usd: Decimal,
         max_deferrals: int = 10,
+        journal: Journal | None = None,
     ) -> None:
         self.snapshots = snapshots
         self._exchanges = exchanges
@@ -57,6 +59,7 @@ class ReconcilerActor:
         self._interval_ns = int(interval_s * NS_PER_S)
         self._halt_above = halt_above_usd
         self._max_deferrals = max_deferrals
+        self._journal = journal
         # Kept across restarts of the actor, like the books it checks.
         self.last_ts: int | None = None
         self.corrections_sent = 0
@@ -115,6 +118,9 @@ class ReconcilerActor:
         self.last_ts = snapshot.ts_event
         self.last = result
         self._record.completed(snapshot.ts_event, sorted(result.drift_usd().items()))
+        if self._journal is not None:
+            self._journal.record_reconciliation(ctx.clock.now_ns(), snapshot.ts_event, result.clean,
+                                                result.total_usd(), summarize(result.drifts))
         if result.clean:
             ctx.log.info("reconciled", accounts=list(result.accounts), reports_booked=snapshot.reports_booked)
         else:

@@ -73,6 +73,7 @@ from daemon.domain.strategy import Change, decide
 from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
 from daemon.domain.view import strategy_view
 from daemon.errors import BasisdError, ConfigError, ConfigProblem
+from daemon.journal import Journal
 from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
 from daemon.mode_spec import mode_spec
@@ -114,6 +115,7 @@ class Daemon:
         self._stop_scope: CancelScope | None = None
         self.trading = TradingStateCell()
         self.trading.subscribe(self._on_trading_state)
+        self.journal = self._open_journal()
 
         cap = s.channels
         self.channels: dict[str, Any] = {}
@@ -194,10 +196,11 @@ class Daemon:
         )
         # The ports execution uses are timed (order latency, venue errors by kind) in plain counters for metrics.
         self.venue_stats = VenueStats()
-        self.reconciliation = ReconciliationRecord(self.clock.now_ns())  # no reconciler writes it yet
+        self.reconciliation = ReconciliationRecord(self.clock.now_ns())  # the reconciler writes it
         self.execution = ExecutionActor(execution_orders, self.venue_stats.exchanges(self.exchanges),
-                                        strategy_events, self.venue_stats.chain(self.chain))
-        self.fills = FillsActor(venue_reports, positions_reports, strategy_events)  # type: ignore[arg-type]
+                                        strategy_events, self.venue_stats.chain(self.chain), self.journal)
+        self.fills = FillsActor(venue_reports, positions_reports, strategy_events,  # type: ignore[arg-type]
+                                self.journal)
         self.recorder: RecorderActor | None = None
         attributions: LosslessChannel[PnlAttributed] | None = None
         if s.runtime.mode == "backtest":
@@ -339,6 +342,8 @@ class Daemon:
             # The escalation itself, not a task-group wrapper: the CLI maps it to an exit code.
             raise group.exceptions[0] from None
         finally:
+            if self.journal is not None:
+                self.journal.close()
             self.notifier.stopping(self.stop_reason or "stopping")
             log.info("daemon_stopped", reason=self.stop_reason or "failure", trading=self.trading.state.value)
 
@@ -385,6 +390,24 @@ class Daemon:
                                                 InstrumentId(f"{name}:Perp:ETHUSDT"), Side.BUY, Decimal("0.01"),
                                                 False, "emergency-stop drill", 0, 0))
 
+    def _open_journal(self) -> Journal | None:
+        """The durable record of reports, orders, trading states and reconciliations (`daemon.journal`), under
+        `runtime.state_dir`; a backtest, or a run without a state directory, keeps none."""
+        runtime = self.config.settings.runtime
+        if not runtime.state_dir or runtime.mode == "backtest":
+            return None
+
+        def failed(problem: str) -> None:
+            log.critical("journal_write_failed", detail=problem)
+            self.trading.halt(problem, source="journal")
+
+        journal = Journal(Path(runtime.state_dir) / "journal.sqlite", runtime.mode, str(self.config.path),
+                          time.time_ns(), on_failure=failed)
+        self.trading.subscribe(lambda t: journal.record_trading_state(
+            time.time_ns(), t.previous.value, t.current.value, t.source, t.reason))
+        log.info("journal_opened", path=str(journal.path), run=journal.run)
+        return journal
+
     def _with_chaos(self, actors: list[Actor]) -> list[Actor]:
         """`chaos.fail_actor`: the named actor fails (or hangs) every `fail_after_s` — drills of the supervisor."""
         chaos = self.config.settings.chaos
@@ -406,7 +429,7 @@ class Daemon:
         return ReconcilerActor(
             snapshots[0], self.venue_stats.exchanges(self.exchanges), self.venue_stats.chain(self.chain), books,
             self.positions.board.state, self.reconciliation, r.interval_s, Decimal(str(r.halt_above_usd)),
-            r.max_deferrals)
+            r.max_deferrals, self.journal)
 
     async def _reconcile_now(self) -> dict[str, Any]:
         """`basisd reconcile`: ask for a reconciliation on the next snapshot and report what it found."""
