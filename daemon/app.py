@@ -577,6 +577,6 @@ class Daemon:
             runtime_mode=self.config.settings.runtime.mode, strategy_mode=self.config.mode.name,
             clock=self.clock, spec=self.spec, portfolio=self.positions, risk=lambda: self.status.risk,
             risk_limits=lambda: self.risk_settings.model_dump(), strategy=self.strategy, risk_gate=self.risk,
-            venues=self.venue_stats, reconciliation=self.reconciliation, operator=self.operator,
+            venues=self.venue_stats, reconciliation=self.reconciliation, operator=self.operator, journal=self.journal,
             lending_venue=lending,
         )

@@ -91,6 +91,14 @@ class StrategyReadout(Protocol):
     def completed_instructions(self) -> int: ...
 
 
+class JournalReadout(Protocol):
+    @property
+    def appended(self) -> int: ...
+
+    @property
+    def failed(self) -> str: ...
+
+
 class OperatorReadout(Protocol):
     @property
     def cancelled_orders(self) -> int: ...
@@ -125,6 +133,7 @@ class MetricSources:
     venues: VenueStats | None = None
     reconciliation: ReconciliationRecord | None = None
     operator: OperatorReadout | None = None  # the emergency stop: open orders cancelled on halts
+    journal: JournalReadout | None = None  # absent without runtime.state_dir
     lending_venue: str = "aave_v3"
     # Extra gauges (name -> (help, source)); each source returns {label pairs: value}.
     gauges: dict[str, tuple[str, GaugeSource]] = field(default_factory=dict)
@@ -403,6 +412,14 @@ class BasisdCollector:
             for venue, usd in sorted(record.drift_usd.items()):
                 drift.add_metric([venue], float(usd))
         yield from (runs, failures, age, drift)
+        records = CounterMetricFamily("basisd_journal_records", "Records appended to the journal (reports, orders, "
+                                      "trading states, reconciliations)")
+        failed = GaugeMetricFamily("basisd_journal_failed", "1 once a journal write has failed (trading is halted)")
+        journal = self._s.journal
+        if journal is not None:
+            records.add_metric([], journal.appended)
+            failed.add_metric([], 1.0 if journal.failed else 0.0)
+        yield from (records, failed)
 
 
 def aave_position_eth(ledger: LedgerSnapshot, market: MarketState) -> tuple[Decimal, Decimal]:

@@ -152,6 +152,7 @@ def replay_config(catalog: Path) -> Path:
     data = yaml.safe_load((catalog / "replay.yaml").read_text())
     data["runtime"]["status_interval_s"] = 0.5
     data["replay"]["speed"] = 36_000  # ten market hours a second
+    data["runtime"]["state_dir"] = str(catalog.parent / "state")  # as under systemd: the journal is kept
     path = catalog / "observability.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -257,6 +258,8 @@ def test_the_new_metrics_have_sane_values_after_the_entry(scrape: str) -> None:
     assert 0 <= v("basisd_reconciliation_age_seconds") <= 3600
     for venue in (*CEX, "wallet"):
         assert v("basisd_reconciliation_drift_usd", venue=venue) == 0
+    # The journal took every report, order and reconciliation, and has not failed.
+    assert v("basisd_journal_records_total") >= 20 and v("basisd_journal_failed") == 0
 
 
 @pytest.mark.subprocess
