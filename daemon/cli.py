@@ -1,4 +1,4 @@
-"""`basisd` command line: run the daemon, or check a configuration.
+"""`basisd` command line: run the daemon, backtest it, check a configuration, and operate a running daemon.
 
 Exit codes: 0 success; 64 bad command line; 69 no daemon answered on the control socket (or it refused);
 70 an actor kept failing (restart budget exhausted);
