@@ -326,6 +326,21 @@ def _reduce_ltv(spec: ModeSpec, view: StrategyView) -> Instruction | None:
     return Instruction(0, "REDUCE_LTV", "aave_v3", repay * view.price_usd, steps, True, "LTV above target")
 
 
+def _increase_ltv(spec: ModeSpec, view: StrategyView) -> Instruction | None:
+    """Back to LTV λ in one flash-loan transaction: flash-borrow x WETH, stake it, supply the LST, borrow x to
+    repay the flash, with x = (λC − D)/(1 − λ). Collateral and debt grow by the same x ETH, so the net ETH on AAVE
+    — and with it the hedge — is unchanged. (Sequential leverage does not re-lever: without a flash loan each
+    round could only borrow what the max LTV leaves, and the loop's gas would eat the carry it adds.)"""
+    if spec.leverage != "atomic":
+        return None
+    x = (spec.target_ltv * view.aave_collateral - view.aave_debt) / (ONE - spec.target_ltv)
+    if x * view.price_usd < spec.min_order_usd:
+        return None
+    step = Step(1, "ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3",
+                {"equity_eth": ZERO, "supply_eth": x, "borrow_eth": x, "lst": spec.lst})
+    return Instruction(0, "INCREASE_LTV", "aave_v3", x * view.price_usd, (step,), False, "LTV below target")
+
+
 def _delta_adjust(spec: ModeSpec, view: StrategyView, gaps: Gaps, limits: RiskLimits) -> Instruction | None:
     steps: list[Step] = []
     reduces = True
@@ -370,6 +385,12 @@ def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: 
     # Delta last, and not in the same cycle as a solvency fix: a margin top-up or an LTV reduction changes the
     # legs the hedge targets are computed from, and a delta adjustment sized from the books before it would
     # partly undo it (grow back the short the top-up just shrank). The next cycle sizes it on fresh books.
+    if spec.borrowing and not solvency and view.aave_debt > 0 and \
+            view.aave_debt / view.aave_collateral < spec.target_ltv - limits.ltv_act_above_target:
+        # LTV drifts down as staking outgrows borrowing: re-lever to λ (DOMAIN §6, |LTV − λ| > 0.02).
+        lever = _increase_ltv(spec, view)
+        if lever is not None:
+            instructions.append(lever)
     if spec.hedged and hedge and not solvency and abs(gaps.delta_gap) / hedge > spec.deviation_threshold:
         adjust = _delta_adjust(spec, view, gaps, limits)
         if adjust is not None:

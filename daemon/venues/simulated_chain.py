@@ -133,8 +133,9 @@ class SimulatedChain:
             raise NonRetryableVenueError(f"atomic entry does not balance: supply {supply_eth} ≠ equity "
                                          f"{equity_eth} + borrow {borrow_eth}")
         lst = supply_eth / self._oracle()
+        equity = (TokenChange(WALLET, "ETH", -equity_eth),) if equity_eth else ()  # none when re-levering
         await self._book(Reason.ATOMIC_LEVERAGE_EXECUTION, "ATOMIC_ENTRY", ref, (
-            TokenChange(WALLET, "ETH", -equity_eth),
+            *equity,
             TokenChange(WALLET, self._a_token, scaled_from_native(lst, self._index(self._lst))),
             TokenChange(WALLET, "variableDebtWETH", scaled_from_native(borrow_eth, self._debt_index())),
         ))

@@ -362,3 +362,22 @@ async def test_a_sequential_deleverage_withdraws_swaps_and_repays_round_by_round
     assert min(hfs) >= D("1.01") - D("1e-18")  # never closer to liquidation than the floor between rounds
     fee = D(50) * D("0.002")  # the simulated DEX fee (20 bps) on everything swapped
     assert abs(freed - (D(5) - fee)) < D("1e-9")
+
+
+@pytest.mark.asyncio
+async def test_relevering_adds_the_same_eth_to_collateral_and_debt_in_one_transaction() -> None:
+    async with running() as rig:
+        rig.chain.receive(ChangeSet(Reason.DEPOSIT, 0, (TokenChange(WALLET, "ETH", D(10)),)))
+        await rig.chain.atomic_leverage_entry(D(10), D(50), D(40), "entry")  # LTV 0.8
+        drain(rig)
+        x = (D("0.9") * 50 - 40) / (1 - D("0.9"))  # back to λ = 0.9: 50 ETH more on each side
+        step = Step(1, "ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3",
+                    {"equity_eth": D(0), "supply_eth": x, "borrow_eth": x})
+        await rig.orders.send(ExecuteInstruction(InstructionId("l1"), Instruction(1, "INCREASE_LTV", "aave_v3", D(0),
+                                                                                  (step,), False, "ltv"), 0, 0))
+        done = await finished(rig)
+        (report,) = drain(rig)
+        collateral, debt = rig.chain._aave_position()
+    assert done.completed and done.reports == 1 and isinstance(report, BalancesChanged)
+    assert abs(debt / collateral - D("0.9")) < D("1e-20") and abs(collateral - debt - 10) < D("1e-18")
+    assert [t.token for t in report.change.tokens] == ["aWeETH", "variableDebtWETH", "ETH"]  # only gas in ETH

@@ -164,6 +164,22 @@ def test_negative_delta_reduces_shorts_and_positive_adds_them() -> None:
     assert {s.action for s in adjust.steps} == {"INCREASE_PERP_SHORT"}
 
 
+def test_an_ltv_drifted_below_target_is_relevered_to_lambda_without_touching_the_hedge() -> None:
+    # Staking outgrew borrowing: LTV 0.88, 2.9 points under λ.
+    low = running_view(debt=str(D("16.666") / (1 - LAMBDA) * D("0.88")))
+    (lever,) = [i for i in decide(Change.REBALANCE, spec(), low).instructions if i.type == "INCREASE_LTV"]
+    (step,) = lever.steps
+    x = D(str(step.params["supply_eth"]))
+    assert step.action == "ATOMIC_LEVERAGE_ENTRY" and step.params["borrow_eth"] == x and step.params["equity_eth"] == 0
+    assert abs((low.aave_debt + x) / (low.aave_collateral + x) - LAMBDA) < D("1e-20")  # back at λ
+    assert not lever.reduces_exposure  # more leverage: not while REDUCING
+    # Within the band (−0.02), and with a flash loan unavailable (sequential), nothing is sent.
+    near = running_view(debt=str(D("16.666") / (1 - LAMBDA) * D("0.895")))
+    assert "INCREASE_LTV" not in [i.type for i in decide(Change.REBALANCE, spec(), near).instructions]
+    seq = spec(leverage="sequential")
+    assert "INCREASE_LTV" not in [i.type for i in decide(Change.REBALANCE, seq, low).instructions]
+
+
 def test_delta_waits_for_a_solvency_fix_and_never_grows_a_short_on_a_thin_margin() -> None:
     # Under-hedged on every venue, and binance's margin at WARNING: 2,100 USDT on a 4 ETH short at 3,000 is
     # MR 0.175 (below 0.20, above urgent 0.15).
