@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--data", metavar="DIR", help="history directory (default: the config's replay source)")
     bt.add_argument("--out", metavar="DIR", default="backtest-out", help="report directory")
     for name, doc in (("halt", "emergency stop: trading HALTED at once, open orders cancelled; survives a restart"),
+                      ("flatten", "halt and unwind every position, reduce-only (the same as halt --flatten)"),
                       ("resume", "lift a halt (after you have looked)"),
                       ("status", "trading state, positions, risk and actor health of the running daemon"),
                       ("reconcile", "reconcile the running daemon's books with the venues now; print what differs")):
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         where = control.add_mutually_exclusive_group(required=True)
         where.add_argument("--config", metavar="FILE", help="the running daemon's config (finds its control socket)")
         where.add_argument("--socket", metavar="PATH", help="the control socket itself")
-        if name in ("halt", "resume"):
+        if name in ("halt", "flatten", "resume"):
             control.add_argument("--reason", default="", help="why (logged, and kept with the halt)")
         if name == "halt":
             control.add_argument("--flatten", action=argparse.BooleanOptionalAction, default=None,
@@ -186,8 +187,11 @@ def _control(args: argparse.Namespace) -> int:
             return ExitCode.CONFIG
         s = config.settings
         path = Path(s.control.socket) if s.control.socket else default_socket_path(s.runtime.state_dir, config.path)
+    command, flatten = args.command, getattr(args, "flatten", None)
+    if command == "flatten":
+        command, flatten = "halt", True
     try:
-        answer = request(path, args.command, getattr(args, "reason", ""), flatten=getattr(args, "flatten", None))
+        answer = request(path, command, getattr(args, "reason", ""), flatten=flatten)
     except ControlError as exc:
         print(f"basisd {args.command}: {exc}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
@@ -247,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _data_manifest(args.data)
     if args.command == "backtest":
         return _backtest(args)
-    if args.command in ("halt", "resume", "status", "reconcile"):
+    if args.command in ("halt", "flatten", "resume", "status", "reconcile"):
         return _control(args)
     return _run(args.config)
 

@@ -199,7 +199,7 @@ def test_halt_with_flatten_unwinds_every_position_while_trading_stays_halted(cat
     try:
         daemon.wait_for_event("instruction_finished", type="ENTRY", completed=True)
         assert json.loads(basisd("status", "--socket", str(sock), "--json").stdout)["status"]["portfolio"]["positions"]
-        halt = basisd("halt", "--socket", str(sock), "--reason", "get out", "--flatten")
+        halt = basisd("flatten", "--socket", str(sock), "--reason", "get out")  # = halt --flatten
         assert halt.returncode == 0, halt.stderr
         assert "HALTED" in halt.stdout and "flatten: flatten-" in halt.stdout and "REDUCE_PERP_SHORT" in halt.stdout
         halted_everywhere(daemon, within_s=1.0)
