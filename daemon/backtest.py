@@ -123,6 +123,10 @@ def build_summary(daemon: Daemon) -> dict[str, Any]:
         "max_drawdown": round(perf.max_drawdown, 6),
         "min_health_factor": _s(recorder.min_hf) if recorder.min_hf.is_finite() else "inf",
         "min_margin_ratio": {v: _s(r) for v, r in sorted(recorder.min_margin.items())},
+        # The same at each hour's worst price (candle highs for shorts), where the history records them.
+        "min_margin_ratio_intrabar": {name: _s(e.min_margin_ratio_intrabar)
+                                      for name, e in sorted(daemon.exchanges.items())
+                                      if e.min_margin_ratio_intrabar is not None},
         "instructions": daemon.strategy.instructions, "failed_instructions": daemon.strategy.failed_instructions,
         "total_costs": _s(positions.pnl_totals["transaction_costs"]),
         "liquidations": {"aave_v3": daemon.chain.liquidations,

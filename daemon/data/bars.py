@@ -29,6 +29,8 @@ DEFAULT_PROXIES: dict[str, str] = {
     "perp:binance:ETH": "perp:bybit:ETH",
     "perp:okx:BTC": "perp:binance:BTC", "funding:okx:BTC": "funding:binance:BTC",
     "perp:binance:BTC": "perp:bybit:BTC",
+    **{f"perp_{c}:okx:{a}": f"perp_{c}:binance:{a}" for c in ("high", "low") for a in ("ETH", "BTC")},
+    **{f"perp_{c}:binance:{a}": f"perp_{c}:bybit:{a}" for c in ("high", "low") for a in ("ETH", "BTC")},
 }
 
 
@@ -110,6 +112,19 @@ class History:
                 return ()
             return tuple((v, d(self.value(f"funding:{v}:{asset}", t, exact=True), "1e-10")) for v in venues)
 
+        def ranges(asset: str) -> list[tuple[str, str, Decimal, Decimal]]:
+            # The candle that opened an hour ago closed at t: its extremes are what the hour saw. A missing one is
+            # only a report the less (these never move money), so it is skipped rather than failing the run.
+            out = []
+            for v in venues:
+                try:
+                    high = self.value(f"perp_high:{v}:{asset}", t - HOUR_NS, exact=True)
+                    low = self.value(f"perp_low:{v}:{asset}", t - HOUR_NS, exact=True)
+                except MissingData:
+                    continue
+                out.append((v, asset, d(high, "0.01"), d(low, "0.01")))
+            return out
+
         def reward_prices() -> tuple[tuple[str, Decimal], ...]:
             # Priced only where the pools have data (EIGEN trades from 2024-10-05): a missing price here is
             # not a gap to fill but a token that did not exist yet, and no reward is paid in it before then.
@@ -137,4 +152,5 @@ class History:
             btc_perp_marks=marks("BTC") if btc else (),
             btc_funding=funding("BTC") if btc else (),
             reward_prices_eth=reward_prices() if self._rewards else (),
+            perp_ranges=tuple(ranges("ETH") + (ranges("BTC") if btc else [])),
         )

@@ -39,8 +39,9 @@ class SeriesSpec:
     rate_column: str = ""
 
 
-def _perp(venue: str, asset: str) -> SeriesSpec:
-    return SeriesSpec(f"perp:{venue}:{asset}", f"cex/perp_ohlcv_1h/{venue}_{asset}USDT_perp_1h_*.csv", "open")
+def _perp(venue: str, asset: str, column: str = "open") -> SeriesSpec:
+    key = f"perp:{venue}:{asset}" if column == "open" else f"perp_{column}:{venue}:{asset}"
+    return SeriesSpec(key, f"cex/perp_ohlcv_1h/{venue}_{asset}USDT_perp_1h_*.csv", column)
 
 
 def _funding(venue: str, asset: str) -> SeriesSpec:
@@ -51,6 +52,9 @@ def _funding(venue: str, asset: str) -> SeriesSpec:
 CATALOG: dict[str, SeriesSpec] = {s.key: s for s in [
     _perp("binance", "ETH"), _perp("bybit", "ETH"), _perp("okx", "ETH"), _perp("binance", "BTC"),
     _perp("bybit", "BTC"),
+    # Each candle's extremes: how far the price went within the hour (the open is the bar's price).
+    *(_perp(v, a, c) for v, a in (("binance", "ETH"), ("bybit", "ETH"), ("okx", "ETH"), ("binance", "BTC"),
+                                  ("bybit", "BTC")) for c in ("high", "low")),
     _funding("binance", "ETH"), _funding("bybit", "ETH"), _funding("okx", "ETH"),
     _funding("binance", "BTC"), _funding("bybit", "BTC"), _funding("okx", "BTC"),
     SeriesSpec("spot:ETH", "cex/spot_ohlcv_1h/uniswapv3_WETHUSDT_1h_*.csv", "open"),

@@ -22,3 +22,6 @@ class MarketBar:
     btc_perp_marks: tuple[tuple[str, Decimal], ...] = ()
     btc_funding: tuple[tuple[str, Decimal], ...] = ()
     reward_prices_eth: tuple[tuple[str, Decimal], ...] = ()  # (EIGEN | ETHFI, ETH per token) where recorded
+    # (venue, asset, high, low) of each perp's candle for the hour that ended at ts_ns (recorded history only):
+    # how far the price went against a position between two bars.
+    perp_ranges: tuple[tuple[str, str, Decimal, Decimal], ...] = ()

@@ -53,6 +53,7 @@ class BarFeed:
         ts = bar.ts_ns
         out: list[MarketData] = []
         spot_venue = next(iter(self._exchanges), "binance")
+        self._observe_ranges(bar)
         for asset, spot, perp_marks, funding in (("ETH", bar.eth_spot, bar.perp_marks, bar.funding),
                                                  ("BTC", bar.btc_spot, bar.btc_perp_marks, bar.btc_funding)):
             if not spot:
@@ -83,6 +84,12 @@ class BarFeed:
                 self._board.update(update)
         await self._venues_act()
         return out
+
+    def _observe_ranges(self, bar: MarketBar) -> None:
+        """Before the new prices: the books held through the hour these extremes come from."""
+        for venue, asset, high, low in bar.perp_ranges:
+            if venue in self._exchanges:
+                self._exchanges[venue].observe_range(asset, high, low)
 
     async def _venues_act(self) -> None:
         for exchange in self._exchanges.values():

@@ -66,6 +66,7 @@ class SimulatedExchange:
         self.funding_settlements = 0
         self.liquidations = 0
         self.reports_sent = 0  # fills and balance changes reported, for the reconciler's "have the books caught up"
+        self.min_margin_ratio_intrabar: Decimal | None = None  # see observe_range
 
     def set_price(self, kind: str, price: Decimal, asset: str = "ETH") -> None:
         self._prices[(kind, asset)] = price
@@ -159,6 +160,27 @@ class SimulatedExchange:
             equity += p.quantity * mark - p.cost
             maintenance += abs(p.quantity) * mark * self._maintenance
         return equity, maintenance
+
+    def observe_range(self, asset: str, high: Decimal, low: Decimal) -> Decimal | None:
+        """The account's margin ratio at the worst price of the hour just ended for `asset` (the candle's high
+        for a net short, its low for a net long), other perps at their marks; kept as the lowest seen.
+
+        A reading, not a liquidation: candles are last-trade prices, and venues liquidate on their mark price,
+        which seldom wicks as far. It says how close the hour came, between two hourly bars."""
+        perps = self.book.open_perps(self.venue)
+        size = sum((p.quantity for i, p in perps if perp_asset(i) == asset), ZERO)
+        if not size:
+            return None
+        worst = high if size < 0 else low
+        equity, notional = self.book.balance(self.venue, "USDT"), ZERO
+        for instrument, p in perps:
+            price = worst if perp_asset(instrument) == asset else self._mark(instrument)
+            equity += p.quantity * price - p.cost
+            notional += abs(p.quantity) * price
+        ratio = equity / notional
+        if self.min_margin_ratio_intrabar is None or ratio < self.min_margin_ratio_intrabar:
+            self.min_margin_ratio_intrabar = ratio
+        return ratio
 
     def _mark(self, instrument: str) -> Decimal:
         return self._prices[("Perp", perp_asset(instrument))]

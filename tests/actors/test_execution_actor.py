@@ -18,7 +18,7 @@ from daemon.data.rewards import RewardEvent
 from daemon.domain.aave import atomic_entry
 from daemon.domain.booking import fill_change_set
 from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
-from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
+from daemon.domain.ledger import WALLET, ChangeSet, Ledger, PerpChange, Reason, TokenChange
 from daemon.domain.market import MarketBoard
 from daemon.domain.messages import (
     BalancesChanged,
@@ -381,3 +381,19 @@ async def test_relevering_adds_the_same_eth_to_collateral_and_debt_in_one_transa
     assert done.completed and done.reports == 1 and isinstance(report, BalancesChanged)
     assert abs(debt / collateral - D("0.9")) < D("1e-20") and abs(collateral - debt - 10) < D("1e-18")
     assert [t.token for t in report.change.tokens] == ["aWeETH", "variableDebtWETH", "ETH"]  # only gas in ETH
+
+
+def test_the_hours_worst_price_gives_the_venues_intrabar_margin_reading_without_liquidating() -> None:
+    from daemon.venues.simulated import SimulatedExchange
+
+    reports: LosslessChannel[VenueReport] = LosslessChannel("r", 8)
+    venue = SimulatedExchange("binance", VirtualClock(0, None), reports, taker_fee_bps=D(0))
+    assert venue.observe_range("ETH", D(3300), D(2900)) is None  # nothing held, nothing to read
+    venue.book.apply(ChangeSet(Reason.DEPOSIT, 0, (TokenChange("binance", "USDT", D(3000)),)))
+    venue.book.apply(ChangeSet(Reason.TRADE_EXECUTED, 0, (), (PerpChange("binance", "ETHUSDT", D(-10), D(3000)),)))
+    venue.set_price("Perp", D(3000))
+    # Short 10 at 3,000 with 3,000 USDT: at the high of 3,100 equity is 2,000 on 31,000 of notional.
+    assert venue.observe_range("ETH", D(3100), D(2950)) == D(2000) / D(31_000)
+    assert venue.observe_range("ETH", D(3050), D(2900)) == D(2500) / D(30_500)  # a calmer hour
+    assert venue.min_margin_ratio_intrabar == D(2000) / D(31_000)  # the lowest is kept
+    assert venue.liquidations == 0 and len(reports) == 0  # a reading, never an action

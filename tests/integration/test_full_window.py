@@ -45,3 +45,8 @@ def test_every_mode_runs_the_full_common_window(tmp_path: Path, mode: str, share
     assert dollars * (Decimal(100_000) / capital) < 1
     total = sum(Decimal(v) for v in summary["pnl_by_component"].values())
     assert abs(total - Decimal(summary["total_pnl"])) < Decimal("0.001")
+    # Hedged modes also report each venue's margin at the hour's worst price (the candles' highs for the shorts):
+    # never above the ratio at the hourly marks, since the open is within the hour's range.
+    for venue, at_marks in summary["min_margin_ratio"].items():
+        intrabar = summary["min_margin_ratio_intrabar"].get(venue)
+        assert intrabar is not None and Decimal(intrabar) <= Decimal(at_marks), (venue, intrabar, at_marks)

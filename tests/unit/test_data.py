@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,24 @@ def test_the_bar_cache_replays_the_same_bars_and_proxy_decisions_and_notices_an_
     os.utime(data / "marker.csv", ns=(1, 1))  # any file of the data directory changed: built again
     rebuilt = BarCache(tmp_path / "cache")
     assert run(rebuilt) == first and not rebuilt.hit and loads
+
+
+def test_a_bar_carries_the_extremes_of_the_hour_that_just_ended(tmp_path: Path) -> None:
+    from daemon.data.bars import History
+    from daemon.data.series import Series
+
+    hour = 3600 * 10**9
+    start = 1_715_475_600 * 10**9
+
+    def load(_: Path, key: str) -> Series:
+        # Highs and lows move hour by hour (100 + h and 90 + h); every other series is flat.
+        if key.startswith("perp_high"):
+            return Series(key, [(start + h * hour, 100.0 + h) for h in range(-1, 4)])
+        if key.startswith("perp_low"):
+            return Series(key, [(start + h * hour, 90.0 + h) for h in range(-1, 4)])
+        return Series(key, [(start + h * hour, 1.5) for h in range(-1, 4)])
+
+    bars = list(History(tmp_path, load=load).bars(start, 2, ("binance",), False))
+    # The bar at `start` has the candle that opened an hour before it, not its own (which is still running).
+    assert bars[0].perp_ranges == (("binance", "ETH", Decimal("99.00"), Decimal("89.00")),)
+    assert bars[1].perp_ranges == (("binance", "ETH", Decimal("100.00"), Decimal("90.00")),)
