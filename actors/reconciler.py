@@ -114,6 +114,7 @@ class ReconcilerActor:
             result = reconcile(snapshot.ledger, reports, self._market())
         except MissingMarketData:
             return  # no market yet to value a drift with: the next snapshot
+        requested, first = self._requested, self.last_ts is None
         self._requested = False
         self.last_ts = snapshot.ts_event
         self.last = result
@@ -122,7 +123,10 @@ class ReconcilerActor:
             self._journal.record_reconciliation(ctx.clock.now_ns(), snapshot.ts_event, result.clean,
                                                 result.total_usd(), summarize(result.drifts))
         if result.clean:
-            ctx.log.info("reconciled", accounts=list(result.accounts), reports_booked=snapshot.reports_booked)
+            # The start-up run and one asked for are news; an hourly run that finds nothing is not (the metrics
+            # count them): at a replay's hour a second it would drown the status line.
+            log = ctx.log.info if first or requested else ctx.log.debug
+            log("reconciled", accounts=list(result.accounts), reports_booked=snapshot.reports_booked)
         else:
             await self._settle(ctx, snapshot, result)
         self.first_done.set()
