@@ -48,13 +48,18 @@ class StrategyActor:
         *,
         spec: ModeSpec,
         venues: tuple[str, ...],
+        id_prefix: str = "i",
     ) -> None:
         self.market = market
         self.events = events
         self._commands = commands
         self._spec = spec
         self._venues = venues
-        self._sequence = 0  # survives restarts: instruction ids must never repeat
+        # Instruction ids (and the client order ids derived from them) must never repeat: the sequence survives
+        # restarts of the actor, and the prefix carries the process's journal run, so a restarted daemon deciding
+        # in the same market hour cannot reuse an id a venue has already seen for another order.
+        self._prefix = id_prefix
+        self._sequence = 0
         self.decisions = 0
         self.instructions = 0
         self.failed_instructions = 0
@@ -124,7 +129,7 @@ class StrategyActor:
         self.hold_reason = decision.hold_reason
         for instruction in decision.instructions:
             self._sequence += 1
-            instruction_id = InstructionId(f"i{hour}-{self._sequence}")
+            instruction_id = InstructionId(f"{self._prefix}{hour}-{self._sequence}")
             pending.add(instruction_id)
             now = ctx.clock.now_ns()
             await self._commands.send(ExecuteInstruction(instruction_id, instruction, now, now))

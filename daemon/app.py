@@ -185,7 +185,8 @@ class Daemon:
         self.chain.receive(opening)  # the capital is in the wallet: on chain, and in our books
         self.market_data = MarketDataActor(self.feed, Fanout[Any]([strategy_market, positions_marks, *api_market]))
         self.strategy = StrategyActor(strategy_market, strategy_events, risk_commands, spec=self.spec,
-                                      venues=tuple(cex))
+                                      venues=tuple(cex),
+                                      id_prefix=f"r{self.journal.run}i" if self.journal is not None else "i")
         self.risk = RiskActor(
             risk_commands, execution_orders, strategy_events, risk_snaps, self._risk_limits,
             DrawdownBreaker(Decimal(str(s.risk.drawdown_reduce_fraction)), Decimal(str(s.risk.drawdown_close_fraction)),

@@ -51,3 +51,7 @@ def test_after_a_sigkill_the_journal_holds_every_fill_order_halt_and_reconciliat
         clean = db.execute("SELECT COUNT(*) FROM reconciliations WHERE clean = 1").fetchone()[0]
         assert clean >= 1 and db.execute("SELECT COUNT(*) FROM reconciliations WHERE clean = 0").fetchone()[0] == 0
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        # Instruction (and so client order) ids carry the run: a restarted daemon cannot reuse one a venue has seen.
+        (run,) = db.execute("SELECT MAX(run) FROM runs").fetchone()
+        ids = [i for (i,) in db.execute("SELECT DISTINCT instruction_id FROM orders")]
+        assert ids and all(i.startswith(f"r{run}i") for i in ids), ids
