@@ -516,6 +516,14 @@ class Daemon:
                                 "heartbeat_age_s": round(min(r.heartbeat_age_s(now), 1e9), 3)}
                        for r in self.supervisor.records.values()},
             "open_orders_cancelled": self.operator.cancelled_orders,
+            "reconciliation": {
+                "runs": self.reconciliation.runs, "failures": self.reconciliation.failures,
+                "last_market_time": None if self.reconciliation.last_ns is None else
+                datetime.fromtimestamp(self.reconciliation.last_ns / 1e9, UTC).isoformat(),
+                "drift_usd": {k: f"{v:.2f}" for k, v in sorted(self.reconciliation.drift_usd.items())}},
+            "journal": None if self.journal is None else {
+                "path": str(self.journal.path), "run": self.journal.run, "records": self.journal.appended,
+                "failed": self.journal.failed or None},
         }
 
     def reload(self) -> None:

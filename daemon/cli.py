@@ -227,6 +227,14 @@ def _print_answer(command: str, answer: dict[str, Any]) -> None:
             ratios = " ".join(f"{v}={r}" for v, r in risk["margin_ratios"].items())
             print(f"risk: solvency {risk['solvency']}, drawdown {risk['drawdown']}, margin {ratios or '-'}"
                   + (f", stale: {', '.join(risk['stale'])}" if risk["stale"] else ""))
+        rec = status["reconciliation"]
+        drift = sum(float(v) for v in rec["drift_usd"].values())
+        print(f"reconciled: {rec['runs']} run(s), last at {rec['last_market_time'] or 'never'}, drift {drift:.2f} USD"
+              + (f", {rec['failures']} failed" if rec["failures"] else ""))
+        journal = status.get("journal")
+        print(f"journal: {journal['path']} (run {journal['run']}, {journal['records']} records)"
+              + (f" — WRITES FAILING: {journal['failed']}" if journal["failed"] else "") if journal else
+              "journal: none (runtime.state_dir is not set)")
         for name, a in status["actors"].items():
             print(f"  actor {name:12} {a['state']:10} restarts {a['restarts']:3} heartbeat {a['heartbeat_age_s']} s")
 

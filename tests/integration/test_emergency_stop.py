@@ -84,6 +84,10 @@ def test_basisd_halt_stops_trading_cancels_orders_and_survives_a_restart_until_r
         assert report["trading"] == "HALTED" and report["status"]["open_orders_cancelled"] == 6
         assert set(report["status"]["actors"]) >= {"positions", "risk", "strategy", "execution"}
         assert report["status"]["portfolio"]["positions"]  # the hedges are still held: a halt is not an unwind
+        assert report["status"]["reconciliation"]["runs"] >= 1 and report["status"]["journal"]["records"] > 0
+        human = basisd("status", "--socket", str(sock))
+        assert human.returncode == 0 and "trading: HALTED" in human.stdout and "reconciled: " in human.stdout
+        assert "journal: " in human.stdout and "actor positions" in human.stdout
 
         daemon.signal(signal.SIGTERM)
         assert daemon.wait_exit(timeout_s=10) == 0
