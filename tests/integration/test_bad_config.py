@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -53,7 +54,19 @@ def bad_venue_file(catalog: Path, data: dict[str, object]) -> Path:
     return venue_file
 
 
+def negative_interval(catalog: Path, data: dict[str, object]) -> Path:
+    data["reconcile"] = {"interval_s": -1}
+    return catalog / "run.yaml"
+
+
+def unknown_leverage(catalog: Path, data: dict[str, object]) -> Path:
+    data["strategy"]["params"] = {"leverage": "loopy"}  # type: ignore[index]
+    return catalog / "run.yaml"
+
+
 CASES: list[tuple[Edit, str]] = [
+    (negative_interval, "reconcile.interval_s"),
+    (unknown_leverage, "strategy.params.leverage"),
     (unknown_key, "metrics.hostt"),
     (wrong_type, "replay.speed"),
     (missing_required, "strategy.share_class"),
@@ -99,3 +112,35 @@ def test_missing_config_file(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 78
     assert f"{missing}: (file): file not found" in result.stderr
+
+
+def test_a_drill_on_a_venue_that_does_not_exist_is_refused_at_start(catalog: Path) -> None:
+    data = yaml.safe_load((catalog / "replay.yaml").read_text())
+    data["chaos"] = {"unreported_usdt": {"kraken": 40}}
+    root = catalog / "run.yaml"
+    root.write_text(yaml.safe_dump(data))
+    result = subprocess.run([sys.executable, "-m", "daemon", "run", "--config", str(root)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30, env={**os.environ, "BASISD_METRICS__PORT": "0",
+                                                                               "BASISD_API__PORT": "0"})
+    assert result.returncode == 78, result.stderr
+    assert "chaos.unreported_usdt" in result.stdout + result.stderr and "kraken" in result.stdout + result.stderr
+
+
+def test_a_second_daemon_on_the_same_control_socket_is_refused(catalog: Path, tmp_path: Path) -> None:
+    from tests.integration.daemon_process import DaemonProcess
+
+    data = yaml.safe_load((catalog / "replay.yaml").read_text())
+    data["control"] = {"socket": str(tmp_path / "control.sock")}
+    root = catalog / "run.yaml"
+    root.write_text(yaml.safe_dump(data))
+    first = DaemonProcess(root, tmp_path)
+    try:
+        first.wait_ready()
+        second = subprocess.run([sys.executable, "-m", "daemon", "run", "--config", str(root)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=30,
+                                env={**os.environ, "BASISD_METRICS__PORT": "0", "BASISD_API__PORT": "0"})
+        assert second.returncode == 78, second.stdout[-2000:] + second.stderr[-2000:]
+        assert "another basisd is already listening" in second.stdout + second.stderr
+        assert first.proc.poll() is None  # the first one is untouched
+    finally:
+        first.close()
