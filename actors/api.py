@@ -11,7 +11,7 @@ rather than wait for it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -44,6 +44,7 @@ class ApiActor:
         heartbeat_timeout_s: float,
         limits: Callable[[], RiskLimits],
         reconciliation: Callable[[], ReconciliationLike | None] = lambda: None,
+        pnl: Callable[[], Mapping[str, Decimal]] = dict,
     ) -> None:
         self.taps = taps
         self._settings = settings
@@ -52,6 +53,7 @@ class ApiActor:
         self._heartbeat_timeout_s = heartbeat_timeout_s
         self._limits = limits
         self._reconciliation = reconciliation
+        self._pnl = pnl  # the books' exact hourly attribution since start, by component
         if settings.token is not None:
             register_secrets([settings.token.get_secret_value()])  # a token pasted into a URL is scrubbed too
         # What was streamed and the books' last state outlive restarts of this actor, as its inboxes do.
@@ -142,6 +144,9 @@ class ApiActor:
             if self._cache_body is None:
                 self._cache_body = summary(self.latest, self.board.state(), self._config, self._trading(), self.risk,
                                            self.tracker.last_changed_ns)
+                # Every P&L figure traced to the books: the attribution of the closed hours, which sums exactly to
+                # the NAV change over them (the perps' P&L above is the venues' view of the open positions only).
+                self._cache_body["pnl_by_component"] = {k: str(v) for k, v in self._pnl().items()}
             data = self._cache[kind] = encode(self._cache_body if kind is None else {"type": kind,
                                                                                      **self._cache_body})
         return data

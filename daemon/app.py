@@ -232,7 +232,8 @@ class Daemon:
                 self.api_taps, s.api,
                 ViewConfig(config.share_class.currency, self._aave_params().liquidation_threshold, lending, capital),
                 records=lambda: self.supervisor.records.values(), heartbeat_timeout_s=s.supervisor.heartbeat_timeout_s,
-                limits=self._risk_limits, reconciliation=lambda: self.reconciliation)
+                limits=self._risk_limits, reconciliation=lambda: self.reconciliation,
+                pnl=lambda: self.positions.pnl_totals)
             self.actors.append(self.api)
         self.actors = self._with_chaos(self.actors)
         sup = s.supervisor

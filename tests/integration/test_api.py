@@ -155,6 +155,11 @@ def test_a_client_gets_the_state_then_every_fill_with_its_position_and_a_summary
         perp = body["positions"]["binance:Perp:ETHUSDT"]
         assert perp["side"] == "short" and Decimal(perp["notional_value"]) > 0 and perp["entry_price"]
         assert Decimal(body["onchain"]["health_factor"]) > 1 and body["onchain"]["collateral"][0]["asset"] == "weETH"
+        # The books' exact attribution rides along: every component, as exact decimal strings.
+        from daemon.domain.pnl import COMPONENTS
+
+        assert set(body["pnl_by_component"]) == set(COMPONENTS)
+        assert Decimal(body["pnl_by_component"]["transaction_costs"]) < 0  # the entry paid fees and gas
         status, health, _ = api.get(HEALTH)
         assert status == 200 and health["status"] in ("healthy", "degraded") and health["running"] is True
         assert set(health["actors"]) == ACTORS and health["clients"] == 1
