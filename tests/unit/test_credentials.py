@@ -183,13 +183,41 @@ def test_a_dangling_link_is_reported_as_unreadable(catalog: Path, creds_dir: Pat
                                  "credential file cannot be read: No such file or directory"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
-def test_a_file_the_daemon_may_not_read_is_reported(catalog: Path, creds_dir: Path) -> None:
-    path = creds_dir / "bybit_api_secret"
-    path.write_text(FILE_SECRET)
-    path.chmod(0)
-    assert problems(catalog) == [f"{path}: credentials.bybit.api_secret: credential file cannot be read: "
-                                 "Permission denied"]
+def test_a_file_the_daemon_may_not_read_is_reported() -> None:
+    """Root reads a file whatever its mode, so the reader runs as `nobody` when the tests run as root (as in CI)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    from daemon.settings import read_credentials_directory
+
+    directory = Path(tempfile.mkdtemp(prefix="basisd-creds-"))  # traversable by nobody, unlike pytest's tmp
+    try:
+        directory.chmod(0o755)
+        path = directory / "bybit_api_secret"
+        path.write_text(FILE_SECRET)
+        path.chmod(0)
+        expected = f"{path}: credentials.bybit.api_secret: credential file cannot be read: Permission denied"
+        pid = os.fork()
+        if pid == 0:  # the child: nobody if we are root; exit 0 only if exactly that problem was reported
+            code = 1
+            try:
+                if os.geteuid() == 0:
+                    nobody = pwd.getpwnam("nobody")
+                    os.setgroups([])
+                    os.setgid(nobody.pw_gid)
+                    os.setuid(nobody.pw_uid)
+                try:
+                    read_credentials_directory(directory)
+                    code = 2  # read it: nothing reported
+                except ConfigError as exc:
+                    code = 0 if [str(p) for p in exc.problems] == [expected] else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the unreadable file was not reported as it should be"
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_an_unknown_file_is_refused_with_the_names_that_exist(catalog: Path, creds_dir: Path) -> None:
