@@ -43,7 +43,7 @@ from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.chaos import FailingActor
 from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings
-from daemon.control import ControlError, default_socket_path, serve_control
+from daemon.control import ControlError, serve_control, socket_path
 from daemon.data.bars import History
 from daemon.data.cache import BarCache, SeriesCache
 from daemon.data.rewards import RewardEvent, events_for_mode, read_reward_events
@@ -371,8 +371,8 @@ class Daemon:
         """The emergency stop: SIGUSR1 and `basisd halt` land here; HALTED persists until `basisd resume`."""
         s = self.config.settings
         return Operator(self.trading, self.venue_stats.exchanges(self.exchanges),
-                        StateStore(s.runtime.state_dir) if s.runtime.state_dir else None, self.clock,
-                        self.status_report, flatten=self._flatten, flatten_on_halt=s.control.flatten_on_halt,
+                        StateStore(s.runtime.state_dir) if s.runtime.state_dir else None, self.status_report,
+                        flatten=self._flatten, flatten_on_halt=s.control.flatten_on_halt,
                         on_resume=self.risk.rearm_breaker,
                         reconcile=self._reconcile_now if s.reconcile.enabled else None)
 
@@ -464,8 +464,7 @@ class Daemon:
 
     async def _serve_control(self, *, task_status: anyio.abc.TaskStatus[Path]) -> None:
         s = self.config.settings
-        path = Path(s.control.socket) if s.control.socket else default_socket_path(s.runtime.state_dir,
-                                                                                   self.config.path)
+        path = socket_path(s.control.socket, s.runtime.state_dir, self.config.path)
         try:
             await serve_control(path, self.operator.handle, task_status=task_status)
         except (ControlError, OSError) as exc:

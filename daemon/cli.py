@@ -177,7 +177,7 @@ def _backtest(args: argparse.Namespace) -> int:
 
 def _control(args: argparse.Namespace) -> int:
     """`basisd halt | resume | status`: one request over the running daemon's control socket."""
-    from daemon.control import ControlError, default_socket_path, request
+    from daemon.control import ControlError, request, socket_path
 
     if args.socket:
         path = Path(args.socket)
@@ -186,7 +186,7 @@ def _control(args: argparse.Namespace) -> int:
         if config is None:
             return ExitCode.CONFIG
         s = config.settings
-        path = Path(s.control.socket) if s.control.socket else default_socket_path(s.runtime.state_dir, config.path)
+        path = socket_path(s.control.socket, s.runtime.state_dir, config.path)
     command, flatten = args.command, getattr(args, "flatten", None)
     if command == "flatten":
         command, flatten = "halt", True

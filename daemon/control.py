@@ -56,6 +56,11 @@ def default_socket_path(state_dir: str | None, config_path: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"basisd-{os.getuid()}" / f"control-{digest}.sock"
 
 
+def socket_path(configured: str | None, state_dir: str | None, config_path: Path) -> Path:
+    """The control socket of the daemon run with this config: `control.socket` if set, else the default."""
+    return Path(configured) if configured else default_socket_path(state_dir, config_path)
+
+
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of the process at the other end of a connected Unix socket."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))

@@ -36,17 +36,15 @@ from daemon import __version__
 from daemon.bus import ConflatingChannel, LosslessChannel
 from daemon.clock import Clock
 from daemon.domain.exposure import compute_exposure
-from daemon.domain.ledger import WALLET, LedgerSnapshot
+from daemon.domain.ledger import LedgerSnapshot
 from daemon.domain.market import (
-    ATOKEN_RESERVE,
-    DEBT_RESERVE,
     STABLECOINS,
     MarketBoard,
     MarketState,
     MissingMarketData,
 )
 from daemon.domain.messages import PortfolioSnapshotted, RiskAssessed, TradingState
-from daemon.domain.pnl import FUNDING
+from daemon.domain.pnl import FUNDING, aave_position_usd
 from daemon.domain.risk import DrawdownAction, DrawdownBreaker, Level
 from daemon.domain.strategy import ModeSpec
 from daemon.lifecycle import LATENCY_BUCKETS_S, ActorState
@@ -423,21 +421,13 @@ class BasisdCollector:
 
 
 def aave_position_eth(ledger: LedgerSnapshot, market: MarketState) -> tuple[Decimal, Decimal]:
-    """(collateral, debt) of the wallet's AAVE position in ETH: aTokens at their liquidity index and the oracle,
-    variable debt at its borrow index. Raises `MissingMarketData` if an index, rate or price is missing."""
-    collateral = debt = ZERO
-    eth_usd: Decimal | None = None
-    for account, token, amount in ledger.balances:
-        if account != WALLET or not amount or (token not in ATOKEN_RESERVE and token not in DEBT_RESERVE):
-            continue
-        eth_usd = eth_usd or market.price_usd("ETH")
-        underlying, native = market.native(token, amount)
-        value = native * market.price_usd(underlying) / eth_usd
-        if token in ATOKEN_RESERVE:
-            collateral += value
-        else:
-            debt -= value  # `native` of a debt token is negative
-    return collateral, debt
+    """(collateral, debt) of the wallet's AAVE position in ETH. Raises `MissingMarketData` if an index, rate or
+    price is missing."""
+    collateral, debt = aave_position_usd(ledger, market)
+    if not collateral and not debt:
+        return ZERO, ZERO  # no position: no ETH price needed
+    eth_usd = market.price_usd("ETH")
+    return collateral / eth_usd, debt / eth_usd
 
 
 def _aave_position_or_none(ledger: LedgerSnapshot | None,

@@ -20,7 +20,6 @@ from typing import Any
 import anyio
 import structlog
 
-from daemon.clock import Clock
 from daemon.domain.messages import TradingState
 from daemon.ports import ExchangeVenue
 from daemon.state_store import StateStore
@@ -40,13 +39,12 @@ class FlattenRefused(RuntimeError):
 
 class Operator:
     def __init__(self, trading: TradingStateCell, exchanges: Mapping[str, ExchangeVenue], store: StateStore | None,
-                 clock: Clock, status: Callable[[], dict[str, Any]], flatten: Flatten | None = None,
+                 status: Callable[[], dict[str, Any]], flatten: Flatten | None = None,
                  flatten_on_halt: bool = False, on_resume: Callable[[], None] | None = None,
                  reconcile: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
         self._trading = trading
         self._exchanges = exchanges
         self._store = store
-        self._clock = clock
         self._status = status
         self._flatten = flatten
         self._flatten_on_halt = flatten_on_halt

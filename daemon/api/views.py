@@ -33,6 +33,7 @@ from daemon.domain.messages import (
     RiskAssessed,
     TradingState,
 )
+from daemon.domain.pnl import aave_position_usd
 from daemon.lifecycle import ActorRecord, ActorState
 
 ZERO = Decimal(0)
@@ -199,17 +200,8 @@ def _token(account: str, token: str, amount: Decimal, market: MarketState, money
 def _aave_totals(ledger: LedgerSnapshot, market: MarketState) -> tuple[Decimal | None, Decimal | None,
                                                                        Decimal | None]:
     """(collateral USD, debt USD, leverage C / (C − D)); Nones while an index or price is missing."""
-    collateral = debt = ZERO
     try:
-        for account, token, amount in ledger.balances:
-            if account != WALLET or (token not in ATOKEN_RESERVE and token not in DEBT_RESERVE):
-                continue
-            underlying, native = market.native(token, amount)
-            value = native * market.price_usd(underlying)
-            if token in ATOKEN_RESERVE:
-                collateral += value
-            else:
-                debt -= value  # debt tokens value negative
+        collateral, debt = aave_position_usd(ledger, market)
     except MissingMarketData:
         return None, None, None
     leverage = collateral / (collateral - debt) if debt and collateral > debt else None

@@ -60,6 +60,20 @@ def token_value_usd(account: str, token: str, amount: Decimal, market: MarketSta
     return native * market.price_usd(underlying)
 
 
+def aave_position_usd(snapshot: LedgerSnapshot, market: MarketState) -> tuple[Decimal, Decimal]:
+    """(collateral, debt) of the wallet's AAVE position in USD: aTokens at their liquidity index and price (an
+    LST through its oracle), variable debt at its borrow index. Raises `MissingMarketData` if one is missing."""
+    collateral = debt = ZERO
+    for account, token, amount in snapshot.balances:
+        if account != WALLET:
+            continue
+        if token in ATOKEN_RESERVE:
+            collateral += token_value_usd(account, token, amount, market)
+        elif token in DEBT_RESERVE:
+            debt -= token_value_usd(account, token, amount, market)  # a debt token values negative
+    return collateral, debt
+
+
 def nav_usd(snapshot: LedgerSnapshot, market: MarketState) -> Decimal:
     total = sum((token_value_usd(a, t, v, market) for a, t, v in snapshot.balances), ZERO)
     for perp in snapshot.perps:

@@ -167,3 +167,19 @@ def test_a_balance_change_nobody_explains_shows_up_as_residual() -> None:
     book.apply(funding)
     assert attribute_step(before, market(), book.snapshot(), market(), [funding]).residual == 0
     assert attribute_step(before, market(), book.snapshot(), market(), []).residual == D("4.2")
+
+
+def test_the_aave_position_is_valued_once_for_metrics_and_the_api() -> None:
+    from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
+    from daemon.domain.market import MarketState
+    from daemon.domain.pnl import aave_position_usd
+
+    ledger = Ledger(("binance",))
+    ledger.apply(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange(WALLET, "aWeETH", Decimal(10)),
+                                                       TokenChange(WALLET, "variableDebtWETH", Decimal(8)),
+                                                       TokenChange("binance", "USDT", Decimal(500)))))
+    market = MarketState(0, {"ETH": Decimal(2000)}, lst_rates={"weETH": Decimal("1.05")},
+                         liquidity_index={"weETH": Decimal("1.01")}, borrow_index={"WETH": Decimal("1.02")})
+    collateral, debt = aave_position_usd(ledger.snapshot(), market)
+    assert collateral == 10 * Decimal("1.01") * Decimal("1.05") * 2000  # scaled × index × oracle × ETH
+    assert debt == 8 * Decimal("1.02") * 2000  # positive, though the debt token values negative
