@@ -45,6 +45,7 @@ class ApiActor:
         limits: Callable[[], RiskLimits],
         reconciliation: Callable[[], ReconciliationLike | None] = lambda: None,
         pnl: Callable[[], Mapping[str, Decimal]] = dict,
+        waiting_for: Callable[[], str] = str,
     ) -> None:
         self.taps = taps
         self._settings = settings
@@ -54,6 +55,7 @@ class ApiActor:
         self._limits = limits
         self._reconciliation = reconciliation
         self._pnl = pnl  # the books' exact hourly attribution since start, by component
+        self._waiting_for = waiting_for  # why trading has not started yet (the start gate), '' once it may
         if settings.token is not None:
             register_secrets([settings.token.get_secret_value()])  # a token pasted into a URL is scrubbed too
         # What was streamed and the books' last state outlive restarts of this actor, as its inboxes do.
@@ -71,15 +73,22 @@ class ApiActor:
         self.port: int | None = None
         self.updates_streamed = 0
 
+    async def bind(self) -> int:
+        """Listen (the daemon binds every listener before anything can trade); the bound port. Raises OSError."""
+        if not self.server.listening:
+            self.port = await self.server.start()
+            structlog.get_logger().info("api_listening", actor=self.name, host=self._settings.host, port=self.port,
+                                        token_required=self._settings.token is not None)
+        assert self.port is not None
+        return self.port
+
     async def run(self, ctx: ActorContext) -> None:
         self._ctx = ctx
         try:
-            self.port = await self.server.start()
+            await self.bind()  # already bound at start-up; bound again after a restart of this actor
         except OSError as exc:
             ctx.log.error("api_bind_failed", host=self._settings.host, port=self._settings.port, error=str(exc))
             raise
-        ctx.log.info("api_listening", host=self._settings.host, port=self.port,
-                     token_required=self._settings.token is not None)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keepalive)
@@ -158,7 +167,7 @@ class ApiActor:
             trading=self._trading(), snapshot=self.latest,
             snapshot_age_s=time.monotonic() - self._snapshot_mono if self._snapshot_mono is not None else None,
             stale_series=stale_series(ages, self._limits()), reconciliation=self._reconciliation(),
-            clients=len(self.server.clients),
+            clients=len(self.server.clients), waiting_for=self._waiting_for(),
         ))
         body["api"] = {"port": self.port, "clients_cut_off": self.server.too_slow, "refused": self.server.refused,
                        "updates_streamed": self.updates_streamed}

@@ -29,6 +29,7 @@ from daemon.domain.messages import (
 from daemon.domain.risk import permits
 from daemon.domain.strategy import Step
 from daemon.errors import NonRetryableVenueError, VenueError
+from daemon.gate import StartGate
 from daemon.journal import Journal
 from daemon.lifecycle import ActorContext, serve
 from daemon.ports import ChainVenue, ExchangeVenue
@@ -60,8 +61,11 @@ class ExecutionActor:
         events: LosslessChannel[OrderEvent],
         chain: ChainVenue | None = None,
         journal: Journal | None = None,
+        gate: StartGate | None = None,
     ) -> None:
         self.inbox = inbox
+        # The last line before the venue ports: nothing is sent while the start gate is closed (daemon.gate).
+        self._gate = gate
         self._venues = venues
         self._events = events
         self._chain = chain
@@ -85,6 +89,8 @@ class ExecutionActor:
     async def _submit(self, ctx: ActorContext, order: SubmitOrder, flatten: bool = False) -> str | None:
         """Send one order, checking the trading state at the last moment; the reason it failed, or None.
         `flatten`: a step of an operator's emergency flatten, which may go out while HALTED."""
+        if self._gate is not None and not self._gate.is_open:
+            return self._gate.reason
         state = ctx.trading.state
         if not (permits(state, order.reduce_only) or (flatten and state is TradingState.HALTED)):
             return f"trading is {state.value.lower()}"
@@ -114,6 +120,9 @@ class ExecutionActor:
         reason = ""
         flatten = command.operator_flatten and instruction.reduces_exposure
         for step in instruction.steps:
+            if self._gate is not None and not self._gate.is_open:
+                reason = f"stopped before step {step.step}: {self._gate.reason}"
+                break
             state = ctx.trading.state
             if not (permits(state, instruction.reduces_exposure) or (flatten and state is TradingState.HALTED)):
                 reason = f"stopped before step {step.step}: trading is {state.value.lower()}"

@@ -45,6 +45,7 @@ from daemon.domain.risk import (
     stale_series,
 )
 from daemon.domain.risk import trading_state as implied_state
+from daemon.gate import StartGate
 from daemon.lifecycle import ActorContext, serve
 from daemon.state_store import StateStore
 
@@ -80,8 +81,10 @@ class RiskActor:
         published: Fanout[RiskAssessed] | None = None,
         currency: str = "USDT",
         breaker_levels: Callable[[], tuple[Decimal, Decimal, Decimal]] | None = None,
+        gate: StartGate | None = None,
     ) -> None:
         self.inbox = inbox
+        self._gate = gate  # closed until start-up is done (daemon.gate): nothing is approved before
         self.snapshots = snapshots
         self._approved = approved
         self._events = events
@@ -113,16 +116,18 @@ class RiskActor:
         async def on_command(command: Command) -> None:
             if isinstance(command, ExecuteInstruction):
                 state = ctx.trading.state
-                if permits(state, command.instruction.reduces_exposure):
+                waiting = self._gate.reason if self._gate is not None else ""
+                if not waiting and permits(state, command.instruction.reduces_exposure):
                     await self._approved.send(command)
                     return
                 self.rejected += 1
                 now = ctx.clock.now_ns()
-                reason = f"trading is {state.value.lower()}"
+                reason = waiting or f"trading is {state.value.lower()}"
                 ctx.log.warning("instruction_refused", instruction_id=command.instruction_id, reason=reason)
                 await self._events.send(InstructionFinished(command.instruction_id, False, 0, 0, reason, now, now))
             elif isinstance(command, SubmitOrder):
-                refusal = self._refusal(command, ctx.trading.state)
+                refusal = (self._gate.reason if self._gate is not None else "") or self._refusal(
+                    command, ctx.trading.state)
                 if refusal is None:
                     await self._approved.send(command)
                     return

@@ -73,6 +73,8 @@ from daemon.domain.strategy import Change, decide
 from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
 from daemon.domain.view import strategy_view
 from daemon.errors import BasisdError, ConfigError, ConfigProblem
+from daemon.failures import describe
+from daemon.gate import LISTENERS, RECONCILIATION, StartGate
 from daemon.journal import Journal
 from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
@@ -115,6 +117,10 @@ class Daemon:
         self._stop_scope: CancelScope | None = None
         self.trading = TradingStateCell()
         self.trading.subscribe(self._on_trading_state)
+        # Nothing reaches a venue before every listener is bound and the books have been checked (daemon.gate);
+        # a backtest has neither to wait for, and opens it at once so a run stays deterministic.
+        self.gate = StartGate(() if s.runtime.mode == "backtest" else
+                              (LISTENERS, RECONCILIATION) if s.reconcile.enabled else (LISTENERS,))
         self.journal = self._open_journal()
 
         cap = s.channels
@@ -193,13 +199,14 @@ class Daemon:
                             Decimal(str(s.risk.drawdown_halt_fraction))),
             StateStore(s.runtime.state_dir) if s.runtime.state_dir else None,
             Fanout[RiskAssessed]([status_snaps, *api_snapshots]),  # type: ignore[list-item]
-            currency=config.share_class.currency, breaker_levels=self._breaker_levels,
+            currency=config.share_class.currency, breaker_levels=self._breaker_levels, gate=self.gate,
         )
         # The ports execution uses are timed (order latency, venue errors by kind) in plain counters for metrics.
         self.venue_stats = VenueStats()
         self.reconciliation = ReconciliationRecord(self.clock.now_ns())  # the reconciler writes it
         self.execution = ExecutionActor(execution_orders, self.venue_stats.exchanges(self.exchanges),
-                                        strategy_events, self.venue_stats.chain(self.chain), self.journal)
+                                        strategy_events, self.venue_stats.chain(self.chain), self.journal,
+                                        gate=self.gate)
         self.fills = FillsActor(venue_reports, positions_reports, strategy_events,  # type: ignore[arg-type]
                                 self.journal)
         self.recorder: RecorderActor | None = None
@@ -233,7 +240,7 @@ class Daemon:
                 ViewConfig(config.share_class.currency, self._aave_params().liquidation_threshold, lending, capital),
                 records=lambda: self.supervisor.records.values(), heartbeat_timeout_s=s.supervisor.heartbeat_timeout_s,
                 limits=self._risk_limits, reconciliation=lambda: self.reconciliation,
-                pnl=lambda: self.positions.pnl_totals)
+                pnl=lambda: self.positions.pnl_totals, waiting_for=lambda: self.gate.reason)
             self.actors.append(self.api)
         self.actors = self._with_chaos(self.actors)
         sup = s.supervisor
@@ -326,13 +333,13 @@ class Daemon:
                 self._stop_scope = tg.cancel_scope
                 tg.start_soon(self._handle_signals)
                 tg.start_soon(self.operator.cancel_on_halt)
-                if s.control.enabled and s.runtime.mode != "backtest":
-                    await tg.start(self._serve_control)
-                if s.metrics.enabled:
-                    registry = build_registry(self._metric_sources())
-                    self.metrics_port = await tg.start(serve_metrics, registry, s.metrics.host, s.metrics.port)
+                # Every listener is bound before any actor that can trade starts: a port in use is a
+                # configuration error (exit 78) found before an order, not a failure after one.
+                await self._bind_listeners(tg)
+                self.gate.passed(LISTENERS)
                 await tg.start(self.supervisor.run)
                 await self._startup_reconciliation()
+                self.gate.passed(RECONCILIATION)
                 status = f"running {self.config.mode.name} on {s.runtime.mode}"
                 self.notifier.ready(status)
                 log.info("daemon_ready", actors=[a.name for a in self.actors], metrics_port=self.metrics_port)
@@ -348,6 +355,33 @@ class Daemon:
                 self.journal.close()
             self.notifier.stopping(self.stop_reason or "stopping")
             log.info("daemon_stopped", reason=self.stop_reason or "failure", trading=self.trading.state.value)
+
+    async def _bind_listeners(self, tg: anyio.abc.TaskGroup) -> None:
+        """The control socket, the metrics endpoint and the positions API, each bound or a ConfigError naming
+        the key that sets it."""
+        s = self.config.settings
+        if s.control.enabled and s.runtime.mode != "backtest":
+            await tg.start(self._serve_control)
+        if s.metrics.enabled:
+            self.metrics_port = await tg.start(self._serve_metrics)
+        if self.api is not None:
+            try:
+                await self.api.bind()
+            except OSError as exc:
+                raise self._bind_error("api.port", s.api.host, s.api.port, exc) from None
+
+    async def _serve_metrics(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
+        m = self.config.settings.metrics
+        try:
+            await serve_metrics(build_registry(self._metric_sources()), m.host, m.port, task_status=task_status)
+        except OSError as exc:
+            raise self._bind_error("metrics.port", m.host, m.port, exc) from None
+
+    def _bind_error(self, key: str, host: str, port: int, exc: OSError) -> ConfigError:
+        problem = (f"cannot listen on {host}:{port}: {exc.strerror or exc} (another process holds it? choose "
+                   f"another {key}, or 0 for a free port)")
+        log.critical("listener_bind_failed", key=key, host=host, port=port, error=exc.strerror or str(exc))
+        return ConfigError([ConfigProblem(str(self.config.path), key, problem)])
 
     def stop(self, reason: str) -> None:
         if not self.stop_reason:
@@ -500,7 +534,8 @@ class Daemon:
         snap, risk = self.positions.latest, self.risk.assessment
         now = time.monotonic()
         return {
-            "trading": {"state": self.trading.state.value, "reason": self.trading.reason},
+            "trading": {"state": self.trading.state.value, "reason": self.trading.reason,
+                        "waiting_for": self.gate.reason or None},
             "market_time": datetime.fromtimestamp(self.clock.now_ns() / 1e9, UTC).isoformat(),
             "mode": self.config.mode.name, "share_class": self.config.share_class.name,
             "portfolio": None if snap is None else {
@@ -533,6 +568,10 @@ class Daemon:
             new = load_settings(self.config.path)
         except ConfigError as exc:
             log.error("reload_rejected", problems=[str(p) for p in exc.problems])
+            self.notifier.ready("reload rejected; running with the previous thresholds")
+            return
+        except Exception as exc:  # a reload must never stop a trading daemon, whatever the file holds
+            log.error("reload_rejected", problems=[f"{self.config.path}: {describe(exc)}"])
             self.notifier.ready("reload rejected; running with the previous thresholds")
             return
         old = self.config.settings.model_copy(update={"risk": self.risk_settings})

@@ -23,6 +23,7 @@ from anyio.abc import TaskStatus
 
 from daemon.clock import Clock
 from daemon.errors import FatalError, RestartBudgetExceeded
+from daemon.failures import describe, leaves
 from daemon.lifecycle import Actor, ActorContext, ActorRecord, ActorState
 from daemon.trading import TradingStateCell
 
@@ -125,13 +126,15 @@ class Supervisor:
             ctx = ActorContext(record, self._clock, self._trading, self._heartbeat_interval_s, on_started)
             try:
                 await actor.run(ctx)
-            except FatalError as exc:
-                record.state = ActorState.FAILED
-                record.last_error = f"{type(exc).__name__}: {exc}"
-                self._trading.halt(str(exc), source="supervisor")
-                log.critical("actor_failed_fatally", actor=actor.name, error=record.last_error)
-                raise
             except Exception as exc:  # an actor failure is data for the supervisor, never fatal by itself
+                fatal = _fatal(exc)
+                if fatal is not None:
+                    # Restarting cannot help (bad data, a venue that refuses us): halt, and end the run with it.
+                    record.state = ActorState.FAILED
+                    record.last_error = describe(fatal)
+                    self._trading.halt(str(fatal), source="supervisor")
+                    log.critical("actor_failed_fatally", actor=actor.name, error=record.last_error)
+                    raise fatal from None
                 self._after_failure(actor.name, record, failures, exc)
                 delay = self._policy.backoff_s(len(failures), self._rng)
                 record.state = ActorState.BACKING_OFF
@@ -152,7 +155,7 @@ class Supervisor:
     ) -> None:
         now = time.monotonic()
         record.failures += 1
-        record.last_error = f"{type(exc).__name__}: {exc}"
+        record.last_error = describe(exc)
         failures.append(now)
         while failures and now - failures[0] > self._policy.budget_window_s:
             failures.popleft()
@@ -165,3 +168,8 @@ class Supervisor:
             if self._on_escalation is not None:
                 self._on_escalation(error)
             raise error from exc
+
+
+def _fatal(exc: BaseException) -> FatalError | None:
+    """The FatalError in `exc`, also when an actor's own task group wrapped it in an exception group."""
+    return next((e for e in leaves(exc) if isinstance(e, FatalError)), None)

@@ -155,6 +155,10 @@ class ApiServer:
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
     async def start(self) -> int:
         """Listen; return the bound port (the configured one, or the one the OS picked for 0)."""
         s = self._settings

@@ -347,6 +347,7 @@ class HealthInputs:
     stale_series: Sequence[str]  # past their staleness limit (domain.risk.stale_series)
     reconciliation: ReconciliationLike | None
     clients: int
+    waiting_for: str = ""  # why trading has not started yet (daemon.gate), '' once it may trade
 
 
 def _actor_json(r: ActorRecord, now_mono: float) -> Json:
@@ -370,6 +371,8 @@ def health(h: HealthInputs) -> tuple[int, Json]:
             unhealthy.append(f"actor {r.name} has not beaten for over {h.heartbeat_timeout_s:g} s")
         elif r.state is not ActorState.RUNNING:
             degraded.append(f"actor {r.name} {r.state.value}")
+    if h.waiting_for:
+        degraded.append(h.waiting_for)
     if h.trading is not TradingState.ACTIVE:
         degraded.append(f"trading {h.trading.value}")
     if h.snapshot is None:
@@ -381,7 +384,8 @@ def health(h: HealthInputs) -> tuple[int, Json]:
     rec = h.reconciliation
     body = {
         "status": status, "running": all(r["state"] == ActorState.RUNNING.value for r in actors.values()),
-        "reasons": unhealthy + degraded, "trading_state": h.trading.value, "actors": actors,
+        "reasons": unhealthy + degraded, "trading_state": h.trading.value,
+        "trading_waits_for": h.waiting_for or None, "actors": actors,
         "last_reconciliation": None if rec is None or rec.last_ns is None else {
             "timestamp": iso(rec.last_ns), "runs": rec.runs, "failures": rec.failures,
             "drift_usd": {venue: dec(v) for venue, v in rec.drift_usd.items()}},

@@ -29,6 +29,7 @@ from daemon.domain.messages import (
     OracleRateReported,
     OrderEvent,
     OrderFilled,
+    OrderRejected,
     PriceTicked,
     ReserveIndexesReported,
     Side,
@@ -36,6 +37,7 @@ from daemon.domain.messages import (
     VenueReport,
 )
 from daemon.domain.strategy import Executor, Instruction, Step
+from daemon.gate import LISTENERS, RECONCILIATION, StartGate
 from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.trading import TradingStateCell
 from daemon.venues.simulated import SimulatedExchange
@@ -57,7 +59,7 @@ class Rig:
 
 
 @asynccontextmanager
-async def running() -> AsyncIterator[Rig]:
+async def running(gate: StartGate | None = None) -> AsyncIterator[Rig]:
     clock = VirtualClock(0, None)
     orders: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 64)
     reports: LosslessChannel[VenueReport] = LosslessChannel("fills.reports", 256)
@@ -73,7 +75,7 @@ async def running() -> AsyncIterator[Rig]:
         board.update(message)
     chain = SimulatedChain(clock, board, reports, exchanges)
     chain.receive(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange(WALLET, "USDT", D(100_000)),)))
-    actor = ExecutionActor(orders, exchanges, events, chain)
+    actor = ExecutionActor(orders, exchanges, events, chain, gate=gate)
     trading = TradingStateCell()
     sup = Supervisor([actor], clock=clock, trading=trading, policy=RestartPolicy(), heartbeat_interval_s=0.05,
                      heartbeat_timeout_s=1, rng=random.Random(0))
@@ -397,3 +399,26 @@ def test_the_hours_worst_price_gives_the_venues_intrabar_margin_reading_without_
     assert venue.observe_range("ETH", D(3050), D(2900)) == D(2500) / D(30_500)  # a calmer hour
     assert venue.min_margin_ratio_intrabar == D(2000) / D(31_000)  # the lowest is kept
     assert venue.liquidations == 0 and len(reports) == 0  # a reading, never an action
+
+
+@pytest.mark.asyncio
+async def test_nothing_reaches_a_venue_while_the_start_gate_is_closed() -> None:
+    gate = StartGate((LISTENERS, RECONCILIATION))
+    async with running(gate) as rig:
+        await rig.orders.send(ExecuteInstruction(InstructionId("i1"), entry_instruction(D(10)), 0, 0))
+        refused = await finished(rig)
+        order = SubmitOrder(ClientOrderId("o1"), InstructionId("i2"), InstrumentId("binance:Perp:ETHUSDT"), Side.SELL,
+                            D(1), False, "test", 0, 0)
+        await rig.orders.send(order)
+        with anyio.fail_after(2):
+            rejected = await rig.events.receive()
+        sent = (sum(e.orders_received for e in rig.exchanges.values()), rig.chain.transactions, len(rig.reports))
+        gate.passed(LISTENERS)
+        gate.passed(RECONCILIATION)
+        await rig.orders.send(ExecuteInstruction(InstructionId("i3"), entry_instruction(D(10)), 0, 0))
+        done = await finished(rig)
+    assert (refused.completed, refused.steps_done) == (False, 0)
+    assert "waiting for" in refused.reason and "reconciliation" in refused.reason
+    assert isinstance(rejected, OrderRejected) and "start-up" in rejected.reason
+    assert sent == (0, 0, 0)  # not one order, transfer or transaction went out
+    assert done.completed  # and once the gate is open, the same instruction runs

@@ -28,6 +28,7 @@ from daemon.domain.messages import (
     TradingState,
 )
 from daemon.domain.risk import DrawdownAction, DrawdownBreaker, RiskLimits
+from daemon.gate import LISTENERS, StartGate
 from daemon.state_store import StateStore
 from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.trading import TradingStateCell
@@ -47,14 +48,15 @@ class Rig:
 
 
 @asynccontextmanager
-async def running_rig(store: StateStore | None = None, currency: str = "USDT") -> AsyncIterator[Rig]:
+async def running_rig(store: StateStore | None = None, currency: str = "USDT",
+                      gate: StartGate | None = None) -> AsyncIterator[Rig]:
     commands: LosslessChannel[Command] = LosslessChannel("risk.commands", 16)
     approved: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 16)
     events: LosslessChannel[OrderEvent] = LosslessChannel("strategy.events", 16)
     snapshots: ConflatingChannel[PortfolioSnapshotted] = ConflatingChannel("risk.snapshots", 4, lambda s: s.key)
     limits = [RiskLimits()]
     actor = RiskActor(commands, approved, events, snapshots, lambda: limits[0], DrawdownBreaker(), store,
-                      currency=currency)
+                      currency=currency, gate=gate)
     trading = TradingStateCell()
     sup = Supervisor([actor], clock=VirtualClock(0, None), trading=trading, policy=RestartPolicy(),
                      heartbeat_interval_s=0.05, heartbeat_timeout_s=1, rng=random.Random(0))
@@ -240,3 +242,19 @@ async def test_reloaded_drawdown_levels_reach_the_breaker_and_its_peak_is_kept()
         assert actor.breaker.halt_fraction == D("0.10") and actor.breaker.peak_nav == D(100_000)
         assert actor.breaker.tripped is DrawdownAction.NONE and trading.state is TradingState.ACTIVE
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.asyncio
+async def test_risk_approves_nothing_until_the_start_gate_opens_and_says_why() -> None:
+    gate = StartGate((LISTENERS,))
+    async with running_rig(gate=gate) as rig:
+        await rig.commands.send(order(reduce_only=True))  # even a reduce-only order waits for start-up
+        with anyio.fail_after(2):
+            refused = await rig.events.receive()
+        gate.passed(LISTENERS)
+        await rig.commands.send(order(reduce_only=False))
+        with anyio.fail_after(2):
+            approved = await rig.approved.receive()
+    assert isinstance(refused, OrderRejected) and refused.reason == "start-up: waiting for the control socket, " \
+        "metrics and API listeners to be bound"
+    assert isinstance(approved, SubmitOrder) and not approved.reduce_only

@@ -9,7 +9,7 @@ import pytest
 from daemon.bus import LosslessChannel
 from daemon.clock import VirtualClock
 from daemon.domain.messages import TradingState
-from daemon.errors import ExitCode, RestartBudgetExceeded
+from daemon.errors import ExitCode, MissingDataError, RestartBudgetExceeded
 from daemon.lifecycle import ActorContext, serve
 from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.trading import TradingStateCell
@@ -189,3 +189,51 @@ async def test_heartbeats_stay_fresh_for_an_idle_actor_and_go_stale_for_a_hung_o
 def test_duplicate_actor_names_are_refused() -> None:
     with pytest.raises(ValueError, match="unique"):
         make_supervisor([Hangs(), Hangs()])
+
+
+class FailsInsideItsTaskGroup:
+    """An actor whose failure reaches the supervisor wrapped in its own task group's ExceptionGroup."""
+
+    name = "grouped"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.runs = 0
+
+    async def run(self, ctx: ActorContext) -> None:
+        self.runs += 1
+        ctx.started()
+
+        async def fail() -> None:
+            raise self.error
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fail)
+            tg.start_soon(anyio.sleep_forever)
+
+
+@pytest.mark.asyncio
+async def test_a_failure_wrapped_in_a_task_group_is_recorded_as_the_real_exception_and_where_it_was_raised() -> None:
+    actor = FailsInsideItsTaskGroup(ValueError("bad price '1e400'"))
+    sup, _ = make_supervisor([actor])
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        with anyio.fail_after(5):
+            while sup.records["grouped"].failures == 0:
+                await anyio.sleep(0.005)
+        tg.cancel_scope.cancel()
+    error = sup.records["grouped"].last_error
+    assert "ExceptionGroup" not in error and "sub-exception" not in error
+    assert error.startswith("ValueError: bad price '1e400' (at tests/unit/test_supervisor.py:")
+    assert "in fail" in error
+
+
+@pytest.mark.asyncio
+async def test_a_fatal_error_inside_an_actors_task_group_ends_the_run_instead_of_restarting() -> None:
+    actor = FailsInsideItsTaskGroup(MissingDataError("history lacks funding"))
+    sup, trading = make_supervisor([actor])
+    with anyio.fail_after(5), pytest.raises(MissingDataError, match="history lacks funding"):
+        await sup.run()
+    assert actor.runs == 1
+    assert trading.state is TradingState.HALTED
+    assert sup.records["grouped"].last_error.startswith("MissingDataError: history lacks funding (at ")
