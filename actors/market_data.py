@@ -1,5 +1,9 @@
 """Market data: pulls each instant's updates from the market feed (on the injected clock) and publishes them
-as one `MarketUpdated`, conflated (a reader that falls behind gets the latest value of every series)."""
+as one `MarketUpdated`, conflated (a reader that falls behind gets the latest value of every series).
+
+A failing feed fails the run: whatever the feed raises reaches the supervisor as a `FatalError`, never as a
+failure to restart from, since a restarted reader of a dead feed would take its silence for the end of the
+replay. `exhausted` is set only when the feed says it has reached its end."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import anyio
 
 from daemon.bus import Fanout
 from daemon.domain.messages import MarketData, MarketUpdated
+from daemon.errors import FatalError, FeedError
+from daemon.failures import describe
 from daemon.lifecycle import ActorContext
 
 
@@ -31,7 +37,7 @@ class MarketDataActor:
         ctx.started()
         while True:
             ctx.beat()
-            batch = await self._feed.next_batch()
+            batch = await self._next()
             if batch is None:
                 ctx.log.info("market_feed_exhausted", batches=self.batches)
                 self.exhausted.set()
@@ -40,3 +46,11 @@ class MarketDataActor:
                 self._out.publish(MarketUpdated(tuple(batch), batch[-1].ts_event, batch[-1].ts_recv))
             ctx.record.handled += 1
             self.batches += 1
+
+    async def _next(self) -> list[MarketData] | None:
+        try:
+            return await self._feed.next_batch()
+        except FatalError:
+            raise
+        except Exception as exc:
+            raise FeedError(f"the market feed failed: {describe(exc)}") from exc

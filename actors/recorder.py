@@ -1,6 +1,9 @@
 """Recorder (backtest): writes each attributed hour as it closes — `hourly.csv` (NAV, P&L components,
 residual, delta, HF, LTV, margin ratio per venue) and `events.jsonl` (every balance change, numbered within
-its hour) — and keeps what `summary.json` needs."""
+its hour) — and keeps what `summary.json` needs.
+
+A file it cannot create or write (an unwritable or vanished `--out`, a full disk) fails the run at once
+(`OutputError`, exit 73): restarting would meet the same directory, and a report with holes is no report."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from daemon.domain.pnl import COMPONENTS, token_value_usd
 from daemon.domain.risk import INFINITY, RiskLimits, margin_reading
 from daemon.domain.strategy import ModeSpec
 from daemon.domain.view import strategy_view
+from daemon.errors import OutputError
 from daemon.lifecycle import ActorContext, serve
 
 
@@ -51,6 +55,13 @@ class RecorderActor:
         self._files: list[IO[str]] = []
 
     async def run(self, ctx: ActorContext) -> None:
+        try:
+            await self._run(ctx)
+        except OSError as exc:
+            where = exc.filename or self._out
+            raise OutputError(f"cannot write the report in {self._out}: {where}: {exc.strerror or exc}") from exc
+
+    async def _run(self, ctx: ActorContext) -> None:
         self._out.mkdir(parents=True, exist_ok=True)
         append = self.rows > 0  # a restart continues the files it was writing
         mode = "a" if append else "w"

@@ -72,7 +72,7 @@ from daemon.domain.risk import DrawdownBreaker, RiskLimits
 from daemon.domain.strategy import Change, decide
 from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
 from daemon.domain.view import strategy_view
-from daemon.errors import BasisdError, ConfigError, ConfigProblem
+from daemon.errors import BasisdError, ConfigError, ConfigProblem, IncompleteRunError
 from daemon.failures import describe
 from daemon.gate import LISTENERS, RECONCILIATION, StartGate
 from daemon.journal import Journal
@@ -599,6 +599,11 @@ class Daemon:
 
     async def _stop_when_replay_ends(self) -> None:
         await self.market_data.exhausted.wait()
+        hours = self.config.settings.replay.hours
+        if self.feed.delivered < hours:
+            # The feed ended early without saying why: a run that did not cover its window is a failure.
+            raise IncompleteRunError(f"the replay ended after {self.feed.delivered} of the {hours} hours of its "
+                                     "window")
         # Give the pipeline a moment to settle the last bar's orders before stopping.
         await anyio.sleep(0.5)
         self.stop("replay finished")

@@ -4,12 +4,19 @@ The run is the same code as the daemon — supervisor, bus, actors, simulated ve
 advances only when every actor is idle. The recorder writes `hourly.csv` and `events.jsonl` as hours close;
 this module then writes `summary.json` (sorted keys, exact decimals as strings, no wall-clock values: the same
 inputs give the same bytes).
+
+The exit code tells the truth about the report: the output directory is checked before the run starts (exit 73
+if it cannot be written), a failure of the feed or of the data fails the run with its own code (65, 66, 70), and
+a run that stopped before it covered its window (the bars delivered against the window's hours) is a failure
+too (70; 130 when stopped by a signal). A failed run leaves no `summary.json` behind, not even a previous run's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +31,7 @@ from daemon.domain.exposure import perp_asset
 from daemon.domain.performance import performance
 from daemon.domain.pnl import COMPONENTS
 from daemon.domain.view import strategy_view
+from daemon.errors import ExitCode, IncompleteRunError, OutputError, find_basisd_error
 from daemon.systemd import Notifier
 
 HOUR_S = 3600
@@ -47,7 +55,26 @@ def overrides(*, data: str | None, start: datetime | None, end: datetime | None,
             "replay": replay, "strategy": strategy, "backtest": {"out_dir": out}}
 
 
+def prepare_output(out: Path) -> None:
+    """Make sure the report can be written before anything runs, and that no earlier run's summary survives in
+    it to be taken for this run's; OutputError (exit 73) naming the directory otherwise."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not out.is_dir():
+            raise NotADirectoryError(20, "not a directory", str(out))
+        fd, probe = tempfile.mkstemp(prefix=".basisd-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+        (out / "summary.json").unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out {out}: cannot write the report there: {exc.strerror or exc}") from None
+
+
 def run_backtest(config: ResolvedConfig) -> tuple[Daemon, dict[str, Any]]:
+    """Run the backtest and write its report; a BasisdError (with its exit code) if the run failed or stopped
+    short of its window."""
+    out = Path(config.settings.backtest.out_dir)
+    prepare_output(out)
     holder: list[Daemon] = []
 
     async def main() -> None:
@@ -61,15 +88,39 @@ def run_backtest(config: ResolvedConfig) -> tuple[Daemon, dict[str, Any]]:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
 
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except Exception as exc:  # the task group wraps the daemon's own error: surface it, with its exit code
+        error = find_basisd_error(exc)
+        if error is None:
+            raise
+        raise error from None
     daemon = holder[0]
+    check_complete(daemon)
     summary = build_summary(daemon)
-    out = Path(config.settings.backtest.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    write_charts(out, summary["currency"], float(config.settings.strategy.initial_capital),
-                 float(daemon.spec.target_ltv) if daemon.spec.borrowing else 0.0)
+    try:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_charts(out, summary["currency"], float(config.settings.strategy.initial_capital),
+                     float(daemon.spec.target_ltv) if daemon.spec.borrowing else 0.0)
+    except OSError as exc:
+        raise OutputError(f"cannot write the report in {out}: {exc.filename or out}: {exc.strerror or exc}") from None
     return daemon, summary
+
+
+def check_complete(daemon: Daemon) -> None:
+    """IncompleteRunError unless the replay delivered every hour of its window and ended because it had."""
+    replay = daemon.config.settings.replay
+    delivered, reason = daemon.market_data.batches, daemon.stop_reason or "failure"
+    if delivered >= replay.hours and reason == "replay finished":
+        return
+    start = int(replay.start.timestamp()) * 1_000_000_000
+    end = datetime.fromtimestamp((start + replay.hours * HOUR_S * 1_000_000_000) / 1e9, UTC)
+    error = IncompleteRunError(
+        f"the replay covered {delivered} of the {replay.hours} hours of its window "
+        f"({replay.start.isoformat()} → {end.isoformat()}; stopped: {reason}): no summary was written")
+    if reason.startswith("signal"):
+        error.exit_code = ExitCode.INTERRUPTED
+    raise error
 
 
 async def _progress(daemon: Daemon) -> None:

@@ -16,11 +16,14 @@ class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1
     USAGE = 64  # EX_USAGE: a bad command-line flag
-    DATA = 65  # EX_DATAERR: the market history lacks what the run needs
-    NO_INPUT = 66  # EX_NOINPUT: a data directory or file that is not there
-    UNAVAILABLE = 69  # EX_UNAVAILABLE: no daemon answers on the control socket, or it refused the request
-    SOFTWARE = 70  # EX_SOFTWARE: an actor kept failing (restart budget exhausted)
+    DATA = 65  # EX_DATAERR: the market history is malformed, or lacks what the run needs
+    NO_INPUT = 66  # EX_NOINPUT: a data directory or file that is not there, or cannot be read
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: no daemon answers on the control socket, it refused, or answered nonsense
+    SOFTWARE = 70  # EX_SOFTWARE: an actor kept failing, a run stopped short of its window, or an internal error
+    CANT_CREATE = 73  # EX_CANTCREAT: the report (output) directory cannot be written
     CONFIG = 78  # EX_CONFIG: the configuration is invalid; restarting will not help
+    INTERRUPTED = 130  # 128 + SIGINT: stopped with Ctrl-C before it finished
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away (`basisd status | head -1`)
 
 
 class BasisdError(Exception):
@@ -56,10 +59,40 @@ class FatalError(BasisdError):
     """Raised by an actor for a failure no restart can fix; the supervisor escalates it at once."""
 
 
-class MissingDataError(FatalError):
-    """The history lacks a value the run needs, and the configuration allows no proxy for it."""
+class DataError(FatalError):
+    """The market history cannot be used: a malformed file (named with its line and value), or a value the run
+    needs that is missing. Restarting the reader would read the same bytes again, so it is fatal."""
 
     exit_code = ExitCode.DATA
+
+
+class MissingDataError(DataError):
+    """The history lacks a value the run needs, and the configuration allows no proxy for it."""
+
+
+class NoInputError(FatalError):
+    """A data directory or file the run needs is not there, or cannot be read."""
+
+    exit_code = ExitCode.NO_INPUT
+
+
+class FeedError(FatalError):
+    """The market feed failed in a way it did not foresee. A replay cannot skip bars and stay honest, and a feed
+    that raised is dead (its generator is closed): reading it again would look like the end of the replay."""
+
+    exit_code = ExitCode.SOFTWARE
+
+
+class OutputError(FatalError):
+    """The report directory, or a file in it, cannot be written."""
+
+    exit_code = ExitCode.CANT_CREATE
+
+
+class IncompleteRunError(BasisdError):
+    """A replay stopped before it covered its window: its report would describe a shorter run than asked for."""
+
+    exit_code = ExitCode.SOFTWARE
 
 
 class RestartBudgetExceeded(BasisdError):
@@ -96,3 +129,15 @@ class NonRetryableVenueError(VenueError):
 
 class FatalVenueError(VenueError):
     """The venue cannot be used any more (bad credentials, account disabled); trading must halt."""
+
+
+def find_basisd_error(exc: BaseException) -> BasisdError | None:
+    """The first error raised on purpose inside `exc` (itself, or inside nested exception groups)."""
+    if isinstance(exc, BasisdError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_basisd_error(inner)
+            if found is not None:
+                return found
+    return None

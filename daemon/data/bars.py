@@ -84,7 +84,10 @@ class History:
             proxy = self._proxies.get(key)
             if proxy is None:
                 raise MissingData(f"{exc}; no proxy is configured for {key}") from None
-            value = self.value(proxy, t_ns, exact)
+            try:
+                value = self.value(proxy, t_ns, exact)
+            except MissingData as inner:
+                raise MissingData(f"{exc}; and its proxy: {inner}") from None
             if key not in self._proxying:
                 self._proxying[key] = t_ns
                 self.proxy_events.append(ProxyUsed(key, proxy, t_ns))

@@ -17,14 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.data.series import Series
-from daemon.data.timeparse import NS, parse_ts
+from daemon.data.timeparse import NS, parse_ts, quoted
+from daemon.errors import DataError, ExitCode, NoInputError
 
 HOUR_S = 3600
 SECONDS_PER_YEAR = 365 * 24 * HOUR_S
 
 
-class DataLayoutError(ValueError):
-    """A file is missing or lacks the column a series needs; names both."""
+class DataLayoutError(DataError, ValueError):
+    """A file is malformed (a bad timestamp or value, a missing column), named with its line and the value; fatal
+    to a run (exit 65): reading the same bytes again gives the same error."""
+
+
+class MissingFileError(DataLayoutError, NoInputError):
+    """No file matches a series' pattern, or it cannot be read (exit 66)."""
+
+    exit_code = ExitCode.NO_INPUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,41 +89,90 @@ CATALOG: dict[str, SeriesSpec] = {s.key: s for s in [
 ]}
 
 
+def catalogued_files(data_dir: Path) -> list[Path]:
+    """Every file in `data_dir` that some catalogued series would read (none: not a history directory)."""
+    return sorted({p for spec in CATALOG.values() for p in data_dir.glob(spec.pattern) if p.is_file()})
+
+
 def find_file(data_dir: Path, spec: SeriesSpec) -> Path:
     matches = sorted(p for p in data_dir.glob(spec.pattern) if p.is_file())
     if not matches:
-        raise DataLayoutError(f"{spec.key}: no file matches {data_dir / spec.pattern}")
+        raise MissingFileError(f"{spec.key}: no file matches {data_dir / spec.pattern}")
     return matches[0]
 
 
-def _rows(path: Path) -> Iterator[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        lines = (line for line in f if not line.startswith("#"))
-        yield from csv.DictReader(lines)
+def _number(path: Path, line_no: int, column: str, text: str | None) -> float:
+    if text is None:
+        raise DataLayoutError(f"{path}:{line_no}: the row has no {column!r} field (fewer fields than the header)")
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataLayoutError(f"{path}:{line_no}: {column}: {quoted(text)} is not a number") from None
+    if not math.isfinite(value):
+        raise DataLayoutError(f"{path}:{line_no}: {column}: {quoted(text)} is not a finite number")
+    return value
 
 
 def read_series(data_dir: Path, key: str) -> Series:
-    """Parse one series from its file (no cache: see `daemon.data.cache`)."""
+    """Parse one series from its file (no cache: see `daemon.data.cache`). Every problem with the file is a
+    `DataLayoutError` naming the file, the line, the column and the value; one the file cannot be read at all, a
+    `MissingFileError`."""
     try:
         spec = CATALOG[key]
     except KeyError:
         raise DataLayoutError(f"unknown series {key!r} (known: {', '.join(sorted(CATALOG))})") from None
     path = find_file(data_dir, spec)
-    values: list[tuple[int, float]] = []
-    rates: list[float] = []
-    for line_no, row in enumerate(_rows(path), start=2):
-        try:
-            t = parse_ts(row[spec.time_column])
-            values.append((t, float(row[spec.column])))
-            if spec.derive:
-                rates.append(float(row[spec.rate_column]))
-        except KeyError as exc:
-            raise DataLayoutError(f"{path}: no column {exc} (series {key})") from None
-        except ValueError as exc:
-            raise DataLayoutError(f"{path}:{line_no}: {exc} (series {key})") from None
+    try:
+        values, rates = _parse(path, spec)
+    except OSError as exc:
+        raise MissingFileError(f"{path}: cannot be read: {exc.strerror or exc} (series {key})") from None
+    except UnicodeDecodeError as exc:
+        raise DataLayoutError(f"{path}: not UTF-8 text (byte {exc.start}) (series {key})") from None
+    except DataLayoutError as exc:
+        raise DataLayoutError(f"{exc} (series {key})") from None
+    if not values:
+        raise DataLayoutError(f"{path}: no data rows (series {key})")
     if spec.derive:
         values = _hourly_from_daily(values, rates, compounded=spec.derive == "hourly_borrow")
     return Series(key, values)
+
+
+def _parse(path: Path, spec: SeriesSpec) -> tuple[list[tuple[int, float]], list[float]]:
+    values: list[tuple[int, float]] = []
+    rates: list[float] = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        numbers: list[int] = []  # the file's own number of each line the reader is given (comments skipped)
+
+        def lines() -> Iterator[str]:
+            for number, line in enumerate(f, start=1):
+                if not line.startswith("#"):
+                    numbers.append(number)
+                    yield line
+
+        reader = csv.DictReader(lines())
+        try:
+            header = reader.fieldnames or []
+            missing = [c for c in (spec.time_column, spec.column, spec.rate_column) if c and c not in header]
+            if header and missing:
+                raise DataLayoutError(f"{path}: no column {missing[0]!r}")
+            for row in reader:
+                n = numbers[reader.line_num - 1]
+                values.append((_stamp(path, n, spec.time_column, row[spec.time_column]),
+                               _number(path, n, spec.column, row[spec.column])))
+                if spec.derive:
+                    rates.append(_number(path, n, spec.rate_column, row[spec.rate_column]))
+        except csv.Error as exc:  # e.g. a NUL byte, or a field larger than the csv module's limit
+            raise DataLayoutError(f"{path}:{numbers[-1] if numbers else 1}: {exc}") from None
+    return values, rates
+
+
+def _stamp(path: Path, line_no: int, column: str, text: str | None) -> int:
+    if text is None:
+        raise DataLayoutError(f"{path}:{line_no}: the row has no {column!r} field (fewer fields than the header)")
+    try:
+        return parse_ts(text)
+    except ValueError as exc:
+        raise DataLayoutError(f"{path}:{line_no}: {column}: {exc}") from None
 
 
 def _hourly_from_daily(daily: list[tuple[int, float]], rates: list[float], compounded: bool

@@ -75,7 +75,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from daemon.data.history import HOUR_S, SECONDS_PER_YEAR, DataLayoutError, read_series
+from daemon.data.history import HOUR_S, SECONDS_PER_YEAR, DataLayoutError, MissingFileError, read_series
 from daemon.data.series import Series, StaleData
 from daemon.data.timeparse import NS, parse_ts
 
@@ -120,17 +120,25 @@ class RewardEvent:
 def _find(data_dir: Path, pattern: str) -> Path:
     matches = sorted(p for p in data_dir.glob(pattern) if p.is_file())
     if not matches:
-        raise DataLayoutError(f"no file matches {data_dir / pattern}")
+        raise MissingFileError(f"no file matches {data_dir / pattern}")
     return matches[0]
 
 
 def _numbered_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """Rows with their line number in the file, `#` comment lines skipped (and counted)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        kept = [(n, line) for n, line in enumerate(f, start=1) if not line.startswith("#")]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            kept = [(n, line) for n, line in enumerate(f, start=1) if not line.startswith("#")]
+    except OSError as exc:
+        raise MissingFileError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataLayoutError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     reader = csv.DictReader(line for _, line in kept)
-    for row in reader:
-        yield kept[reader.line_num - 1][0], row
+    try:
+        for row in reader:
+            yield kept[reader.line_num - 1][0], row
+    except csv.Error as exc:  # e.g. a NUL byte
+        raise DataLayoutError(f"{path}:{kept[min(reader.line_num, len(kept)) - 1][0]}: {exc}") from None
 
 
 def _field(row: dict[str, str], column: str) -> str:
@@ -230,8 +238,8 @@ class _WeeksCovered:
         if self._weeks is None:
             try:
                 self._weeks = self._read()
-            except DataLayoutError as exc:
-                raise DataLayoutError(f"{why}, counted in {EIGEN_RAW_FILE}: {exc}") from None
+            except DataLayoutError as exc:  # a missing file stays a missing file (exit 66)
+                raise type(exc)(f"{why}, counted in {EIGEN_RAW_FILE}: {exc}") from None
         try:
             return self._weeks[(start, end)]
         except KeyError:

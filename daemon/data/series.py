@@ -19,9 +19,14 @@ from daemon.data.timeparse import NS
 class StaleData(LookupError):
     """No value for `series` at or before `t_ns` within the allowed age."""
 
-    def __init__(self, series: str, t_ns: int, last_ns: int | None, max_age_s: float) -> None:
+    def __init__(self, series: str, t_ns: int, last_ns: int | None, max_age_s: float, *,
+                 first_ns: int | None = None, at_end: bool = False) -> None:
         self.series, self.t_ns, self.last_ns, self.max_age_s = series, t_ns, last_ns, max_age_s
-        last = f"last value at {iso(last_ns)}" if last_ns is not None else "no value before it"
+        if last_ns is not None:
+            # Past the last row the instant is outside the recorded history, not inside a gap: say which.
+            last = f"last value at {iso(last_ns)}" + (", where its history ends" if at_end else "")
+        else:
+            last = "no value before it" + (f": its history begins at {iso(first_ns)}" if first_ns is not None else "")
         super().__init__(f"{series}: no value at {iso(t_ns)} within {max_age_s / 3600:g} h ({last})")
 
 
@@ -72,9 +77,9 @@ class Series:
         """The last value at or before `t_ns`, if it is at most `max_age_s` old; else `StaleData`."""
         i = bisect_right(self.ts, t_ns) - 1
         if i < 0:
-            raise StaleData(self.name, t_ns, None, max_age_s)
+            raise StaleData(self.name, t_ns, None, max_age_s, first_ns=self.ts[0] if self.ts else None)
         if t_ns - self.ts[i] > max_age_s * NS:
-            raise StaleData(self.name, t_ns, self.ts[i], max_age_s)
+            raise StaleData(self.name, t_ns, self.ts[i], max_age_s, at_end=i == len(self.ts) - 1)
         return self.values[i]
 
     def gaps(self, step_s: float) -> list[Gap]:

@@ -1,4 +1,11 @@
-"""The replay feed: bars from any source (the synthetic market, recorded history) on the injected clock."""
+"""The replay feed: bars from any source (the synthetic market, recorded history) on the injected clock.
+
+A replay that skips a bar, or stops early, reports a run it did not make. So every failure of the feed is fatal
+(`FatalError`: the supervisor stops the run instead of restarting the market-data actor), and `None`, the end of
+the replay, is returned only once the bar source has really run out. A bar source is a generator: once it has
+raised it is closed, and asking it again would look exactly like its end, so the feed remembers the failure and
+raises it again on every later call.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ from daemon.domain.messages import (
     ReserveIndexesReported,
 )
 from daemon.domain.synthetic import NS_PER_HOUR
+from daemon.errors import FatalError, FeedError
+from daemon.failures import describe
 from daemon.venues.simulated import SimulatedExchange
 
 
@@ -43,12 +52,33 @@ class BarFeed:
         self._bars = bars
         self._clock = clock
         self._exchanges = exchanges
+        self._failure: FatalError | None = None
+        self._pending: MarketBar | None = None  # taken from the source, its instant not reached yet
+        self.delivered = 0  # bars handed out in full
 
     async def next_batch(self) -> list[MarketData] | None:
-        bar = next(self._bars, None)
-        if bar is None:
-            return None
-        await self._clock.sleep_until(bar.ts_ns)
+        """The next bar's market data once the clock reaches it; None only at the real end of the source."""
+        if self._failure is not None:
+            raise self._failure
+        try:
+            if self._pending is None:
+                self._pending = next(self._bars, None)
+            if self._pending is None:
+                return None
+            # A cancellation here (the actor restarted while the clock waits) keeps the bar for the next call.
+            await self._clock.sleep_until(self._pending.ts_ns)
+            bar, self._pending = self._pending, None
+            batch = await self._deliver(bar)
+        except FatalError as exc:  # the source's own diagnosis (a malformed file, a missing value): kept as is
+            self._failure = exc
+            raise
+        except Exception as exc:
+            self._failure = FeedError(f"the market feed failed: {describe(exc)}")
+            raise self._failure from exc
+        self.delivered += 1
+        return batch
+
+    async def _deliver(self, bar: MarketBar) -> list[MarketData]:
         now = self._clock.now_ns()
         ts = bar.ts_ns
         out: list[MarketData] = []

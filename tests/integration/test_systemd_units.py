@@ -41,7 +41,7 @@ def local_unit(unit: str, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("unit", UNITS)
 def test_unit_verifies_and_keeps_the_process_contract(unit: str, tmp_path: Path) -> None:
     text = (ROOT / "systemd" / unit).read_text()
-    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=78",
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=65 66 78",
                  "ExecReload=/bin/kill -HUP $MAINPID"):
         assert line in text, line
     target = local_unit(unit, tmp_path)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import pickle
+import re
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,6 +13,7 @@ from hypothesis import strategies as st
 from daemon.data.history import CATALOG, DataLayoutError, read_series
 from daemon.data.series import Series, StaleData
 from daemon.data.timeparse import NS, BadTimestamp, parse_ts
+from daemon.domain.bars import MarketBar
 
 H = 3600 * NS
 T0 = parse_ts("2024-05-12T00:00:00Z")
@@ -191,3 +195,197 @@ def test_a_bar_carries_the_extremes_of_the_hour_that_just_ended(tmp_path: Path) 
     # The bar at `start` has the candle that opened an hour before it, not its own (which is still running).
     assert bars[0].perp_ranges == (("binance", "ETH", Decimal("99.00"), Decimal("89.00")),)
     assert bars[1].perp_ranges == (("binance", "ETH", Decimal("100.00"), Decimal("90.00")),)
+
+
+# --- issue 10 §3: a malformed history file fails the run, naming the file, the line and the value ---------------
+
+
+def test_a_bad_timestamp_names_the_file_its_own_line_number_and_the_value_and_is_a_data_error(tmp_path: Path) -> None:
+    from daemon.errors import DataError, ExitCode
+
+    relative = "aave/oracle/weETH_ETH_oracle_x.csv"
+    write(tmp_path, relative, "# Source: test\n# Records: 3\ntimestamp,oracle_price_eth\n"
+                              "2024-05-12 01:00:00+00:00,1.04\n2024-05-12T02:00:00QQ,1.05\n")
+    with pytest.raises(DataLayoutError) as caught:
+        read_series(tmp_path, "oracle:weETH/ETH")
+    # Line 5 of the file (two comment lines and the header before it), not the 3rd row of the CSV reader.
+    assert str(caught.value) == (f"{tmp_path / relative}:5: timestamp: unrecognized timestamp "
+                                 "'2024-05-12T02:00:00QQ' (series oracle:weETH/ETH)")
+    assert isinstance(caught.value, DataError) and int(caught.value.exit_code) == int(ExitCode.DATA) == 65
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("2024-05-12T02:00:00Z,nan", ":4: oracle_price_eth: 'nan' is not a finite number"),
+    ("2024-05-12T02:00:00Z,inf", ":4: oracle_price_eth: 'inf' is not a finite number"),
+    ("2024-05-12T02:00:00Z,1.0x", ":4: oracle_price_eth: '1.0x' is not a number"),
+    ("2024-05-12T02:00:00Z", ":4: the row has no 'oracle_price_eth' field"),
+    ("99999999999999999999,1.0", ":4: timestamp: timestamp '99999999999999999999' is outside"),
+    ("2024-05-12T02:00:00Z," + "9" * 5000, "(5000 characters) is not a finite number"),
+    ("2024-05-12T02:00:00Z,1.0\x00", ":4: oracle_price_eth: '1.0\\x00' is not a number"),
+])
+def test_every_malformed_row_is_a_data_layout_error_naming_line_and_value(tmp_path: Path, row: str,
+                                                                          message: str) -> None:
+    relative = "aave/oracle/weETH_ETH_oracle_x.csv"
+    write(tmp_path, relative, f"# Source: test\ntimestamp,oracle_price_eth\n2024-05-12 01:00:00+00:00,1.04\n{row}\n")
+    with pytest.raises(DataLayoutError, match=re.escape(message)) as caught:
+        read_series(tmp_path, "oracle:weETH/ETH")
+    assert len(str(caught.value)) < 400  # a huge field is cut short in the message, never echoed whole
+
+
+def test_an_empty_or_undecodable_file_is_a_data_layout_error_and_a_missing_one_is_no_input(tmp_path: Path) -> None:
+    from daemon.data.history import MissingFileError
+    from daemon.errors import ExitCode
+
+    relative = "aave/oracle/weETH_ETH_oracle_x.csv"
+    write(tmp_path, relative, "# Source: test\ntimestamp,oracle_price_eth\n")
+    with pytest.raises(DataLayoutError, match="no data rows"):
+        read_series(tmp_path, "oracle:weETH/ETH")
+    (tmp_path / relative).write_bytes(b"timestamp,oracle_price_eth\n2024-05-12 01:00:00+00:00,1.04\xe9\n")
+    with pytest.raises(DataLayoutError, match="not UTF-8"):
+        read_series(tmp_path, "oracle:weETH/ETH")
+    with pytest.raises(MissingFileError) as caught:
+        read_series(tmp_path, "gas:gwei")
+    assert int(caught.value.exit_code) == int(ExitCode.NO_INPUT) == 66
+
+
+@pytest.mark.parametrize("text", ["99999999999", "4102444800", "²", "1" * 100])
+def test_timestamps_outside_any_market_history_are_refused(text: str) -> None:
+    with pytest.raises(BadTimestamp):
+        parse_ts(text)
+
+
+def test_a_lookup_past_the_end_of_a_series_says_so() -> None:
+    s = Series("spot:ETH", [(T0, 1.0), (T0 + H, 2.0)])
+    with pytest.raises(StaleData, match="last value at 2024-05-12 01:00, where its history ends"):
+        s.at(T0 + 100 * H, 7200)
+    with pytest.raises(StaleData, match="no value before it: its history begins at 2024-05-12 00:00"):
+        s.at(T0 - 100 * H, 7200)
+
+
+# --- the feed: a failure is fatal, and never taken for the end of the replay ---------------------------------
+
+
+def _bars_then(failure: Exception, good: int = 1) -> Iterator[MarketBar]:
+    from datetime import UTC, datetime
+
+    from daemon.domain.synthetic import SyntheticMarketSpec, generate
+
+    yield from list(generate(SyntheticMarketSpec(1, datetime(2024, 6, 1, tzinfo=UTC), good + 1, ["binance"])))[:good]
+    raise failure
+
+
+@pytest.mark.parametrize("failure", [DataLayoutError("gas.csv:7: timestamp: unrecognized timestamp 'x'"),
+                                     AttributeError("'dict' object has no attribute 'ts_ns'")])
+def test_a_bar_source_that_raised_fails_the_feed_on_every_later_call_never_ends_it(failure: Exception) -> None:
+    import anyio
+
+    from daemon.clock import VirtualClock
+    from daemon.errors import FatalError
+    from daemon.replay.feed import BarFeed
+
+    async def go() -> list[str]:
+        feed = BarFeed(_bars_then(failure), VirtualClock(0, None), {})
+        assert await feed.next_batch()  # the good bar
+        seen = []
+        for _ in range(3):  # a restarted reader must meet the failure again, not None ("the replay ended")
+            with pytest.raises(FatalError) as caught:
+                await feed.next_batch()
+            seen.append(str(caught.value))
+        assert feed.delivered == 1
+        return seen
+
+    messages = anyio.run(go)
+    assert len(set(messages)) == 1 and str(failure) in messages[0]
+
+
+def test_the_market_data_actor_fails_the_supervisor_on_a_feed_failure_instead_of_restarting() -> None:
+    import random
+
+    import anyio
+
+    from actors.market_data import MarketDataActor
+    from daemon.bus import Fanout
+    from daemon.clock import VirtualClock
+    from daemon.errors import FeedError
+    from daemon.supervisor import RestartPolicy, Supervisor
+    from daemon.trading import TradingStateCell
+
+    class BrokenFeed:
+        calls = 0
+
+        async def next_batch(self) -> None:
+            BrokenFeed.calls += 1
+            raise RuntimeError("the feed broke")
+
+    actor = MarketDataActor(BrokenFeed(), Fanout([]))
+    sup = Supervisor([actor], clock=VirtualClock(0, None), trading=TradingStateCell(),
+                     policy=RestartPolicy(initial_backoff_s=0.001), heartbeat_interval_s=0.05,
+                     heartbeat_timeout_s=1.0, rng=random.Random(1))
+    with pytest.raises(FeedError, match="the market feed failed: RuntimeError: the feed broke"):
+        anyio.run(sup.run)
+    assert BrokenFeed.calls == 1 and not actor.exhausted.is_set()
+    assert sup.records["market_data"].restarts == 0
+
+
+# --- the caches: another version's entries are never read; damaged ones are a miss with a warning -------------
+
+
+def _bar_cache_run(tmp_path: Path, cache_dir: Path) -> tuple[list[tuple[object, tuple[object, ...]]], bool]:
+    from daemon.data.bars import History
+    from daemon.data.cache import BarCache
+
+    hour, start = 3600 * 10**9, 1_715_475_600 * 10**9
+    data = tmp_path / "data"
+    if not (data / "marker.csv").exists():  # the same file identity on every run: the same cache key
+        write(data, "marker.csv", "timestamp,x\n")
+
+    def load(_: Path, key: str) -> Series:
+        return Series(key, [(start + h * hour, 1.5) for h in range(-1, 4)])
+
+    cache = BarCache(cache_dir)
+    return list(cache.bars(History(data, load=load), start, 3, ("binance",), False)), cache.hit
+
+
+def test_the_bar_cache_key_holds_the_code_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.data import cache
+
+    first, hit = _bar_cache_run(tmp_path, tmp_path / "cache")
+    assert not hit and _bar_cache_run(tmp_path, tmp_path / "cache") == (first, True)
+    monkeypatch.setattr(cache, "code_version", lambda: "another version of the code")
+    assert _bar_cache_run(tmp_path, tmp_path / "cache") == (first, False)
+
+
+@pytest.mark.parametrize("content", [b"not a pickle", pickle.dumps([({"ts_ns": 0}, ())] * 3), pickle.dumps([]),
+                                     pickle.dumps(("perp:binance:ETH", 0, b"", b""))])
+def test_a_damaged_or_foreign_bar_cache_entry_is_a_miss_with_a_warning(tmp_path: Path, content: bytes) -> None:
+    import structlog
+
+    first, _ = _bar_cache_run(tmp_path, tmp_path / "cache")
+    for entry in (tmp_path / "cache").glob("*.bars"):
+        entry.write_bytes(content)  # what another version (or a crash, or a full disk) may have left
+    with structlog.testing.capture_logs() as logs:
+        again, hit = _bar_cache_run(tmp_path, tmp_path / "cache")
+    assert (again, hit) == (first, False)
+    assert [e["event"] for e in logs] == ["cache_entry_unreadable"]
+
+
+class _Planted:
+    """Unpickling it creates a file: a stand-in for the code another user could plant in a shared cache."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.marker), "w")  # unpickled: open(marker, "w"), i.e. code of the planter's choosing
+
+
+def test_a_cache_directory_others_can_write_is_never_read(tmp_path: Path) -> None:
+    import os
+
+    first, _ = _bar_cache_run(tmp_path, tmp_path / "cache")
+    marker = tmp_path / "planted-code-ran"
+    for entry in (tmp_path / "cache").glob("*.bars"):
+        entry.write_bytes(pickle.dumps(_Planted(marker)))
+    os.chmod(tmp_path / "cache", 0o777)
+    again, hit = _bar_cache_run(tmp_path, tmp_path / "cache")
+    assert (again, hit) == (first, False) and not marker.exists()
