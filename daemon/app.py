@@ -374,7 +374,7 @@ class Daemon:
         m = self.config.settings.metrics
         try:
             await serve_metrics(build_registry(self._metric_sources()), m.host, m.port, task_status=task_status)
-        except OSError as exc:
+        except OSError as exc:  # (a port in use is already a MetricsError: exit 78 naming metrics.port)
             raise self._bind_error("metrics.port", m.host, m.port, exc) from None
 
     def _bind_error(self, key: str, host: str, port: int, exc: OSError) -> ConfigError:
@@ -632,4 +632,6 @@ class Daemon:
             risk_limits=lambda: self.risk_settings.model_dump(), strategy=self.strategy, risk_gate=self.risk,
             venues=self.venue_stats, reconciliation=self.reconciliation, operator=self.operator, journal=self.journal,
             lending_venue=lending,
+            liquidations=lambda: {lending: self.chain.liquidations,
+                                  **{name: e.liquidations for name, e in self.exchanges.items()}},
         )

@@ -19,11 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-import anyio
 import structlog
-from anyio.abc import SocketStream
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -48,6 +45,8 @@ from daemon.domain.pnl import FUNDING, aave_position_usd
 from daemon.domain.risk import DrawdownAction, DrawdownBreaker, Level
 from daemon.domain.strategy import ModeSpec
 from daemon.lifecycle import LATENCY_BUCKETS_S, ActorState
+from daemon.metrics_server import MetricsError as MetricsError  # re-exported: the composition root's imports
+from daemon.metrics_server import serve_metrics as serve_metrics
 from daemon.supervisor import Supervisor
 from daemon.telemetry import VENUE_LATENCY_BUCKETS_S, ReconciliationRecord, VenueStats
 from daemon.trading import TradingStateCell
@@ -133,6 +132,9 @@ class MetricSources:
     operator: OperatorReadout | None = None  # the emergency stop: open orders cancelled on halts
     journal: JournalReadout | None = None  # absent without runtime.state_dir
     lending_venue: str = "aave_v3"
+    # Liquidations each venue has counted (exchange accounts and the lending position), every venue from the
+    # start so that the first one shows in increase().
+    liquidations: Callable[[], Mapping[str, int]] | None = None
     # Extra gauges (name -> (help, source)); each source returns {label pairs: value}.
     gauges: dict[str, tuple[str, GaugeSource]] = field(default_factory=dict)
 
@@ -374,6 +376,13 @@ class BasisdCollector:
             cancelled.add_metric([], self._s.operator.cancelled_orders)
             sweeps.add_metric([], self._s.operator.sweeps)
         yield from (decisions, issued, failed, executed, refused, cancelled, sweeps)
+        liquidations = CounterMetricFamily("basisd_liquidations", "Liquidations by venue: an exchange account "
+                                           "closed out by the venue, or a liquidation call on the lending position",
+                                           labels=["venue"])
+        if self._s.liquidations is not None:
+            for venue, count in sorted(self._s.liquidations().items()):
+                liquidations.add_metric([venue], count)
+        yield liquidations
 
     def _venue_metrics(self) -> Iterator[Metric]:
         orders = HistogramMetricFamily("basisd_order_latency_seconds", "Order round trip: submitted to the venue's "
@@ -483,49 +492,3 @@ def build_registry(sources: MetricSources) -> CollectorRegistry:
     GCCollector(registry=registry)
     registry.register(BasisdCollector(sources))
     return registry
-
-
-MAX_REQUEST_BYTES = 8192
-
-
-async def serve_metrics(
-    registry: CollectorRegistry, host: str, port: int, *, task_status: anyio.abc.TaskStatus[int]
-) -> None:
-    """A minimal HTTP/1.1 server for `GET /metrics` inside the daemon's task tree (no threads)."""
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
-    bound_port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    log.info("metrics_listening", host=host, port=bound_port)
-    task_status.started(bound_port)
-
-    async def handle(stream: SocketStream) -> None:
-        async with stream:
-            with anyio.move_on_after(5):
-                request = b""
-                while b"\r\n\r\n" not in request and len(request) < MAX_REQUEST_BYTES:
-                    try:
-                        request += await stream.receive(4096)
-                    except (anyio.EndOfStream, anyio.BrokenResourceError):
-                        return
-                line = request.split(b"\r\n", 1)[0].decode("latin-1")
-                parts = line.split(" ")
-                if len(parts) != 3 or parts[0] != "GET":
-                    await _respond(stream, 405, b"only GET is supported\n", "text/plain")
-                elif parts[1].split("?")[0] not in ("/metrics", "/"):
-                    await _respond(stream, 404, b"see /metrics\n", "text/plain")
-                else:
-                    await _respond(stream, 200, generate_latest(registry), CONTENT_TYPE_LATEST)
-
-    async with listener:
-        await listener.serve(handle)
-
-
-async def _respond(stream: SocketStream, status: int, body: bytes, content_type: str) -> None:
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode()
-    try:
-        await stream.send(head + body)
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        return

@@ -25,6 +25,10 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "basisd.json"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool is not installed (Debian package `prometheus`; .ci/run installs it)")
+AMTOOL = shutil.which("amtool")
+needs_amtool = pytest.mark.skipif(
+    AMTOOL is None, reason="amtool is not installed (Debian package `prometheus-alertmanager`)")
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 CEX = ("binance", "bybit", "okx")
 # Families the dashboard or the rules read that a replay legitimately leaves without samples.
 EMPTY_IN_REPLAY: dict[str, str] = {}
@@ -123,11 +127,18 @@ def test_every_alert_has_a_severity_and_tells_the_operator_what_to_do() -> None:
         assert expected in alerts
 
 
-def test_the_dashboard_is_importable_with_a_prometheus_input() -> None:
+def test_the_dashboard_selects_its_prometheus_through_a_datasource_variable() -> None:
+    """File provisioning does not resolve `__inputs` (`${DS_PROMETHEUS}` stays literal and every panel fails):
+    the dashboard names its data source through a template variable instead, everywhere."""
+    assert "${DS_" not in DASHBOARD.read_text()
     d = dashboard()
+    assert "__inputs" not in d
     assert 36 <= d["schemaVersion"] <= 41
-    assert [i["name"] for i in d["__inputs"]] == ["DS_PROMETHEUS"]
-    ds = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    variables = d["templating"]["list"]
+    assert variables[0]["type"] == "datasource" and variables[0]["query"] == "prometheus"
+    ds = {"type": "prometheus", "uid": "${" + variables[0]["name"] + "}"}
+    for variable in variables[1:]:
+        assert variable.get("datasource") == ds, variable["name"]
     ids = []
     for panel in panels(d):
         ids.append(panel["id"])
@@ -141,8 +152,59 @@ def test_the_dashboard_is_importable_with_a_prometheus_input() -> None:
     for expected in ("NAV", "Cumulative P&L by component", "Funding received", "CEX margin ratio",
                      "AAVE health factor", "AAVE LTV", "Delta (ETH)", "Drawdown", "Trading state", "Actors running",
                      "Actor queue depth", "Handler latency p99", "Channel depth / capacity", "Data age per series",
-                     "Instructions per hour", "Order latency", "Venue errors per hour"):
+                     "Instructions per hour", "Order latency", "Venue errors per hour", "Liquidations per hour"):
         assert expected in titles
+
+
+def test_the_grafana_provisioning_examples_load_the_dashboard_and_a_prometheus() -> None:
+    provisioning = DASHBOARD.parent / "provisioning"
+    sources = yaml.safe_load((provisioning / "datasources" / "basisd.yml").read_text())
+    assert sources["apiVersion"] == 1
+    assert [s["type"] for s in sources["datasources"]] == ["prometheus"] and sources["datasources"][0]["url"]
+    providers = yaml.safe_load((provisioning / "dashboards" / "basisd.yml").read_text())
+    assert providers["apiVersion"] == 1
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
+
+
+def test_every_alert_has_a_unit_test_that_sees_it_fire_and_not_fire_trading_halted_first() -> None:
+    tests = yaml.safe_load((PROMETHEUS / "rules_test.yml").read_text())["tests"]
+    checks = [c for t in tests for c in t.get("alert_rule_test", [])]
+    fired = {c["alertname"] for c in checks if c["exp_alerts"]}
+    quiet = {c["alertname"] for c in checks if not c["exp_alerts"]}
+    alerts = {r["alert"] for r in rules()}
+    assert alerts - fired == set(), "alerts no test sees fire"
+    assert alerts - quiet == set(), "alerts no test sees stay quiet"
+    assert checks[0]["alertname"] == "BasisdTradingHalted"
+    assert "BasisdLiquidation" in alerts
+    assert next(r for r in rules() if r["alert"] == "BasisdLiquidation")["labels"]["severity"] == "critical"
+
+
+def test_prometheus_sends_its_alerts_to_alertmanager() -> None:
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    (manager,) = config["alerting"]["alertmanagers"]
+    assert manager["static_configs"][0]["targets"]
+
+
+@needs_amtool
+def test_alertmanager_routes_critical_alerts_to_the_pager_and_warnings_elsewhere() -> None:
+    assert AMTOOL is not None
+    check = subprocess.run([AMTOOL, "check-config", str(ALERTMANAGER)], capture_output=True, text=True, timeout=30,
+                           check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    def receiver(*labels: str) -> str:
+        assert AMTOOL is not None
+        result = subprocess.run([AMTOOL, "config", "routes", "test", "--config.file", str(ALERTMANAGER), *labels],
+                                capture_output=True, text=True, timeout=30, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout.strip()
+
+    pager, warnings = receiver("severity=critical"), receiver("severity=warning")
+    assert pager != warnings
+    for rule in rules():
+        expected = pager if rule["labels"]["severity"] == "critical" else warnings
+        assert receiver(f"alertname={rule['alert']}", f"severity={rule['labels']['severity']}") == expected
 
 
 # --- the real daemon ----------------------------------------------------------------------------------------
@@ -271,3 +333,46 @@ def test_labels_are_bounded(scrape: str) -> None:
     assert not labels & {"order_id", "client_order_id", "trade_id", "instruction_id", "ref"}
     assert not [s for s in series if any(re.fullmatch(r"i\d+-\d+(-\d+)?", v) for v in s.labels.values())]
     assert len(series) < 1000
+
+
+def concrete(expr: str) -> str:
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    return expr
+
+
+def series_of(text: str, leave_out: str | None = None) -> list[dict[str, str]]:
+    """The scrape as promtool input series: each sample held for two hours, under job and instance labels."""
+    out = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if leave_out is not None and sample.name.startswith(leave_out):
+                continue
+            labels = {**sample.labels, "job": "basisd", "instance": "a:9464"}
+            selector = ", ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
+            out.append({"series": f"{sample.name}{{{selector}}}", "values": f"{sample.value}+0x120"})
+    return [*out, {"series": 'up{job="basisd", instance="a:9464"}', "values": "1+0x120"}]
+
+
+@needs_promtool
+@pytest.mark.subprocess
+@pytest.mark.timeout(90)
+def test_no_panel_shows_no_data_on_a_healthy_daemon(scrape: str, tmp_path: Path) -> None:
+    """Each panel's queries, evaluated by promtool over two hours of the real daemon's healthy scrape (and of
+    one without a journal, as without runtime.state_dir): a panel none of whose queries returns a series would
+    read "No data" where the operator should read zero."""
+    empty_panel = []
+    for panel in panels(dashboard()):
+        exprs = [f"count({concrete(t['expr'])})" for t in panel.get("targets", [])]
+        if exprs:
+            empty_panel.append({"alert": f"Panel{panel['id']}NoData", "expr": f"absent({' or '.join(exprs)})",
+                                "labels": {"title": panel["title"]}})
+    (tmp_path / "panels.yml").write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": empty_panel}]}))
+    tests = [{"interval": "1m", "input_series": series_of(scrape, leave_out), "alert_rule_test": [
+        {"eval_time": "2h", "alertname": rule["alert"], "exp_alerts": []} for rule in empty_panel]}
+        for leave_out in (None, "basisd_journal_")]
+    (tmp_path / "panels_test.yml").write_text(yaml.safe_dump({
+        "rule_files": ["panels.yml"], "evaluation_interval": "1m", "tests": tests}))
+    result = promtool("test", "rules", str(tmp_path / "panels_test.yml"))
+    shown = sorted(set(re.findall(r'title="([^"]*)"', result.stdout + result.stderr)))
+    assert result.returncode == 0, f"panels with no data on a healthy daemon: {shown}\n{result.stdout[-2000:]}"

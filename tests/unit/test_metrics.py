@@ -234,3 +234,21 @@ def test_reconciliation_age_runs_from_the_last_completed_run() -> None:
     assert value(m, "basisd_reconciliation_runs_total") == 1
     assert value(m, "basisd_reconciliation_failures_total") == 1
     assert value(m, "basisd_reconciliation_drift_usd", venue="binance") == 0.5
+
+
+def test_liquidations_are_counted_per_venue_from_the_venues_own_counts() -> None:
+    clock = VirtualClock(T0, None)
+    reports: LosslessChannel[VenueReport] = LosslessChannel("reports", 100)
+    exchanges = {v: SimulatedExchange(v, clock, reports, taker_fee_bps=D(5)) for v in VENUES}
+    chain = SimulatedChain(clock, MarketBoard(), reports, exchanges)
+    s = sources()
+    s.liquidations = lambda: {"aave_v3": chain.liquidations, **{n: e.liquidations for n, e in exchanges.items()}}
+    m = scrape(s)
+    # Every venue is there at zero from the start, so the first liquidation shows in increase().
+    assert {lbl["venue"]: v for _, lbl, v in m["basisd_liquidations"]} == dict.fromkeys(("aave_v3", *VENUES), 0)
+    exchanges["okx"].liquidations += 1  # what check_liquidation does as it closes the account out
+    chain.liquidations += 2
+    m = scrape(s)
+    assert value(m, "basisd_liquidations_total", venue="okx") == 1
+    assert value(m, "basisd_liquidations_total", venue="aave_v3") == 2
+    assert value(m, "basisd_liquidations_total", venue="binance") == 0
