@@ -1,8 +1,10 @@
 """Strategy: runs the per-mode strategy manager (`daemon.domain.strategy.decide`) once per market hour.
 
 It decides only on a settled view: no instruction of its own in flight, and a portfolio snapshot that has
-booked every venue report its instructions produced. The first decision on an uninvested book is the
-mode's INITIAL_SETUP, later ones REBALANCE. Instruction ids come from market time and a sequence that
+booked every venue report its instructions produced. A decision on a flat book — nothing held beyond idle
+capital: at the first start, and again after `basisd flatten` and `basisd resume` — is the mode's
+INITIAL_SETUP, any other a REBALANCE (`daemon.domain.strategy.next_change`). A flat book that does not
+enter says why at warning level: idle capital is never silent. Instruction ids come from market time and a sequence that
 survives restarts, and client order ids from those, so a resend is recognised by the venue.
 """
 
@@ -12,7 +14,6 @@ import anyio
 
 from daemon.bus import ConflatingChannel, LosslessChannel
 from daemon.domain.ids import InstructionId
-from daemon.domain.ledger import WALLET, LedgerSnapshot
 from daemon.domain.market import MarketBoard, MissingMarketData
 from daemon.domain.messages import (
     Command,
@@ -22,19 +23,11 @@ from daemon.domain.messages import (
     OrderEvent,
     PortfolioSnapshotted,
 )
-from daemon.domain.strategy import Change, Decision, ModeSpec, decide
+from daemon.domain.strategy import Change, Decision, ModeSpec, decide, next_change
 from daemon.domain.view import strategy_view
 from daemon.lifecycle import ActorContext, serve
 
 NS_PER_HOUR = 3_600 * 1_000_000_000
-
-
-def invested(ledger: LedgerSnapshot) -> bool:
-    """Anything beyond idle capital in the wallet means the entry has been made."""
-    return bool(ledger.perps) or any(
-        amount != 0 and not (account == WALLET and token in ("USDT", "ETH"))
-        for account, token, amount in ledger.balances
-    )
 
 
 class StrategyActor:
@@ -111,8 +104,7 @@ class StrategyActor:
             except MissingMarketData:
                 return  # not every series has arrived yet
             last_hour = hour
-            change = Change.REBALANCE if invested(snapshot.ledger) else Change.INITIAL_SETUP
-            await self._issue(ctx, decide(change, self._spec, view), hour, pending)
+            await self._issue(ctx, decide(next_change(self._spec, view), self._spec, view), hour, pending)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, ctx, self.market, on_market)
@@ -125,7 +117,10 @@ class StrategyActor:
         """
         self.decisions += 1
         if decision.hold_reason and decision.hold_reason != self.hold_reason:
-            ctx.log.info("holding", reason=decision.hold_reason)
+            if decision.change is Change.INITIAL_SETUP:  # flat: the capital earns nothing until it enters
+                ctx.log.warning("holding", reason=decision.hold_reason, flat=True)
+            else:
+                ctx.log.info("holding", reason=decision.hold_reason)
         self.hold_reason = decision.hold_reason
         for instruction in decision.instructions:
             self._sequence += 1

@@ -12,17 +12,30 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_settings import SettingsError
 
+from daemon.config_sources import (
+    env_name_for,
+    env_names_inside,
+    env_source_name,
+    environment_problems,
+    field_at,
+    known_keys,
+    read_yaml,
+    shorten,
+)
 from daemon.errors import ConfigError, ConfigProblem
 from daemon.settings import (
     CREDENTIAL_FILES,
     CREDENTIALS_DIRECTORY_ENV,
+    MIN_CAPITAL,
     ModeDefinition,
     RiskSettings,
     Settings,
@@ -52,80 +65,141 @@ class ResolvedConfig:
         return self.mode.basis_trade
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning every way it can fail into a `ConfigError` that names the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigProblem(str(path), "(file)", "file not found")]) from None
-    except OSError as exc:
-        raise ConfigError([ConfigProblem(str(path), "(file)", f"cannot be read: {exc.strerror}")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(syntax)"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigProblem(str(path), where, f"not valid YAML: {problem}")]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem(str(path), "(top level)",
-                                         f"expected a mapping of keys, found {type(data).__name__}")])
-    return data
+_MAX_PROBLEMS = 50  # one line each: past this many, the rest are counted, not listed
+_BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"})
+_SCALARS = (str, int, float, bool, date, type(None))
+_SHOWN_KEY = re.compile(r"[A-Za-z0-9_\-.]{0,40}")
+
+Blame = Callable[[list[str]], str]  # the source (file or environment variable) that supplied a key
 
 
-def _problems(
-    exc: ValidationError, source: str, prefix: str = "", env_prefix: str | None = None
-) -> list[ConfigProblem]:
+def _fail(problems: list[ConfigProblem]) -> NoReturn:
+    if len(problems) > _MAX_PROBLEMS:
+        rest = len(problems) - _MAX_PROBLEMS
+        problems = [*problems[:_MAX_PROBLEMS], ConfigProblem("(more)", "(more)", f"{rest} more problem(s) not shown")]
+    raise ConfigError(problems)
+
+
+def _is_secret(loc: list[str]) -> bool:
+    return bool(loc) and (loc[0] in _SECRET_SECTIONS or loc[:2] == ["api", "token"])
+
+
+def _shown_key(model: type[BaseModel], loc: list[str]) -> str:
+    """`loc` as printed. A key the settings do not define is the operator's text: under credentials it may be the
+    secret itself (`{api_secret=XYZ}` is one key, "api_secret=XYZ"), so it is never shown; elsewhere it is cut
+    at the first character no key name has, and at 40 characters."""
+    shown = []
+    for depth, part in enumerate(loc):
+        if part in known_keys(model, loc[:depth]):
+            shown.append(part)
+        elif _is_secret(loc):
+            shown.append("(a key not shown)")
+        else:
+            head = _SHOWN_KEY.match(part)
+            prefix = head.group(0) if head else ""
+            shown.append(prefix if prefix == part else prefix + "…")
+    return ".".join(shown)
+
+
+def _message(model: type[BaseModel], loc: list[str], err: Any) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        if _is_secret(loc):
+            return ("unknown key (not shown: a key under credentials may hold the secret itself); expected one of: "
+                    + ", ".join(known_keys(model, loc[:-1])))
+        return "unknown key (not a setting here; check the spelling)"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    # Scalars only: a mapping or list may hold a secret, or be an alias bomb's expansion.
+    if not _is_secret(loc) and kind not in ("value_error", "assertion_error") and "input" in err \
+            and isinstance(value, _SCALARS):
+        message += f" (was {shorten(repr(value))})"
+    if kind in _BOUND_ERRORS:
+        field = field_at(model, loc)
+        reason = field.description if field is not None and field.description else ""
+        if kind == "finite_number":
+            reason = "no setting may be infinite or NaN"
+        message += f"; {reason}" if reason else ""
+    return message
+
+
+def _problems(exc: ValidationError, model: type[BaseModel], blame: Blame, prefix: str = "") -> list[ConfigProblem]:
     out = []
     for err in exc.errors(include_url=False):
         loc = [str(p) for p in err["loc"]]
-        key = ".".join(([prefix] if prefix else []) + loc) or "(top level)"
-        where = source
-        if env_prefix is not None:
-            env_name = _env_source(env_prefix, loc)
-            if env_name is not None:
-                where = f"environment variable {env_name}"
-        kind = err["type"]
-        if kind == "missing":
-            message = "required key is missing"
-        elif kind == "extra_forbidden":
-            message = "unknown key (not a setting here; check the spelling)"
-        else:
-            message = err["msg"]
-            secret = loc and loc[0] in _SECRET_SECTIONS
-            if not secret and kind not in ("value_error", "assertion_error") and "input" in err:
-                message += f" (was {err['input']!r})"
-        out.append(ConfigProblem(where, key, message))
+        key = ".".join(([prefix] if prefix else []) + [_shown_key(model, loc)] * bool(loc)) or "(top level)"
+        out.append(ConfigProblem(blame(loc), key, _message(model, loc, err)))
     return out
 
 
-def _env_source(env_prefix: str, loc: list[str]) -> str | None:
-    """The environment variable that supplied `loc` (or one of its parents), if any."""
-    for depth in range(len(loc), 0, -1):
-        name = env_prefix + "__".join(loc[:depth]).upper()
-        if any(k.upper() == name for k in os.environ):
-            return name
+def _file_blame(source: str) -> Blame:
+    return lambda loc: source
+
+
+def _root_blame(path: Path, overrides: dict[str, Any]) -> Blame:
+    """Who supplied a root key: the environment variable that set it (the environment wins), the command line
+    (an override of `basisd backtest`), else the file; a check of a whole section names every variable in it."""
+    def blame(loc: list[str]) -> str:
+        name = env_name_for(loc)
+        if name is not None:
+            return env_source_name(name)
+        credential = _credential_file(loc)
+        if credential is not None:
+            return credential
+        if _overridden(overrides, loc):
+            return "command line"
+        inside = env_names_inside(loc)
+        if inside:
+            return f"{path} with environment variable {', '.join(inside)}"
+        return str(path)
+    return blame
+
+
+def _credential_file(loc: list[str]) -> str | None:
+    """The file in $CREDENTIALS_DIRECTORY that supplied secret `loc`, if one did (it beats the YAML)."""
+    directory = os.environ.get(CREDENTIALS_DIRECTORY_ENV)
+    if not directory:
+        return None
+    for name, key in CREDENTIAL_FILES.items():
+        path = Path(directory) / name
+        if list(key) == loc[:len(key)] and os.path.lexists(path):
+            return str(path)
     return None
+
+
+def _overridden(overrides: dict[str, Any], loc: list[str]) -> bool:
+    node: Any = overrides
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return bool(loc) and not isinstance(node, dict)
+
+
+def _reblame(problems: list[ConfigProblem], root: Path, blame: Blame) -> list[ConfigProblem]:
+    """Problems found across files name the root file; the key may have come from the environment instead."""
+    return [ConfigProblem(blame(re.sub(r"\[\d+\]", "", p.key).split(".")), p.key, p.message)
+            if p.source == str(root) else p for p in problems]
 
 
 def _validate(model: type[M], data: dict[str, Any], source: str, prefix: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, source, prefix)) from None
+        _fail(_problems(exc, model, _file_blame(source), prefix))
 
 
 def _catalog_file(catalog: Path, kind: str, name: str, root: Path, key: str) -> Path:
     if not _CATALOG_NAME.match(name):
-        raise ConfigError([ConfigProblem(str(root), key,
-                                         f"{name!r} is not a catalog name (lowercase letters, digits, _ and -)")])
+        raise ConfigError([ConfigProblem(str(root), key, f"{shorten(repr(name), 60)} is not a catalog name "
+                                                         "(lowercase letters, digits, _ and -)")])
     path = catalog / kind / f"{name}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in (catalog / kind).glob("*.yaml"))
         raise ConfigError([ConfigProblem(str(root), key,
-                                         f"no {kind} named {name!r} in {catalog / kind} (available: "
+                                         f"no {kind} named {shorten(repr(name), 60)} in {catalog / kind} (available: "
                                          f"{', '.join(available) or 'none'})")])
     return path
 
@@ -139,20 +213,45 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:
     """The root settings alone: YAML file (with command-line `overrides` merged in) overridden by `BASISD_*`
-    environment variables."""
-    data = _merge(read_yaml(path), overrides or {})
+    environment variables. Raises `ConfigError`, and nothing else, for any bad input (SIGHUP relies on it)."""
+    overrides = overrides or {}
+    problems = environment_problems()
     try:
-        return Settings(**data)
+        data = _merge(read_yaml(path), overrides)
+    except ConfigError as exc:
+        _fail([*problems, *exc.problems])
+    if problems:
+        _fail(problems)  # the variables pydantic-settings would misread, or ignore, are fixed first
+    blame = _root_blame(path, overrides)
+    # pydantic-settings takes keyword arguments such as `_env_prefix`, `_secrets_dir` or `_cli_parse_args` to
+    # configure itself: from a file, one would turn the environment off, read other files, or parse sys.argv.
+    private = [key for key in data if key.startswith("_")]
+    if private:
+        _fail([ConfigProblem(blame([key]), _shown_key(Settings, [key]),
+                             "unknown key (not a setting here; check the spelling)") for key in private])
+    try:
+        settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, str(path), env_prefix="BASISD_")) from None
+        _fail(_problems(exc, Settings, blame))
+    except SettingsError as exc:  # not expected after environment_problems(); its text names no value
+        _fail([ConfigProblem("environment", "(BASISD_*)", shorten(str(exc), 200))])
+    if settings.runtime.mode == "backtest" and not _overridden(overrides, ["runtime", "mode"]):
+        _fail([ConfigProblem(blame(["runtime", "mode"]), "runtime.mode",
+                             "'backtest' is set by `basisd backtest` itself; a config says 'replay'")])
+    return settings
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedConfig:
     """Load the root file and its catalog entries; raise `ConfigError` listing every problem found."""
     path = Path(path)
     settings = load_settings(path, overrides)
+    root_blame = _root_blame(path, overrides or {})
     strategy = settings.strategy
-    catalog = (path.parent / strategy.catalog_dir).resolve()
+    try:
+        catalog = (path.parent / strategy.catalog_dir).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        _fail([ConfigProblem(root_blame(["strategy", "catalog_dir"]), "strategy.catalog_dir",
+                             f"{path.parent / strategy.catalog_dir} cannot be resolved: {shorten(str(exc))}")])
 
     problems: list[ConfigProblem] = []
     loaded: dict[str, Any] = {}
@@ -179,7 +278,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         attempt(f"venue:{venue}",
                 lambda v=venue, i=i: load_entry("venues", v, f"strategy.venues[{i}]", VenueDefinition))
     if problems:
-        raise ConfigError(problems)
+        _fail(_reblame(problems, path, root_blame))
 
     mode: ModeDefinition = loaded["mode"]
     share_class: ShareClassDefinition = loaded["share_class"]
@@ -187,10 +286,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     mode_file = str(catalog / "modes" / f"{mode.name}.yaml")
     replay = settings.replay
     if replay.source == "history" and replay.data_dir and not (path.parent / replay.data_dir).is_dir():
-        raise ConfigError([ConfigProblem(str(path), "replay.data_dir",
-                                         f"{path.parent / replay.data_dir} is not a directory")])
-    params = _merge_params(mode, strategy.params, mode_file, str(path))
-    mode, warnings = _cross_check(path, mode_file, settings, mode, params, share_class, venues)
+        _fail([ConfigProblem(root_blame(["replay", "data_dir"]), "replay.data_dir",
+                             f"{path.parent / replay.data_dir} is not a directory")])
+    params = _merge_params(mode, strategy.params, mode_file, root_blame)
+    try:
+        mode, warnings = _cross_check(path, mode_file, settings, mode, params, share_class, venues)
+    except ConfigError as exc:
+        _fail(_reblame(exc.problems, path, root_blame))
     warnings = [*_shadowed_credential_files(), *warnings]
     return ResolvedConfig(path, settings, mode, params, share_class, venues, tuple(warnings))
 
@@ -202,25 +304,28 @@ def _shadowed_credential_files() -> list[str]:
         return []
     shadowed = []
     for name, key in CREDENTIAL_FILES.items():
-        env_name = _env_source("BASISD_", list(key))
+        env_name = env_name_for(list(key))
         if env_name is not None and (Path(directory) / name).exists():
             shadowed.append(f"{Path(directory) / name}: {'.'.join(key)}: ignored: environment "
                             f"variable {env_name} sets it too, and the environment wins")
     return shadowed
 
 
-def _merge_params(mode: ModeDefinition, overrides: dict[str, Any], mode_file: str, root: str) -> StrategyParams:
+def _merge_params(mode: ModeDefinition, overrides: dict[str, Any], mode_file: str, root_blame: Blame
+                  ) -> StrategyParams:
     merged = {**mode.params.model_dump(exclude_unset=True), **overrides}
     try:
         return StrategyParams.model_validate(merged)
     except ValidationError as exc:
+        def blame(loc: list[str]) -> str:
+            # An override in the root's strategy.params (or the environment) is blamed there, with its full key.
+            return root_blame(["strategy", "params", *loc]) if loc and loc[0] in overrides else mode_file
+
         problems = []
-        for p in _problems(exc, mode_file, "params"):
+        for p in _problems(exc, StrategyParams, blame, "params"):
             first = p.key.split(".")[1] if "." in p.key else ""
-            if first in overrides:
-                p = ConfigProblem(root, "strategy." + p.key, p.message)
-            problems.append(p)
-        raise ConfigError(problems) from None
+            problems.append(ConfigProblem(p.source, "strategy." + p.key, p.message) if first in overrides else p)
+        _fail(problems)
 
 
 def _cross_check(
@@ -241,12 +346,54 @@ def _cross_check(
         mode = mode.model_copy(update={"basis_trade": False})
     problems = [
         *_share_class_problems(src, mode_file, mode, share_class),
+        *_capital_problems(src, mode_file, settings, params, share_class),
         *_venue_problems(src, mode_file, settings, mode, params, venues),
         *_hedge_problems(src, mode_file, mode, params, venues),
+        *_chaos_problems(src, settings, venues),
     ]
     if problems:
         raise ConfigError(problems)
     return mode, warnings
+
+
+def _capital_problems(src: str, mode_file: str, settings: Settings, params: StrategyParams,
+                      share_class: ShareClassDefinition) -> list[ConfigProblem]:
+    capital, currency = settings.strategy.initial_capital, share_class.currency
+    least = MIN_CAPITAL[currency]
+    if capital < least:
+        return [ConfigProblem(src, "strategy.initial_capital",
+                              f"{capital:g} {currency} is below the least a run accepts, {least:g} {currency}: "
+                              "below it the entry's legs fall under the venues' minimum order size")]
+    if currency == "ETH" and capital <= params.gas_reserve_eth:
+        return [ConfigProblem(src, "strategy.initial_capital",
+                              f"{capital:g} ETH leaves nothing to invest once params.gas_reserve_eth "
+                              f"({params.gas_reserve_eth:g} ETH, {mode_file}) is kept back for gas")]
+    return []
+
+
+def running_actors(settings: Settings) -> list[str]:
+    """The actors `daemon.app.Daemon` runs with these settings (keep in step with its composition)."""
+    runtime = settings.runtime.mode
+    names = ["positions", "fills", "execution", "risk", "strategy", "market_data", "status"]
+    names += ["recorder"] * (runtime == "backtest")
+    names += ["reconciler"] * settings.reconcile.enabled
+    names += ["api"] * (settings.api.enabled and runtime != "backtest")
+    return names
+
+
+def _chaos_problems(src: str, settings: Settings, venues: dict[str, VenueDefinition]) -> list[ConfigProblem]:
+    """Drills that name something this run does not have: refused before anything starts, as `run` would."""
+    chaos, problems = settings.chaos, []
+    exchanges = [name for name, v in venues.items() if v.kind == "cex"]
+    problems += [ConfigProblem(src, _shown_key(Settings, ["chaos", "unreported_usdt", name]),
+                               f"no simulated exchange named {shorten(repr(name), 40)} "
+                               f"(exchanges: {', '.join(exchanges) or 'none'})")
+                 for name in chaos.unreported_usdt if name not in exchanges]
+    actors = running_actors(settings)
+    if chaos.fail_actor is not None and chaos.fail_actor not in actors:
+        problems.append(ConfigProblem(src, "chaos.fail_actor", f"actor {chaos.fail_actor!r} does not run with this "
+                                                               f"configuration (actors: {', '.join(actors)})"))
+    return problems
 
 
 def _share_class_problems(

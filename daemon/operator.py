@@ -13,6 +13,7 @@ a liquidation or a half-executed instruction also needs a human before trading s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,15 +23,38 @@ import structlog
 
 from daemon.domain.messages import TradingState
 from daemon.ports import ExchangeVenue
+from daemon.redaction import redact_text
 from daemon.state_store import StateStore
 from daemon.trading import StateTransition, TradingStateCell
 
 log = structlog.get_logger()
 
 HALT_KEY = "trading_halt"
+PERSISTED = "persisted"  # the source of a halt restored from the state directory at start-up
+# How an older daemon wrapped a restored reason, once per restart: "halted before the restart (<since>): <reason>;
+# `basisd resume` lifts it", with the source "persisted".
+_LEGACY_WRAP = re.compile(r"halted before the restart \((?P<since>[^)]*)\): (?P<reason>.*); `basisd resume` lifts it",
+                          re.DOTALL)
 
 
 Flatten = Callable[[str], Awaitable[str]]  # reason -> what was sent (raises FlattenRefused when nothing can be)
+
+
+def _record(t: StateTransition) -> dict[str, Any]:
+    """What survives a restart: the state, why, who, and since when (wall clock)."""
+    return {"state": t.current.value, "reason": redact_text(t.reason), "source": t.source,
+            "since": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def original_halt(saved: dict[str, Any]) -> dict[str, Any]:
+    """The persisted halt as it was first recorded: a reason an older daemon re-wrapped on every restart is
+    unwrapped to the innermost (the original reason and time; its source, which those records lost, is
+    "unknown"), and free text is redacted of registered secrets."""
+    reason, since, source = str(saved.get("reason", "?")), str(saved.get("since", "?")), str(saved.get("source", "?"))
+    while source == PERSISTED and (wrapped := _LEGACY_WRAP.fullmatch(reason)):
+        reason, since = wrapped["reason"], wrapped["since"]
+        source = PERSISTED if _LEGACY_WRAP.fullmatch(reason) else "unknown"
+    return {"state": TradingState.HALTED.value, "reason": redact_text(reason), "source": source, "since": since}
 
 
 class FlattenRefused(RuntimeError):
@@ -58,16 +82,31 @@ class Operator:
         trading.subscribe(self._on_transition)
 
     def restore(self, warn_if_not_persistent: bool = True) -> None:
-        """Come back HALTED if the last run was halted and nobody has resumed since."""
+        """Come back HALTED if the last run was halted and nobody has resumed since.
+
+        The record on disk is the original halt's (reason, source, time) and stays as it is across restarts:
+        the restored state's reason is built from it, never saved back, so it does not grow with each restart.
+        A record that cannot be read restores a halt too: a daemon that cannot tell whether it was stopped
+        must not trade until someone has looked."""
         if self._store is None:
             if warn_if_not_persistent:
                 log.warning("halt_not_persistent",
                             detail="runtime.state_dir is not set: a halt will not survive a restart")
             return
-        saved = self._store.load(HALT_KEY)
-        if saved and saved.get("state") == TradingState.HALTED.value:
-            self._trading.halt(f"halted before the restart ({saved.get('since', '?')}): {saved.get('reason', '?')}; "
-                               "`basisd resume` lifts it", source="persisted")
+        try:
+            saved = self._store.load(HALT_KEY)
+        except (OSError, ValueError) as exc:
+            log.critical("halt_record_unreadable", error=str(exc))
+            self._trading.halt(f"the persisted halt record cannot be read ({exc}); `basisd resume` lifts the halt "
+                               "and rewrites it", source="persisted")
+            return
+        if not saved or saved.get("state") != TradingState.HALTED.value:
+            return
+        record = original_halt(saved)
+        if record != saved:
+            self._save(record)  # an older daemon's nested (or unredacted) record, written once in its original form
+        self._trading.halt(f"halted since {record['since']} by {record['source']}: {record['reason']}; "
+                           "`basisd resume` lifts it", source=PERSISTED)
 
     def halt(self, reason: str, source: str = "operator") -> bool:
         return self._trading.halt(reason, source=source)
@@ -101,13 +140,12 @@ class Operator:
 
     def _on_transition(self, t: StateTransition) -> None:
         if t.current is TradingState.HALTED:
-            self._save({"state": t.current.value, "reason": t.reason, "source": t.source,
-                        "since": datetime.now(UTC).isoformat(timespec="seconds")})
+            if t.source != PERSISTED:  # a restored halt is already on disk, as it was first recorded
+                self._save(_record(t))
             self._sweep_due.set()
         elif t.previous is TradingState.HALTED:
             self._flattened = False
-            self._save({"state": t.current.value, "reason": t.reason, "source": t.source,
-                        "since": datetime.now(UTC).isoformat(timespec="seconds")})
+            self._save(_record(t))
 
     def _save(self, record: dict[str, Any]) -> None:
         if self._store is None:

@@ -10,8 +10,10 @@ mode, a share class and venues, each defined by its own file under `configs/mode
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
-from datetime import UTC, datetime
+import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,35 +34,65 @@ from daemon.errors import ConfigError, ConfigProblem
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: no setting means anything at infinity or NaN, and either passes every bound check
+    # (inf > 0; NaN compares false with everything), so they are refused everywhere, whatever else a field allows.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("contains a NUL character, which no path may hold")
+    return value
+
+
+# A path as written in a config: refused at load time if no file system could hold it (os calls raise ValueError).
+PathText = Annotated[str, AfterValidator(_no_nul)]
+
+# Bounds shared by several fields; each exists so that a typo or a unit mix-up is refused, not run.
+DAY_S = 86_400.0
+HOUR_S = 3_600.0
+MAX_USD = 1e9  # a threshold above a billion dollars is a typo, not a risk limit
 
 
 # --- process ---------------------------------------------------------------------------------------------
 
 
 class BacktestSettings(Frozen):
-    out_dir: str = Field("backtest-out", description="Where summary.json, hourly.csv and events.jsonl go")
+    out_dir: PathText = Field("backtest-out", description="Where summary.json, hourly.csv and events.jsonl go")
 
 
 class RuntimeSettings(Frozen):
     mode: Literal["live", "paper", "replay", "backtest"] = "replay"
-    status_interval_s: float = Field(5.0, gt=0, description="Seconds between status lines")
-    run_for_s: float | None = Field(None, gt=0, description="Stop after this many real seconds (None: run on)")
-    state_dir: str | None = Field(
+    status_interval_s: float = Field(
+        5.0, ge=0.1, le=DAY_S, description="Seconds between status lines: 0.1 at least (more often floods the log), "
+                                           "a day at most")
+    run_for_s: float | None = Field(None, gt=0, le=3650 * DAY_S,
+                                    description="Stop after this many real seconds, ten years at most (None: run on)")
+    state_dir: PathText | None = Field(
         None, description="Where state that must survive a restart is kept (the drawdown breaker); unset, a "
                           "restart starts afresh, as a replay should. Live: the unit's StateDirectory."
     )
 
+    @field_validator("mode")
+    @classmethod
+    def _available(cls, v: str) -> str:
+        # The live and paper adapters are not built yet: refused here, so check-config refuses what run refuses.
+        if v in ("live", "paper"):
+            raise ValueError(f"{v!r} is not available in this build yet; use 'replay'")
+        return v
+
 
 class SupervisorSettings(Frozen):
-    restart_backoff_initial_s: float = Field(0.5, gt=0)
-    restart_backoff_max_s: float = Field(30.0, gt=0)
-    restart_backoff_multiplier: float = Field(2.0, ge=1)
+    # Floors of 10 ms: below, a restart or heartbeat loop spins the event loop; ceilings of an hour: longer, a
+    # failed actor stays down unnoticed (a heartbeat at most each minute, as the watchdog needs).
+    restart_backoff_initial_s: float = Field(0.5, ge=0.01, le=HOUR_S)
+    restart_backoff_max_s: float = Field(30.0, ge=0.01, le=HOUR_S)
+    restart_backoff_multiplier: float = Field(2.0, ge=1, le=10)
     restart_jitter_fraction: float = Field(0.2, ge=0, lt=1)
-    restart_budget_count: int = Field(5, ge=0, description="Failures tolerated within the window")
-    restart_budget_window_s: float = Field(60.0, gt=0)
-    heartbeat_interval_s: float = Field(1.0, gt=0)
-    heartbeat_timeout_s: float = Field(10.0, gt=0)
+    restart_budget_count: int = Field(5, ge=0, le=1000, description="Failures tolerated within the window")
+    restart_budget_window_s: float = Field(60.0, ge=1, le=DAY_S)
+    heartbeat_interval_s: float = Field(1.0, ge=0.01, le=60)
+    heartbeat_timeout_s: float = Field(10.0, ge=0.05, le=HOUR_S)
 
     @model_validator(mode="after")
     def _ordered(self) -> SupervisorSettings:
@@ -96,16 +128,21 @@ class ReconcileSettings(Frozen):
     """The reconciler: our books against the venues' own view (actors/reconciler.py)."""
 
     enabled: bool = True
-    interval_s: float = Field(3600.0, gt=0, description="Market seconds between reconciliations (and one at start-up)")
+    interval_s: float = Field(3600.0, ge=60, le=7 * DAY_S,
+                              description="Market seconds between reconciliations (and one at start-up): a minute "
+                                          "to a week (more often only repeats the venues' calls)")
     halt_above_usd: float = Field(
-        100.0, ge=0, description="A drift worth more than this (or any perp size difference) halts trading; "
-                                 "smaller token drifts are booked to the venues' figures and logged")
+        100.0, ge=0, le=MAX_USD,
+        description="A drift worth more than this (or any perp size difference) halts trading; "
+                    "smaller token drifts are booked to the venues' figures and logged")
     startup_timeout_s: float = Field(
-        30.0, gt=0, description="READY=1 waits for the start-up reconciliation this long; past it, trading is "
-                                "halted until one completes")
+        30.0, ge=0.1, le=HOUR_S,
+        description="READY=1 waits for the start-up reconciliation this long; past it, trading is "
+                    "halted until one completes")
     max_deferrals: int = Field(
-        10, ge=1, description="Times a reconciliation waits for the books to catch up with the venues' reports "
-                              "before it compares anyway")
+        10, ge=1, le=1000,
+        description="Times a reconciliation waits for the books to catch up with the venues' reports "
+                    "before it compares anyway")
 
 
 class ControlSettings(Frozen):
@@ -115,7 +152,7 @@ class ControlSettings(Frozen):
     flatten_on_halt: bool = Field(
         False, description="An operator's halt (SIGUSR1, basisd halt) also unwinds every position, reduce-only, "
                            "while trading stays HALTED; `basisd halt --flatten/--no-flatten` decides per halt")
-    socket: str | None = Field(
+    socket: PathText | None = Field(
         None, description="Unix socket path; unset: $RUNTIME_DIRECTORY/control.sock under systemd, else "
                           "<runtime.state_dir>/control.sock, else <tmp>/basisd-<uid>/control.sock")
 
@@ -133,12 +170,13 @@ class ApiSettings(Frozen):
     client_queue_size: int = Field(
         256, ge=1, le=100_000, description="Messages queued per WebSocket client; a client this far behind is "
                                            "disconnected (close code 1008) so it never slows the daemon")
-    ping_interval_s: float = Field(20.0, gt=0, le=3600, description="Keepalive: a ping each way this often; a "
+    ping_interval_s: float = Field(20.0, ge=1, le=3600, description="Keepalive: a ping each way this often; a "
                                                                    "client silent for as long again is dropped")
-    close_timeout_s: float = Field(5.0, gt=0, le=60, description="How long a closing handshake may take")
+    close_timeout_s: float = Field(5.0, ge=0.1, le=60, description="How long a closing handshake may take")
     price_update_threshold: float = Field(
-        0.01, ge=0, description="A price-only update is streamed once a position's unrealized P&L moved more "
-                                "than this since the last one sent, in the share class's currency")
+        0.01, ge=0, le=MAX_USD,
+        description="A price-only update is streamed once a position's unrealized P&L moved more "
+                    "than this since the last one sent, in the share class's currency")
     allowed_origins: tuple[str, ...] = Field(
         (), description="Browser origins allowed to open the stream (e.g. https://dash.example); a request "
                         "with any other Origin header is refused")
@@ -176,15 +214,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# Every actor the daemon can run (daemon.app composes them; `actor.name` of each class under actors/).
+ActorName = Literal["positions", "fills", "execution", "risk", "strategy", "market_data", "status", "recorder",
+                    "reconciler", "api"]
+
+
 class ChaosSettings(Frozen):
     """Fault injection for drills. Never set in production configs."""
 
-    fail_actor: str | None = Field(None, description="Name of an actor to break")
-    fail_after_s: float = Field(1.0, gt=0, description="Seconds each run of that actor lasts before the fault")
+    fail_actor: ActorName | None = Field(None, description="Name of an actor to break")
+    fail_after_s: float = Field(1.0, ge=0.01, le=DAY_S,
+                                description="Seconds each run of that actor lasts before the fault")
     fault: Literal["raise", "hang"] = Field(
         "raise", description="raise: the actor crashes (tests restarts); hang: it stops beating (tests the watchdog)"
     )
-    unreported_usdt: dict[str, Annotated[float, Field(gt=0)]] = Field(
+    unreported_usdt: dict[str, Annotated[float, Field(gt=0, le=MAX_USD)]] = Field(
         default_factory=dict, description="USDT each named simulated exchange credits at start without reporting "
                                           "it (the accounts start empty, so credits only) — a drill for the reconciler")
     resting_orders_per_venue: int = Field(
@@ -194,27 +238,35 @@ class ChaosSettings(Frozen):
 
 # --- market -------------------------------------------------------------------------------------------
 
+MAX_REPLAY_HOURS = 24 * 365 * 10
+MAX_REPLAY_SPEED = 1e7  # beyond, "as fast as possible" is what is meant: null
+REPLAY_EARLIEST = datetime(2015, 7, 30, tzinfo=UTC)
+REPLAY_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
 
 class ShockSettings(Frozen):
     """A stress event in the synthetic market (see `daemon.domain.synthetic.Shock`)."""
 
-    at_hour: int = Field(ge=1, description="Hours after the replay's start")
+    at_hour: int = Field(ge=1, le=MAX_REPLAY_HOURS, description="Hours after the replay's start")
     eth_move_fraction: float = Field(0.0, gt=-0.95, le=10.0, description="0.9 = ETH jumps 90 %")
     lst_oracle_move_fraction: float = Field(0.0, gt=-0.5, lt=0.5, description="-0.06 = the LST de-pegs 6 %")
 
 
 class ReplaySettings(Frozen):
     source: Literal["synthetic", "history"] = "synthetic"
-    data_dir: str | None = Field(None, description="The history directory (source: history), relative to the "
+    data_dir: PathText | None = Field(None, description="The history directory (source: history), relative to the "
                                                    "config file")
     proxies: dict[str, str] | None = Field(
         None, description="Series → proxy series when it has no value (None: the defaults, OKX → Binance and "
                           "Binance's paging holes → Bybit; {}: fail on any missing value)")
-    seed: int = 7
-    start: datetime = datetime(2024, 6, 1, tzinfo=UTC)
-    hours: int = Field(24 * 365, ge=2, le=24 * 365 * 10, description="Length of the replayed market")
+    seed: int = Field(7, ge=0, le=2**63 - 1)
+    start: datetime = Field(datetime(2024, 6, 1, tzinfo=UTC),
+                            description=f"UTC; the replay lies within {REPLAY_EARLIEST:%Y-%m-%d} (Ethereum's launch: "
+                                        f"no ETH market before) and {REPLAY_LATEST:%Y-%m-%d}")
+    hours: int = Field(24 * 365, ge=2, le=MAX_REPLAY_HOURS, description="Length of the replayed market")
     speed: float | None = Field(
-        3600.0, gt=0, description="Market seconds per real second; null runs flat out"
+        3600.0, ge=0.01, le=MAX_REPLAY_SPEED,
+        description=f"Market seconds per real second, {MAX_REPLAY_SPEED:.0e} at most; null runs flat out (faster)"
     )
     shocks: tuple[ShockSettings, ...] = Field((), description="Stress events in the synthetic market")
 
@@ -227,6 +279,8 @@ class ReplaySettings(Frozen):
         for shock in self.shocks:
             if shock.at_hour >= self.hours:
                 raise ValueError(f"a shock at hour {shock.at_hour} is past the replay's end (hours: {self.hours})")
+        if self.start + timedelta(hours=self.hours) > REPLAY_LATEST:
+            raise ValueError(f"the replay ends after {REPLAY_LATEST:%Y-%m-%d} (start + hours)")
         return self
 
     @field_validator("start")
@@ -234,7 +288,11 @@ class ReplaySettings(Frozen):
     def _utc(cls, v: datetime) -> datetime:
         if v.tzinfo is None:
             raise ValueError("start must carry a time zone, e.g. 2024-06-01T00:00:00Z")
-        return v.astimezone(UTC)
+        v = v.astimezone(UTC)
+        if not REPLAY_EARLIEST <= v < REPLAY_LATEST:
+            raise ValueError(f"start must lie between {REPLAY_EARLIEST:%Y-%m-%d} (Ethereum's launch) and "
+                             f"{REPLAY_LATEST:%Y-%m-%d}")
+        return v
 
 
 # --- risk: the thresholds SIGHUP may change while running -----------------------------------------------
@@ -250,8 +308,10 @@ class RiskSettings(Frozen):
     ltv_act_above_target: float = Field(0.02, ge=0, le=0.2)
     mark_divergence_flag_fraction: float = Field(0.005, gt=0, le=0.5)
     mark_divergence_alert_fraction: float = Field(0.01, gt=0, le=0.5)
-    data_stale_after_s: float = Field(7200.0, gt=0, description="Prices, indexes, oracles (DOMAIN §8 #22)")
-    funding_stale_after_s: float = Field(32400.0, gt=0, description="Funding settles every 8 h: 9 h allows one miss")
+    data_stale_after_s: float = Field(7200.0, ge=1, le=30 * DAY_S,
+                                      description="Prices, indexes, oracles (DOMAIN §8 #22); 30 days at most")
+    funding_stale_after_s: float = Field(32400.0, ge=60, le=30 * DAY_S,
+                                         description="Funding settles every 8 h: 9 h allows one miss")
     drawdown_reduce_fraction: float = Field(0.03, gt=0, lt=1)
     drawdown_close_fraction: float = Field(0.04, gt=0, lt=1)
     drawdown_halt_fraction: float = Field(0.05, gt=0, lt=1)
@@ -288,22 +348,37 @@ class StrategyParams(Frozen):
     margin_ratio_target: float = Field(1.0, gt=0, le=10, description="CEX margin / notional at entry")
     position_deviation_threshold: float = Field(0.02, gt=0, lt=1)
     funding_threshold: float = Field(0.0001, ge=-1, le=1)
-    min_order_usd: float = Field(10.0, gt=0)
-    min_loop_position_usd: float = Field(10_000.0, gt=0)
-    hedge_allocation: dict[str, float] = Field(default_factory=dict)
+    min_order_usd: float = Field(10.0, ge=0.01, le=1e7, description="A cent to ten million dollars")
+    min_loop_position_usd: float = Field(10_000.0, ge=0.01, le=MAX_USD)
+    hedge_allocation: dict[str, float] = Field(
+        default_factory=dict, description="Perp venue → share of the hedge (sum 1); from the environment, a JSON "
+                                          "object: BASISD_STRATEGY__PARAMS__HEDGE_ALLOCATION='{\"binance\": 1}'")
     unwind: Literal["fast", "slow"] = "fast"
     leverage: Literal["atomic", "sequential"] = Field(
         "atomic", description="How AAVE leverage is built and taken down: atomic = one flash-loan transaction; "
                               "sequential = stake/supply/borrow (withdraw/swap/repay) round after round, each a "
                               "transaction, stopping when the next borrow is below min_loop_position_usd")
     max_leverage_iterations: int | None = Field(
-        None, ge=0, description="Sequential loops: at most this many borrows (None: until below the minimum)")
+        None, ge=0, le=1000, description="Sequential loops: at most this many borrows (None: until below the minimum)")
     rewards_mode: Literal["base_only", "base_eigen", "base_eigen_seasonal"] = Field(
         "base_only", description="EtherFi rewards (ADR-9): base_only = oracle growth only; base_eigen adds the "
                                  "weekly EIGEN distributions; base_eigen_seasonal adds the ETHFI top-ups too")
     gas_reserve_eth: float = Field(
         0.05, ge=0, le=10, description="ETH share class: wallet ETH kept back from the entry to pay gas (it cannot "
                                        "run gas debt as the USDT class does)")
+
+    @field_validator("hedge_allocation", mode="before")
+    @classmethod
+    def _json_weights(cls, v: object) -> object:
+        # strategy.params is a free mapping until the mode's params are merged in, so an environment override
+        # arrives as the variable's text: a JSON object (never echoed: it is not what the key expects).
+        if isinstance(v, str):
+            try:
+                return json.loads(v)
+            except ValueError:
+                raise ValueError("must be a mapping of venue to weight (from the environment: a JSON object)") \
+                    from None
+        return v
 
     @field_validator("hedge_allocation")
     @classmethod
@@ -323,12 +398,20 @@ class StrategyParams(Frozen):
         return self.max_ltv * (1.0 - self.max_stake_spread_move)
 
 
+# The least initial capital a run accepts, in the share class's currency. Below it the entry's legs fall under
+# the venues' minimum order (10 USD) and nothing is placed, yet a report is written whose APR divides by almost
+# nothing (1e-9 gave −1e14 %). 100 USDT puts 30 USD on the smallest hedge leg (0.3 of the hedge); 0.1 ETH is
+# worth more than 100 USD at every price ETH has traded at since 2017, and twice the default gas reserve.
+MIN_CAPITAL: dict[str, float] = {"USDT": 100.0, "ETH": 0.1}
+
+
 class StrategySettings(Frozen):
     mode: str = Field(description="A file name under configs/modes/, without .yaml")
     share_class: str = Field(description="A file name under configs/share_classes/, without .yaml")
     venues: tuple[str, ...] = Field(description="File names under configs/venues/, without .yaml")
-    initial_capital: float = Field(gt=0, description="In the share class's currency")
-    catalog_dir: str = Field(".", description="Directory holding modes/, venues/, share_classes/, "
+    initial_capital: float = Field(
+        gt=0, le=1e12, description="In the share class's currency; at least MIN_CAPITAL of it (see there)")
+    catalog_dir: PathText = Field(".", description="Directory holding modes/, venues/, share_classes/, "
                                               "relative to the config file")
     params: dict[str, Any] = Field(default_factory=dict, description="Overrides of the mode's params")
 
@@ -343,13 +426,23 @@ class StrategySettings(Frozen):
 CREDENTIALS_DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
 
 
-def _not_empty(value: SecretStr) -> SecretStr:
-    if not value.get_secret_value():
+# The log redacts every occurrence of a secret's value in every line (daemon.log): a short one would blank out
+# common text (a secret `1` replaces every 1) and hide nothing. No real key, passphrase or URL is this short.
+MIN_SECRET_CHARS = 8
+
+
+def _long_enough(value: SecretStr) -> SecretStr:
+    # Refused as value errors: the message never quotes what was given.
+    text = value.get_secret_value()
+    if not text:
         raise ValueError("is empty: set the secret, or leave it out altogether")
+    if len(text) < MIN_SECRET_CHARS:
+        raise ValueError(f"too short: a secret needs at least {MIN_SECRET_CHARS} characters (a shorter one cannot "
+                         "be redacted from the logs safely); check that this is the real value")
     return value
 
 
-Secret = Annotated[SecretStr, AfterValidator(_not_empty)]
+Secret = Annotated[SecretStr, AfterValidator(_long_enough)]
 
 
 class VenueCredentials(Frozen):
@@ -389,6 +482,31 @@ CREDENTIAL_FILES: dict[str, tuple[str, ...]] = _credential_files()
 _CREDENTIAL_MAX_BYTES = 64 * 1024  # keys, URLs and private keys are short; more is a wrong file
 
 
+class _NotAFile(Exception):
+    """A credential path that is a directory, FIFO or device (its text says which)."""
+
+
+def _read_credential_file(path: Path) -> bytes:
+    """At most one byte past the limit. Opened without blocking and read only if it is a regular file: a FIFO
+    would hang the start (or a SIGHUP reload), a device would never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _NotAFile("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+                            "a device or socket")
+        chunks, size = [], 0
+        while size <= _CREDENTIAL_MAX_BYTES:
+            chunk = os.read(fd, _CREDENTIAL_MAX_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_credentials_directory(directory: Path) -> dict[str, Any]:
     """The secrets in `directory`, one file each, as a nested mapping of settings (`credentials`, `api`).
 
@@ -411,9 +529,11 @@ def read_credentials_directory(directory: Path) -> dict[str, Any]:
             continue
         dotted = ".".join(key)
         try:
-            with path.open("rb") as file:
-                raw = file.read(_CREDENTIAL_MAX_BYTES + 1)
+            raw = _read_credential_file(path)
             text = raw.decode("utf-8").strip()
+        except _NotAFile as exc:
+            problems.append(ConfigProblem(str(path), dotted, f"credential file is {exc}, not a file"))
+            continue
         except OSError as exc:
             problems.append(ConfigProblem(str(path), dotted, f"credential file cannot be read: {exc.strerror}"))
             continue
@@ -522,7 +642,7 @@ class VenueDefinition(Frozen):
     name: str
     kind: Literal["cex", "lending", "staking"]
     fees: FeeSchedule | None = None
-    min_order_usd: float = Field(10.0, gt=0)
+    min_order_usd: float = Field(10.0, ge=0.01, le=1e6, description="A cent to a million dollars")
     maintenance_margin_ratio: float | None = Field(None, gt=0, lt=1)
     liquidation_fee_bps: float = Field(125.0, ge=0, le=1000, description="taken from what is left at liquidation")
     funding_interval_h: int | None = Field(None, ge=1, le=24)
@@ -532,7 +652,7 @@ class VenueDefinition(Frozen):
     emode_liquidation_threshold: float | None = Field(None, gt=0, lt=1)
     emode_liquidation_bonus: float | None = Field(None, ge=0, lt=0.5)
     lst: str | None = None
-    unstaking_period_days: float | None = Field(None, ge=0)
+    unstaking_period_days: float | None = Field(None, ge=0, le=365)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> VenueDefinition:

@@ -24,6 +24,8 @@ class StateStore:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # edited by hand, or not ours
+            raise ValueError(f"{path}: not a JSON object written by basisd ({type(exc).__name__}: {exc})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object")
         return data

@@ -3,6 +3,9 @@
 It is a single cell rather than a message because a halt must take effect at once: the signal handler, the
 supervisor's escalation and the risk actor all write it synchronously, and the execution actor reads it
 immediately before every order it sends.
+
+A reason is free text (an operator's words, an error's message) that reaches the log, the API, the control
+socket, the journal and the persisted halt: it is redacted of every registered secret once, here.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon.domain.messages import TradingState
+from daemon.redaction import redact_text
 
 Listener = Callable[["StateTransition"], None]
 
@@ -45,6 +49,7 @@ class TradingStateCell:
         """Move to `state`; returns whether anything changed. Listeners run synchronously."""
         if state is self._state:
             return False
+        reason = redact_text(reason)
         transition = StateTransition(self._state, state, reason, source)
         self._state = state
         self._reason = reason

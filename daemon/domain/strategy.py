@@ -200,9 +200,13 @@ def decide(change: Change, spec: ModeSpec, view: StrategyView, amount: Decimal =
                                    else ZERO)
     desired = desired_state(spec, ZERO if change is Change.UNWIND else target_equity, view.price_usd)
     gaps = _gaps(spec, view, desired, limits)
+    if change is Change.REBALANCE and is_flat(spec, view):
+        change = Change.INITIAL_SETUP  # nothing held (a flatten, an unwind): the way to the desired state is the entry
+    entry_hold = ""
     if change in (Change.INITIAL_SETUP, Change.DEPOSIT):
         amount = view.equity if change is Change.INITIAL_SETUP else amount
-        instructions = [] if view.trading is not TradingState.ACTIVE else _entry(spec, view, amount)
+        entry_hold = _entry_hold(spec, view, amount)
+        instructions = [] if entry_hold else _entry(spec, view, amount)
     elif change is Change.WITHDRAWAL:
         instructions = _exit(spec, view, amount / view.equity if view.equity else ONE)
     elif change is Change.UNWIND:
@@ -218,10 +222,45 @@ def decide(change: Change, spec: ModeSpec, view: StrategyView, amount: Decimal =
                     for n, i in enumerate(instructions, start=1))
     hold = ""
     if not ordered:
-        hold = ("trading halted" if view.trading is TradingState.HALTED else
-                "reducing: no instruction due reduces exposure" if view.trading is TradingState.REDUCING and
-                unfiltered else "within every band")
+        hold = ("trading halted" if view.trading is TradingState.HALTED else entry_hold or
+                ("reducing: no instruction due reduces exposure" if view.trading is TradingState.REDUCING and
+                 unfiltered else "within every band"))
     return Decision(change, spec.name, view, desired, gaps, ordered, hold)
+
+
+def exposure_usd(spec: ModeSpec, view: StrategyView) -> Decimal:
+    """What is held beyond idle capital, in USD, gross: AAVE collateral and debt, free LST, spot and perps.
+    Idle capital — USDT in the wallet or on a venue, and the wallet's ETH (an ETH share class's capital, or
+    a USDT class's gas money) — is not exposure: a book holding only that has yet to (re-)enter."""
+    price = view.price_usd
+    lending_usd = spec.name == "pure_lending" and spec.share_class == "USDT"  # collateral counted in USD
+    aave = view.aave_collateral * (ONE if lending_usd else price) + view.aave_debt * price
+    long_leg = (view.wallet_lst * view.lst_rate + sum((v.spot for v in view.venues.values()), ZERO)) * price
+    perps = sum((abs(v.perp_size) * v.mark for v in view.venues.values()), ZERO)
+    return abs(aave) + abs(long_leg) + perps
+
+
+def is_flat(spec: ModeSpec, view: StrategyView) -> bool:
+    """Nothing held worth an order: after a flatten or an unwind, as before the first entry."""
+    return exposure_usd(spec, view) < spec.min_order_usd
+
+
+def next_change(spec: ModeSpec, view: StrategyView) -> Change:
+    """What the hourly decision is: the entry on a flat book (at start-up, and after a flatten and a resume),
+    a rebalance of what is held otherwise."""
+    return Change.INITIAL_SETUP if is_flat(spec, view) else Change.REBALANCE
+
+
+def _entry_hold(spec: ModeSpec, view: StrategyView, amount: Decimal) -> str:
+    """Why an entry of `amount` is not made now, or "" when it is to be made."""
+    if view.trading is TradingState.REDUCING:
+        return "reducing: no new exposure, the entry waits for trading ACTIVE"
+    if view.trading is not TradingState.ACTIVE:
+        return ""  # halted: said by the caller
+    usd = amount if spec.share_class == "USDT" else amount * view.price_usd
+    if usd < spec.min_order_usd:
+        return f"nothing to enter: {usd:.2f} USD is below the minimum order of {spec.min_order_usd} USD"
+    return ""
 
 
 def _gaps(spec: ModeSpec, view: StrategyView, desired: DesiredState, limits: RiskLimits) -> Gaps:
@@ -423,10 +462,8 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruct
                 supply_eth=d.aave_collateral, borrow_eth=d.aave_debt, lst=spec.lst)
     else:
         long_eth = d.spot if spec.name.endswith("_basis") else sum((-s for s in d.shorts.values()), ZERO)
-        for venue in sorted(d.shorts):
-            add("TRANSFER_USDT_TO_CEX", Executor.WALLET, venue,
-                amount_usd=d.margin_usd[venue] + (long_eth * price if venue == spec.spot_venue else ZERO))
         spot_venue = spec.spot_venue or "binance"
+        _fund_venues(add, view, d, spot_venue, long_eth * price)
         add("BUY_SPOT", Executor.CEX, spot_venue, amount=long_eth, asset=spec.asset)
         for venue, size in sorted(d.shorts.items()):
             add("OPEN_PERP_SHORT", Executor.CEX, venue, amount=-size, asset=spec.asset)
@@ -443,6 +480,25 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruct
                 add("STAKE", Executor.STAKING, "etherfi", amount_eth=long_eth, lst=spec.lst)
     return [Instruction(0, "ENTRY", spec.name, amount if spec.share_class == "USDT" else amount * price,
                         tuple(steps), False, "entry")]
+
+
+def _fund_venues(add: Callable[..., None], view: StrategyView, d: DesiredState, spot_venue: str,
+                 spot_usd: Decimal) -> None:
+    """USDT moves so that each venue holds its margin (and the spot venue the price of the long leg too).
+    Netted against what the venues already hold: after a flatten the capital sits on the venues, not in the
+    wallet, and a transfer of the full amount from the wallet would be refused. Surpluses come back to the
+    wallet first, so that the transfers after them are funded."""
+    wanted = {venue: d.margin_usd.get(venue, ZERO) for venue in d.shorts}
+    wanted[spot_venue] = wanted.get(spot_venue, ZERO) + spot_usd
+    held = {venue: v.usdt for venue, v in view.venues.items()}
+    for venue in sorted(held):
+        surplus = held[venue] - wanted.get(venue, ZERO)
+        if surplus > 0:
+            add("WITHDRAW_USDT_TO_WALLET", Executor.WALLET, venue, amount_usd=surplus)
+    for venue in sorted(wanted):
+        shortfall = wanted[venue] - held.get(venue, ZERO)
+        if shortfall > 0:
+            add("TRANSFER_USDT_TO_CEX", Executor.WALLET, venue, amount_usd=shortfall)
 
 
 def _add_sequential_entry(add: Callable[..., None], spec: ModeSpec, equity_eth: Decimal, price: Decimal) -> None:

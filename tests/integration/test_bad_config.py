@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -144,3 +145,151 @@ def test_a_second_daemon_on_the_same_control_socket_is_refused(catalog: Path, tm
         assert first.proc.poll() is None  # the first one is untouched
     finally:
         first.close()
+
+
+# --- input that used to crash (a traceback and exit 1) instead of being refused: issue 10 §2 ----------------------
+
+SECRET = "SECRETZZZ123"
+
+
+def basisd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "BASISD_DEBUG"}
+    full_env.update({"BASISD_METRICS__PORT": "0", "BASISD_API__PORT": "0", **(env or {})})
+    return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, env=full_env)
+
+
+def every_command(config: Path, out: Path) -> list[list[str]]:
+    """Every command that reads a config: each must refuse a bad one the same way."""
+    return [["check-config", str(config)], ["run", "--config", str(config)],
+            ["backtest", "--config", str(config), "--out", str(out)],
+            ["status", "--config", str(config)], ["halt", "--config", str(config), "--reason", "drill"]]
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *says: str) -> None:
+    """Exit 78; stderr is the summary line and one line per problem, each naming what it must; no traceback."""
+    assert result.returncode == 78, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("invalid configuration (") and all(line.startswith("  - ") for line in lines[1:]), \
+        result.stderr
+    for text in says:
+        assert text in result.stderr, result.stderr
+
+
+def latin1(catalog: Path) -> tuple[Path, str]:
+    path = catalog / "run.yaml"
+    original = (catalog / "replay.yaml").read_bytes()
+    path.write_bytes(original + b"# caf\xe9\n")
+    return path, f"{path}: (file): not UTF-8 text: byte 0xe9 at offset {len(original) + 5}"
+
+
+def binary(catalog: Path) -> tuple[Path, str]:
+    path = catalog / "run.yaml"
+    path.write_bytes(bytes(range(255, -1, -1)))
+    return path, f"{path}: (file): not UTF-8 text: byte 0xff at offset 0"
+
+
+def directory(catalog: Path) -> tuple[Path, str]:
+    path = catalog / "run.yaml"
+    path.mkdir()
+    return path, f"{path}: (file): is a directory, not a config file"
+
+
+UNREADABLE = [latin1, binary, directory]
+
+
+@pytest.mark.parametrize("make", UNREADABLE, ids=[m.__name__ for m in UNREADABLE])
+def test_a_config_that_cannot_be_read_exits_78_from_every_command(catalog: Path, tmp_path: Path,
+                                                                  make: Callable[[Path], tuple[Path, str]]) -> None:
+    path, says = make(catalog)
+    for argv in every_command(path, tmp_path / "out"):
+        assert_refused(basisd(*argv), says)
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("BASISD_METRICS", "notjson", "environment variable BASISD_METRICS: metrics: not valid JSON"),
+    ("BASISD_REPLAY__SHOCKS", "[[", "environment variable BASISD_REPLAY__SHOCKS: replay.shocks: not valid JSON"),
+    ("BASISD_METRIC__PORT", "1", "environment variable BASISD_METRIC__PORT: (name): not a setting"),
+    ("BASISD_CREDENTIAL__BINANCE__API_SECRET", SECRET,
+     "environment variable BASISD_CREDENTIAL__BINANCE__API_SECRET: (name): not a setting"),
+    ("BASISD_METRICS__PORTT", "1", "environment variable BASISD_METRICS__PORTT: metrics: not a setting"),
+])
+def test_a_bad_environment_variable_exits_78_naming_it_from_every_command(
+    tmp_path: Path, name: str, value: str, says: str
+) -> None:
+    for argv in every_command(ROOT / "configs" / "replay.yaml", tmp_path / "out"):
+        result = basisd(*argv, env={name: value})
+        assert_refused(result, says)
+        assert "configs/replay.yaml" not in result.stderr  # the variable is to blame, not the file
+        assert SECRET not in result.stderr
+
+
+def test_the_billion_laughs_exit_78_with_a_short_message(tmp_path: Path) -> None:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{n}: &{n} [" + ",".join([f"*{p}"] * 9) + "]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    for argv in (["check-config", str(path)], ["run", "--config", str(path)]):
+        result = basisd(*argv)
+        assert_refused(result, f"{path}: line 2, column 8: not valid YAML: YAML aliases (*name) are not allowed")
+        assert len(result.stderr) < 2000
+
+
+@pytest.mark.parametrize(("section", "text", "says"), [
+    ("credentials", f"{{binance: {{api_secret={SECRET}}}}}", "credentials.binance.(a key not shown): unknown key"),
+    ("credentials", "{okx: {passphrase: '1'}}", "credentials.okx.passphrase: too short: a secret needs at least 8"),
+    ("runtime", "{status_interval_s: 1e-9}", "runtime.status_interval_s: Input should be greater than or equal to 0.1"),
+    ("replay", "{speed: 1.0e+300}", "replay.speed: Input should be less than or equal to 10000000"),
+    ("chaos", "{fail_actor: strategist}", "chaos.fail_actor: Input should be 'positions'"),
+], ids=["secret-typo", "short-secret", "status-flood", "speed-overflow", "unknown-actor"])
+def test_check_config_refuses_values_that_make_no_sense_and_never_prints_a_secret(
+    catalog: Path, section: str, text: str, says: str
+) -> None:
+    data = yaml.safe_load((catalog / "replay.yaml").read_text())
+    data.pop(section, None)
+    path = catalog / "run.yaml"
+    path.write_text(yaml.safe_dump(data) + f"{section}: {text}\n")
+    result = basisd("check-config", str(path))
+    assert_refused(result, f"{path}: {says}")
+    assert SECRET not in result.stderr
+
+
+def test_check_config_refuses_infinite_capital(catalog: Path) -> None:
+    path = catalog / "run.yaml"
+    path.write_text((catalog / "replay.yaml").read_text().replace("initial_capital: 100000", "initial_capital: 1e400"))
+    assert_refused(basisd("check-config", str(path)), f"{path}: strategy.initial_capital: Input should be a finite "
+                                                      "number (was '1e400'); no setting may be infinite or NaN")
+
+
+def test_check_config_refuses_the_paper_config_as_run_does() -> None:
+    path = ROOT / "configs" / "paper.yaml"
+    message = f"{path.relative_to(ROOT)}: runtime.mode: 'paper' is not available in this build yet; use 'replay'"
+    for argv in (["check-config", str(path.relative_to(ROOT))], ["run", "--config", str(path.relative_to(ROOT))]):
+        assert_refused(basisd(*argv), message)
+
+
+def test_backtest_capital_too_small_names_the_command_line(tmp_path: Path) -> None:
+    result = basisd("backtest", "--config", "configs/replay.yaml", "--capital", "1e-9", "--out", str(tmp_path))
+    assert_refused(result, "command line: strategy.initial_capital: 1e-09 USDT is below the least a run accepts")
+
+
+def test_a_reload_of_a_file_that_is_not_utf8_is_rejected_and_the_daemon_runs_on(catalog: Path, tmp_path: Path) -> None:
+    from tests.integration.daemon_process import DaemonProcess
+
+    data = yaml.safe_load((catalog / "replay.yaml").read_text())
+    data["runtime"]["status_interval_s"] = 0.5
+    path = catalog / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    proc = DaemonProcess(path, tmp_path)
+    try:
+        proc.wait_ready()
+        path.write_bytes(path.read_bytes() + b"# caf\xe9\n")
+        proc.signal(signal.SIGHUP)
+        rejected = proc.wait_for_event("reload_rejected", timeout_s=10)
+        assert any("not UTF-8 text: byte 0xe9" in p for p in rejected["problems"])
+        assert proc.proc.poll() is None
+        proc.signal(signal.SIGTERM)
+        assert proc.wait_exit(timeout_s=10) == 0
+    finally:
+        proc.close()

@@ -93,12 +93,17 @@ def test_basisd_halt_stops_trading_cancels_orders_and_survives_a_restart_until_r
         assert daemon.wait_exit(timeout_s=10) == 0
     finally:
         daemon.close()
+    record = (tmp_path / "state" / "trading_halt.json").read_bytes()
+    since = json.loads(record)["since"]
 
-    # A restart comes back halted, says why, and sends nothing.
+    # A restart comes back halted, says why (the original halt, once), and sends nothing.
     daemon, sock = start(catalog, tmp_path, "second")
     try:
         change = daemon.wait_for_event("trading_state_changed", current="HALTED")
-        assert change["source"] == "persisted" and "fat finger" in change["reason"]
+        assert change["source"] == "persisted"
+        assert change["reason"] == (f"halted since {since} by operator: operator: drill: fat finger on okx; "
+                                    "`basisd resume` lifts it")
+        assert (tmp_path / "state" / "trading_halt.json").read_bytes() == record  # not re-wrapped on a restart
         assert metric_value(daemon.scrape(), "basisd_trading_halted") == 1.0
         time.sleep(1.0)  # ten market hours
         assert not [e for e in daemon.events() if e.get("event") == "order_filled"]
@@ -218,5 +223,33 @@ def test_halt_with_flatten_unwinds_every_position_while_trading_stays_halted(cat
         # A second flatten in the same halt is refused: it would be sized from books the first one changed.
         again = basisd("halt", "--socket", str(sock), "--flatten")
         assert again.returncode == 0 and "already sent" in again.stdout
+    finally:
+        daemon.close()
+
+
+def test_after_flatten_and_resume_the_strategy_enters_again(catalog: Path, tmp_path: Path) -> None:
+    # Found as a hostile operator: after `basisd flatten` then `basisd resume` the daemon held nothing and logged
+    # `holding reason='within every band'` forever (the USDT left on the venues read as "invested").
+    daemon, sock = start(catalog, tmp_path, "run")
+    try:
+        daemon.wait_for_event("instruction_finished", type="ENTRY", completed=True)
+        assert basisd("flatten", "--socket", str(sock), "--reason", "get out").returncode == 0
+        assert daemon.wait_for_event("instruction_finished", type="UNWIND", timeout_s=10)["completed"] is True
+        daemon.wait_for(lambda: json.loads(basisd("status", "--socket", str(sock), "--json").stdout)
+                        ["status"]["portfolio"]["positions"] == [], 5, "every perp closed")
+        def entries() -> list[dict[str, object]]:
+            return [e for e in daemon.events() if e.get("event") == "instruction_finished" and e.get("type") == "ENTRY"]
+
+        assert len(entries()) == 1  # halted and flat: nothing was built back
+        resume = basisd("resume", "--socket", str(sock), "--reason", "back in")
+        assert resume.returncode == 0, resume.stderr
+        daemon.wait_for(lambda: len(entries()) == 2, 10, "a second ENTRY")  # a few market hours at replay speed
+        assert entries()[-1]["completed"] is True, entries()[-1]
+        report = json.loads(basisd("status", "--socket", str(sock), "--json").stdout)
+        assert report["trading"] == "ACTIVE"
+        assert len(report["status"]["portfolio"]["positions"]) == 3  # the three perp shorts, back
+        assert abs(float(report["status"]["portfolio"]["net_delta_eth"])) < 0.05  # hedged again
+        assert not [e for e in daemon.events() if e.get("event") == "holding" and e.get("reason") == "within every band"
+                    and e.get("flat")]
     finally:
         daemon.close()

@@ -12,11 +12,18 @@ from tests.conftest import CONFIGS
 EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml"))
 
 
+# Examples of what this build does not run yet: check-config refuses them as run does, naming the key.
+NOT_YET = {"paper.yaml": "runtime.mode: 'paper' is not available in this build yet; use 'replay'"}
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_shipped_example_loads(path: Path) -> None:
     data_dir = (yaml.safe_load(path.read_text()).get("replay") or {}).get("data_dir")
     if data_dir and not (path.parent / data_dir).is_dir():
         pytest.skip(f"{path.name} replays {path.parent / data_dir}, which is not present here")
+    if path.name in NOT_YET:
+        assert problems_of(path) == [f"{path}: {NOT_YET[path.name]}"]
+        return
     config = load_config(path)
     assert config.mode.name == config.settings.strategy.mode
 

@@ -14,6 +14,8 @@ from daemon.domain.strategy import (
     _delta_adjust,
     decide,
     desired_state,
+    is_flat,
+    next_change,
 )
 
 D = Decimal
@@ -259,3 +261,54 @@ def test_an_eth_share_class_entry_keeps_gas_money_back() -> None:
     decision = decide(Change.INITIAL_SETUP, eth_spec("eth_staking_only", gas_reserve=D("0.05")), empty_view("30"))
     (step,) = decision.instructions[0].steps
     assert step.action == "STAKE" and step.params["amount_eth"] == D("29.95")
+
+
+def flattened_view(trading: TradingState = TradingState.ACTIVE) -> StrategyView:
+    """What `basisd flatten` leaves of a USDT market-neutral book: USDT on every venue (the margins and the
+    spot proceeds), the rest in the wallet, gas owed in ETH, and nothing else."""
+    venues = {"binance": VenueView(D(39_000), D(0), D(0), D(0), D(3000)),
+              "bybit": VenueView(D(15_500), D(0), D(0), D(0), D(3000)),
+              "okx": VenueView(D(14_000), D(0), D(0), D(0), D(3000))}
+    return StrategyView(D("99967.4"), D(3000), D("1.05"), D(0), D(0), D("-0.01"), D(0), D(31_497.4), venues, trading)
+
+
+def test_after_a_flatten_the_book_is_flat_and_the_hourly_rebalance_enters_again() -> None:
+    # Found on the real daemon: after flatten + resume, the USDT left on the venues read as "invested" and the
+    # strategy held "within every band" forever, holding nothing.
+    view = flattened_view()
+    assert is_flat(spec(), view) and next_change(spec(), view) is Change.INITIAL_SETUP
+    assert not is_flat(spec(), running_view()) and next_change(spec(), running_view()) is Change.REBALANCE
+    decision = decide(Change.REBALANCE, spec(), view)
+    assert decision.change is Change.INITIAL_SETUP and decision.hold_reason == ""
+    (entry,) = decision.instructions
+    assert entry.type == "ENTRY" and entry.amount_usd == view.equity
+    actions = [s.action for s in entry.steps]
+    assert actions[-6:] == ["BUY_SPOT", *["OPEN_PERP_SHORT"] * 3, "WITHDRAW_TO_WALLET", "ATOMIC_LEVERAGE_ENTRY"]
+
+
+def test_a_re_entry_nets_its_transfers_against_the_usdt_already_on_the_venues() -> None:
+    view = flattened_view()
+    (entry,) = decide(Change.INITIAL_SETUP, spec(), view).instructions
+    wallet = view.wallet_usdt
+    held = {v: vv.usdt for v, vv in view.venues.items()}
+    for step in entry.steps:  # walk the steps: the wallet never pays what it does not hold
+        if step.action in ("TRANSFER_USDT_TO_CEX", "WITHDRAW_USDT_TO_WALLET"):
+            amount = D(str(step.params["amount_usd"])) * (1 if step.action == "TRANSFER_USDT_TO_CEX" else -1)
+            wallet -= amount
+            held[step.venue] += amount
+            assert wallet >= 0 and held[step.venue] >= 0, step
+    moves = [s.action for s in entry.steps if "USDT" in s.action]
+    assert moves[0] == "WITHDRAW_USDT_TO_WALLET"  # binance holds more than its margin and the spot: it pays first
+    # Each venue ends with its margin, the spot venue with the price of the long leg on top: as a first entry.
+    first = decide(Change.INITIAL_SETUP, spec(), empty_view(str(view.equity))).instructions[0]
+    wanted = {s.venue: D(str(s.params["amount_usd"])) for s in first.steps if s.action == "TRANSFER_USDT_TO_CEX"}
+    assert all(abs(held[v] - wanted[v]) < D("1e-9") for v in wanted), (held, wanted)
+
+
+def test_a_flat_book_that_cannot_enter_says_why() -> None:
+    reducing = decide(Change.REBALANCE, spec(), flattened_view(TradingState.REDUCING))
+    assert reducing.instructions == () and "waits for trading ACTIVE" in reducing.hold_reason
+    halted = decide(Change.REBALANCE, spec(), flattened_view(TradingState.HALTED))
+    assert halted.instructions == () and halted.hold_reason == "trading halted"
+    dust = decide(Change.INITIAL_SETUP, spec(), empty_view("4"))
+    assert dust.instructions == () and dust.hold_reason.startswith("nothing to enter: 4.00 USD is below")
