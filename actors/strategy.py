@@ -10,6 +10,8 @@ survives restarts, and client order ids from those, so a resend is recognised by
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio
 
 from daemon.bus import ConflatingChannel, LosslessChannel
@@ -25,6 +27,7 @@ from daemon.domain.messages import (
 )
 from daemon.domain.strategy import Change, Decision, ModeSpec, decide, next_change
 from daemon.domain.view import strategy_view
+from daemon.gate import StartGate
 from daemon.lifecycle import ActorContext, serve
 
 NS_PER_HOUR = 3_600 * 1_000_000_000
@@ -42,8 +45,12 @@ class StrategyActor:
         spec: ModeSpec,
         venues: tuple[str, ...],
         id_prefix: str = "i",
+        gate: StartGate | None = None,
     ) -> None:
         self.market = market
+        # Decisions wait for the start gate (daemon.gate): one made on books not yet checked against the venues
+        # would be refused, and stale once they are.
+        self._gate = gate
         self.events = events
         self._commands = commands
         self._spec = spec
@@ -94,7 +101,8 @@ class StrategyActor:
 
         async def maybe_decide() -> None:
             nonlocal last_hour
-            if snapshot is None or snapshot.ledger is None or pending or snapshot.reports_booked < reports_due:
+            if (snapshot is None or snapshot.ledger is None or pending or snapshot.reports_booked < reports_due
+                    or self._waiting(ctx)):
                 return
             hour = ctx.clock.now_ns() // NS_PER_HOUR
             if hour == last_hour:
@@ -109,6 +117,21 @@ class StrategyActor:
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, ctx, self.market, on_market)
             tg.start_soon(serve, ctx, self.events, on_event)
+            tg.start_soon(self._decide_once_open, maybe_decide)
+
+    async def _decide_once_open(self, decide_now: Callable[[], Awaitable[None]]) -> None:
+        if self._gate is not None and not self._gate.is_open:
+            await self._gate.wait()
+            await decide_now()  # on the books as they are now, checked
+
+    def _waiting(self, ctx: ActorContext) -> bool:
+        """Whether the start gate is still closed (said once, as a hold with its reason)."""
+        if self._gate is None or self._gate.is_open:
+            return False
+        if self.hold_reason != self._gate.reason:
+            self.hold_reason = self._gate.reason
+            ctx.log.info("holding", reason=self.hold_reason)
+        return True
 
     async def _issue(self, ctx: ActorContext, decision: Decision, hour: int, pending: set[InstructionId]) -> None:
         """Send the decision's instructions (lossless, to risk); log an explicit hold when there are none.

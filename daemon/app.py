@@ -192,7 +192,8 @@ class Daemon:
         self.market_data = MarketDataActor(self.feed, Fanout[Any]([strategy_market, positions_marks, *api_market]))
         self.strategy = StrategyActor(strategy_market, strategy_events, risk_commands, spec=self.spec,
                                       venues=tuple(cex),
-                                      id_prefix=f"r{self.journal.run}i" if self.journal is not None else "i")
+                                      id_prefix=f"r{self.journal.run}i" if self.journal is not None else "i",
+                                      gate=self.gate)
         self.risk = RiskActor(
             risk_commands, execution_orders, strategy_events, risk_snaps, self._risk_limits,
             DrawdownBreaker(Decimal(str(s.risk.drawdown_reduce_fraction)), Decimal(str(s.risk.drawdown_close_fraction)),

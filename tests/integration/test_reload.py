@@ -31,8 +31,10 @@ def test_a_reload_of_any_bad_file_is_rejected_and_the_daemon_keeps_trading(catal
         for n, (what, content) in enumerate(BAD_FILES.items(), start=1):
             path.write_bytes(content)
             proc.signal(signal.SIGHUP)
-            proc.wait_for(lambda n=n: len([e for e in proc.events() if e.get("event") == "reload_rejected"]) >= n,
-                          10, f"reload_rejected for {what}")
+            def rejected_n(n: int = n) -> bool:
+                return len([e for e in proc.events() if e.get("event") == "reload_rejected"]) >= n
+
+            proc.wait_for(rejected_n, 10, f"reload_rejected for {what}")
             assert proc.proc.poll() is None, f"the daemon died on a reload of {what}"
         rejected = [e for e in proc.events() if e.get("event") == "reload_rejected"]
         assert all(str(path) in " ".join(e["problems"]) for e in rejected)
