@@ -18,7 +18,8 @@ BAD_FILES = {
     "binary": bytes(range(256)) * 4,
     "a list": b"- 1\n- 2\n",
     "billion laughs": b"a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
-                      b"c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n",
+                      b"c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+                      b"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n",
 }
 
 
