@@ -374,7 +374,8 @@ class Daemon:
     async def _serve_metrics(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
         m = self.config.settings.metrics
         try:
-            await serve_metrics(build_registry(self._metric_sources()), m.host, m.port, task_status=task_status)
+            token = m.token.get_secret_value() if m.token is not None else None
+            await serve_metrics(build_registry(self._metric_sources()), m.host, m.port, token, task_status=task_status)
         except OSError as exc:  # (a port in use is already a MetricsError: exit 78 naming metrics.port)
             raise self._bind_error("metrics.port", m.host, m.port, exc) from None
 

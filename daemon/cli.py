@@ -119,10 +119,7 @@ def _run(path: str) -> int:
     s = config.settings
     logging_setup.configure(s.logging.format, s.logging.level)
     log = structlog.get_logger()
-    if s.runtime.mode != "replay":
-        print(f"{path}: runtime.mode: {s.runtime.mode!r} is not available in this build yet; "
-              "use 'replay'", file=sys.stderr)
-        return ExitCode.CONFIG
+    # runtime.mode live/paper is refused by load_config (check-config refuses it too).
 
     from daemon.app import Daemon  # the composition root imports every actor; keep check-config light
 

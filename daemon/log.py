@@ -28,7 +28,8 @@ LogFormat = Literal["auto", "json", "console"]
 
 
 def register_secrets(values: Iterable[str]) -> None:
-    """Add values that must never be printed (short ones too: a 4-character PIN is still a secret)."""
+    """Add values that must never be printed (every secret is at least 8 characters, settings.MIN_SECRET_CHARS:
+    a shorter one would blank out common text)."""
     _secrets.update(v for v in values if v)
 
 

@@ -120,8 +120,32 @@ class LoggingSettings(Frozen):
 
 class MetricsSettings(Frozen):
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="Listen address; anything but loopback needs a token")
     port: int = Field(9464, ge=0, le=65535, description="0 picks a free port (logged at start-up)")
+    token: SecretStr | None = Field(
+        None, validate_default=True,
+        description="Bearer token for /metrics (Authorization: Bearer ...); at least 16 characters; required when "
+                    "metrics.host is not loopback. BASISD_METRICS__TOKEN")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token_is_text(cls, v: object) -> object:
+        # Refused as a value error so that the message never echoes what was given (it may be the secret).
+        if v is not None and not isinstance(v, str | SecretStr):
+            raise ValueError("must be a string")
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token_where_needed(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        value = v.get_secret_value() if v is not None else ""
+        host = info.data.get("host", "127.0.0.1")
+        if not value and not is_loopback(host):
+            raise ValueError(f"required: metrics listens on {host!r}, which is not a loopback address (set "
+                             "metrics.token or BASISD_METRICS__TOKEN, or listen on 127.0.0.1)")
+        if value and len(value) < 16:
+            raise ValueError("too short: use at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return v if value else None
 
 
 class ReconcileSettings(Frozen):
@@ -473,6 +497,7 @@ def _credential_files() -> dict[str, tuple[str, ...]]:
         else:
             files[name] = ("credentials", name)
     files["api_token"] = ("api", "token")  # the positions API's bearer token is a secret too
+    files["metrics_token"] = ("metrics", "token")  # and so is the metrics endpoint's
     return files
 
 

@@ -237,7 +237,7 @@ def test_malformed_json_in_an_override_names_the_variable_not_the_value(
 @pytest.mark.parametrize(("name", "says"), [
     ("BASISD_METRIC__PORT", "(name): not a setting: no section 'metric'"),
     ("BASISD_CREDENTIAL__BINANCE__API_SECRET", "(name): not a setting: no section 'credential'"),
-    ("BASISD_METRICS__PORTT", "metrics: not a setting: no key 'portt' (one of: enabled, host, port)"),
+    ("BASISD_METRICS__PORTT", "metrics: not a setting: no key 'portt' (one of: enabled, host, port, token)"),
     ("BASISD_CREDENTIALS__BINANCE__APISECRET", "credentials.binance: not a setting: no key 'apisecret'"),
     ("BASISD_RISK__DRAWDOWN_HALT_FRACTON", "risk: not a setting: no key 'drawdown_halt_fracton'"),
     ("BASISD_STRATEGY__PARAMS__LEVERAGGE", "strategy.params: not a setting: no key 'leveragge'"),
@@ -563,3 +563,27 @@ def test_every_secret_field_is_held_to_the_minimum() -> None:
 def test_the_shipped_configs_still_check_clean() -> None:
     for name in ("replay.yaml", "stress.yaml", "eth_leveraged.yaml"):
         load_config(CONFIGS / name)
+
+
+def test_metrics_beyond_loopback_need_a_token_of_16_characters_and_never_echo_it(tmp_path: Path) -> None:
+    from daemon.config import load_settings
+    from daemon.errors import ConfigError
+    from daemon.settings import MetricsSettings
+
+    root = tmp_path / "basisd.yaml"
+    strategy = "strategy: {mode: pure_lending, share_class: usdt, venues: [aave_v3], initial_capital: 1000}\n"
+    root.write_text(strategy + "metrics: {host: 0.0.0.0}\n")
+    with pytest.raises(ConfigError, match=r"metrics\.token or BASISD_METRICS__TOKEN"):
+        load_settings(root)
+    root.write_text(strategy + "metrics: {host: 0.0.0.0, token: SHORTSECRET}\n")
+    with pytest.raises(ConfigError, match="too short") as short:
+        load_settings(root)
+    assert "SHORTSECRET" not in str(short.value)
+    assert MetricsSettings(host="0.0.0.0", token="x" * 16).token is not None
+    assert MetricsSettings().token is None  # loopback needs none
+
+
+def test_the_metrics_token_can_come_from_a_credential_file() -> None:
+    from daemon.settings import CREDENTIAL_FILES
+
+    assert CREDENTIAL_FILES["metrics_token"] == ("metrics", "token")
