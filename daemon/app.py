@@ -422,6 +422,9 @@ class Daemon:
                 raise ConfigError([ConfigProblem(str(self.config.path), "chaos.unreported_usdt", problem)])
             self.exchanges[name].credit_unreported("USDT", Decimal(str(amount)))
             log.warning("chaos_unreported_credit", venue=name, usdt=amount)
+        for name in chaos.unreachable_accounts:
+            self.exchanges[name].account_queries_time_out = True  # names checked by load_config
+            log.warning("chaos_unreachable_account", venue=name)
         for name, exchange in self.exchanges.items():
             for n in range(chaos.resting_orders_per_venue):
                 exchange.rest_order(SubmitOrder(ClientOrderId(f"drill-{name}-{n}"), InstructionId("drill"),

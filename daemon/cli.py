@@ -279,6 +279,9 @@ def _render_answer(command: str, answer: dict[str, Any]) -> list[str]:
 
 def _render_status(status: dict[str, Any]) -> list[str]:
     lines = [f"market time: {status['market_time']}  mode: {status['mode']} ({status['share_class']})"]
+    waiting = (status.get("trading") or {}).get("waiting_for")
+    if waiting:
+        lines.insert(0, f"not trading yet: {waiting}")
     portfolio = status.get("portfolio")
     if portfolio:
         lines.append(f"NAV: {portfolio['nav_usd']} USD  ETH: {portfolio['eth_usd']}  net delta: "

@@ -389,6 +389,9 @@ def _chaos_problems(src: str, settings: Settings, venues: dict[str, VenueDefinit
                                f"no simulated exchange named {shorten(repr(name), 40)} "
                                f"(exchanges: {', '.join(exchanges) or 'none'})")
                  for name in chaos.unreported_usdt if name not in exchanges]
+    problems += [ConfigProblem(src, "chaos.unreachable_accounts", f"no simulated exchange named "
+                               f"{shorten(repr(name), 40)} (exchanges: {', '.join(exchanges) or 'none'})")
+                 for name in chaos.unreachable_accounts if name not in exchanges]
     actors = running_actors(settings)
     if chaos.fail_actor is not None and chaos.fail_actor not in actors:
         problems.append(ConfigProblem(src, "chaos.fail_actor", f"actor {chaos.fail_actor!r} does not run with this "

@@ -255,6 +255,9 @@ class ChaosSettings(Frozen):
     unreported_usdt: dict[str, Annotated[float, Field(gt=0, le=MAX_USD)]] = Field(
         default_factory=dict, description="USDT each named simulated exchange credits at start without reporting "
                                           "it (the accounts start empty, so credits only) — a drill for the reconciler")
+    unreachable_accounts: tuple[str, ...] = Field(
+        (), max_length=10, description="Simulated exchanges whose account queries time out — a drill for the "
+                                       "reconciler (the start-up reconciliation cannot run, so trading waits)")
     resting_orders_per_venue: int = Field(
         0, ge=0, le=100, description="Far-from-market limit orders each simulated exchange holds open from the "
                                      "start, so an emergency-stop drill has open orders to cancel")

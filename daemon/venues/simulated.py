@@ -32,6 +32,7 @@ from daemon.domain.messages import (
     SubmitOrder,
     VenueReport,
 )
+from daemon.errors import RetryableVenueError
 from daemon.venues.book import record
 
 BPS = Decimal("0.0001")
@@ -65,6 +66,7 @@ class SimulatedExchange:
         self.book = Ledger((venue,))  # the venue's own record of the account
         self.funding_settlements = 0
         self.liquidations = 0
+        self.account_queries_time_out = False  # a drill: the reconciler cannot read this account
         self.reports_sent = 0  # fills and balance changes reported, for the reconciler's "have the books caught up"
         self.min_margin_ratio_intrabar: Decimal | None = None  # see observe_range
 
@@ -211,6 +213,8 @@ class SimulatedExchange:
         self.book.apply(ChangeSet(Reason.DEPOSIT, self._clock.now_ns(), (TokenChange(self.venue, asset, amount),)))
 
     async def fetch_account(self) -> AccountReport:
+        if self.account_queries_time_out:
+            raise RetryableVenueError(f"{self.venue}: the account query timed out (chaos.unreachable_accounts)")
         snap = self.book.snapshot()
         now = self._clock.now_ns()
         perps = tuple((p.instrument, p.quantity) for p in snap.perps if p.venue == self.venue and p.quantity)

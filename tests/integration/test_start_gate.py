@@ -66,3 +66,37 @@ def test_a_listener_port_in_use_is_a_config_error_before_anything_trades(
     assert key in output and str(held_port) in output
     assert "instruction_issued" not in output and "Traceback" not in output
     assert not any("READY=1" in n for n in proc.notifications)
+
+
+def test_status_and_the_api_say_why_trading_waits_while_the_start_up_reconciliation_cannot_run(
+        catalog: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.integration.daemon_process import ROOT
+
+    # An exchange whose account cannot be read: the start-up reconciliation cannot run, so the gate stays closed
+    # (until reconcile.startup_timeout_s, when the daemon comes up HALTED).
+    path = replay_config(catalog, reconcile={"startup_timeout_s": 60}, chaos={"unreachable_accounts": ["okx"]})
+    proc = DaemonProcess(path, tmp_path)
+    try:
+        port = int(proc.wait_for_event("api_listening")["port"])
+        proc.wait_for_event("reconciliation_failed")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/positions/health", timeout=5) as response:
+            health = json.loads(response.read())
+        status = subprocess.run([sys.executable, "-m", "daemon", "status", "--config", str(path), "--json"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=20)
+        text = subprocess.run([sys.executable, "-m", "daemon", "status", "--config", str(path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=20)
+        issued = [e for e in proc.events() if e.get("event") == "instruction_issued"]
+        ready = any("READY=1" in n for n in proc.notifications)
+    finally:
+        proc.close()
+    assert "start-up reconciliation" in health["trading_waits_for"]
+    assert any("start-up reconciliation" in r for r in health["reasons"])
+    assert status.returncode == 0, status.stderr
+    assert "start-up reconciliation" in json.loads(status.stdout)["status"]["trading"]["waiting_for"]
+    assert "start-up reconciliation" in text.stdout, text.stdout
+    assert not issued and not ready
