@@ -353,7 +353,7 @@ class Daemon:
             raise group.exceptions[0] from None
         finally:
             if self.journal is not None:
-                self.journal.close()
+                self.journal.close(self.stop_reason or "failure")  # the run's end marker
             self.notifier.stopping(self.stop_reason or "stopping")
             log.info("daemon_stopped", reason=self.stop_reason or "failure", trading=self.trading.state.value)
 
@@ -563,6 +563,7 @@ class Daemon:
                 "drift_usd": {k: f"{v:.2f}" for k, v in sorted(self.reconciliation.drift_usd.items())}},
             "journal": None if self.journal is None else {
                 "path": str(self.journal.path), "run": self.journal.run, "records": self.journal.appended,
+                "previous_run_unclean": self.journal.previous_unclean,
                 "failed": self.journal.failed or None},
         }
 

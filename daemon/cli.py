@@ -301,6 +301,10 @@ def _render_status(status: dict[str, Any]) -> list[str]:
     lines.append(f"journal: {journal['path']} (run {journal['run']}, {journal['records']} records)"
                  + (f" — WRITES FAILING: {journal['failed']}" if journal["failed"] else "") if journal else
                  "journal: none (runtime.state_dir is not set)")
+    unclean = journal.get("previous_run_unclean") if journal else None
+    if unclean:
+        lines.append(f"previous run {unclean['run']} ENDED UNCLEANLY (started {unclean['started']}, last record "
+                     f"{unclean['last_record']}): check its last records against the venues")
     lines.extend(f"  actor {name:12} {a['state']:10} restarts {a['restarts']:3} heartbeat {a['heartbeat_age_s']} s"
                  for name, a in status["actors"].items())
     return lines

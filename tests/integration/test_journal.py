@@ -68,6 +68,9 @@ def test_after_a_sigkill_the_journal_holds_every_fill_order_halt_and_reconciliat
         unclean = daemon.wait_for_event("previous_run_unclean")
         assert unclean["run"] == run and unclean["level"] == "warning" and unclean["last_record"], unclean
         daemon.wait_ready()
+        status = subprocess.run([sys.executable, "-m", "daemon", "status", "--socket", str(sock)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=30)
+        assert f"previous run {run} ENDED UNCLEANLY" in status.stdout, status.stdout
         daemon.signal(signal.SIGTERM)
         assert daemon.wait_exit(timeout_s=10) == 0
     finally:
