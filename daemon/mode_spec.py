@@ -11,6 +11,9 @@ from daemon.domain.strategy import ModeSpec
 def mode_spec(config: ResolvedConfig) -> ModeSpec:
     p = config.params
     lending = [v for v in config.venues.values() if v.kind == "lending"]
+    lst = p.lst or "weETH"
+    # The venue that mints the LST (config.py checks that one does, for a staking mode).
+    staking = next((name for name, v in config.venues.items() if v.kind == "staking" and v.lst == lst), "etherfi")
     threshold = lending[0].emode_liquidation_threshold if lending and lending[0].emode_liquidation_threshold \
         else 0.95
     return ModeSpec(
@@ -23,7 +26,7 @@ def mode_spec(config: ResolvedConfig) -> ModeSpec:
         margin_ratio_target=Decimal(str(p.margin_ratio_target)),
         deviation_threshold=Decimal(str(p.position_deviation_threshold)),
         min_order_usd=Decimal(str(p.min_order_usd)), spot_venue=config.mode.spot_venue,
-        lst=p.lst or "weETH", unwind=p.unwind, gas_reserve=Decimal(str(p.gas_reserve_eth)),
+        lst=lst, staking_venue=staking, unwind=p.unwind, gas_reserve=Decimal(str(p.gas_reserve_eth)),
         leverage=p.leverage, min_loop_usd=Decimal(str(p.min_loop_position_usd)),
         max_leverage_iterations=p.max_leverage_iterations,
     )

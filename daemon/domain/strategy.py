@@ -79,6 +79,7 @@ class ModeSpec:
     min_order_usd: Decimal
     spot_venue: str | None = "binance"
     lst: str = "weETH"
+    staking_venue: str = "etherfi"  # the venue that mints and redeems `lst` (etherfi: weETH, lido: wstETH)
     unwind: str = "fast"
     gas_reserve: Decimal = ZERO  # ETH kept in the wallet for gas (ETH share class, which has no gas debt)
     leverage: str = "atomic"  # "atomic" (flash loan) | "sequential" (round after round, DOMAIN §3)
@@ -335,7 +336,8 @@ def add_margin_to_cex(spec: ModeSpec, view: StrategyView, venue: str, amount_usd
                                 {"amount": qty, "asset": asset}))
         return Instruction(0, "ADD_MARGIN_TO_CEX", venue, amount_usd, tuple(basis_steps), True, "margin below warning")
     else:
-        first = Step(1, "REDEEM_LST", Executor.STAKING, "etherfi", {"amount_eth": eth, "unwind_mode": spec.unwind})
+        first = Step(1, "REDEEM_LST", Executor.STAKING, spec.staking_venue,
+                     {"amount_eth": eth, "unwind_mode": spec.unwind})
     steps = (
         first,
         Step(2, "TRANSFER_ETH_TO_CEX", Executor.WALLET, venue, {"amount_eth": eth}),
@@ -453,7 +455,7 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruct
         add("SUPPLY", Executor.AAVE, "aave_v3", asset="USDT" if spec.share_class == "USDT" else "WETH",
             amount=amount)
     elif spec.name == "eth_staking_only":
-        add("STAKE", Executor.STAKING, "etherfi", amount_eth=amount, lst=spec.lst)
+        add("STAKE", Executor.STAKING, spec.staking_venue, amount_eth=amount, lst=spec.lst)
     elif spec.name == "eth_leveraged":
         if spec.leverage == "sequential":
             _add_sequential_entry(add, spec, amount, price)
@@ -477,7 +479,7 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruct
                 add("ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3", equity_eth=long_eth,
                     supply_eth=lev.supplied, borrow_eth=lev.borrowed, lst=spec.lst)
             else:
-                add("STAKE", Executor.STAKING, "etherfi", amount_eth=long_eth, lst=spec.lst)
+                add("STAKE", Executor.STAKING, spec.staking_venue, amount_eth=long_eth, lst=spec.lst)
     return [Instruction(0, "ENTRY", spec.name, amount if spec.share_class == "USDT" else amount * price,
                         tuple(steps), False, "entry")]
 
@@ -532,7 +534,7 @@ def _exit(spec: ModeSpec, view: StrategyView, fraction: Decimal) -> list[Instruc
             eth_freed += view.aave_collateral * fraction
     if view.wallet_lst > 0:
         action = "SWAP_LST_TO_ETH" if spec.unwind == "fast" else "REDEEM_LST"
-        add(action, Executor.STAKING, "etherfi", amount=view.wallet_lst * fraction, lst=spec.lst)
+        add(action, Executor.STAKING, spec.staking_venue, amount=view.wallet_lst * fraction, lst=spec.lst)
         eth_freed += view.wallet_lst * view.lst_rate * fraction
     if spec.share_class == "USDT" and eth_freed > 0:
         # A USDT share class holds no ETH once out: what the long leg frees is sold, as the shorts close.
