@@ -28,7 +28,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
+from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -38,7 +38,7 @@ from typing import Any
 import structlog
 
 from daemon.errors import ConfigError, ConfigProblem
-from daemon.redaction import redact_free_text, redact_text
+from daemon.redaction import FREE_TEXT_KEYS, redact_text
 
 log = structlog.get_logger()
 
@@ -135,22 +135,28 @@ def _unclean(db: sqlite3.Connection, before: int) -> dict[str, Any] | None:
 
 
 def _plain(value: Any) -> Any:
+    """Plain JSON-able values of `value`, exact decimals as strings and free-text fields (errors, reasons)
+    redacted, in one walk: a redaction pass of its own over every body cost 40 % of `encode` for a fill."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, Enum):
         return value.value
     if is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in asdict(value).items()}
+        return {f.name: _field(f.name, getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _field(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
 
 
+def _field(key: str, value: Any) -> Any:
+    return redact_text(value) if key in FREE_TEXT_KEYS and isinstance(value, str) else _plain(value)
+
+
 def encode(value: Any) -> str:
     """JSON of `value`, exact decimals as strings, its free-text fields (errors, reasons) redacted."""
-    return json.dumps(redact_free_text(_plain(value)), sort_keys=True, separators=(",", ":"))
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"))
 
 
 class Journal:

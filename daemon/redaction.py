@@ -8,9 +8,6 @@ or `cat`. Only free text goes through here — never numbers, which a short secr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from daemon.log import redact_secrets
 
 # Keys of a journaled body whose values are free text (an error's message, a venue's reason).
@@ -20,13 +17,3 @@ FREE_TEXT_KEYS = frozenset({"error", "reason", "detail", "message"})
 def redact_text(text: str) -> str:
     """`text` with every registered secret replaced, as a log line would show it."""
     return str(redact_secrets(None, "", {"text": text})["text"])
-
-
-def redact_free_text(body: Any) -> Any:
-    """`body` (plain JSON-able values) with the free-text fields redacted, at any depth; the rest unchanged."""
-    if isinstance(body, Mapping):
-        return {k: redact_text(v) if k in FREE_TEXT_KEYS and isinstance(v, str) else redact_free_text(v)
-                for k, v in body.items()}
-    if isinstance(body, list | tuple):
-        return [redact_free_text(v) for v in body]
-    return body

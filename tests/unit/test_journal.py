@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.domain.ids import ClientOrderId, InstrumentId, TradeId, VenueId, VenueOrderId
-from daemon.domain.messages import FillReport, Side
+from daemon.domain.messages import FillReport, OrderRejected, Side
 from daemon.errors import ConfigError
 from daemon.journal import Journal
 from daemon.log import register_secrets
@@ -115,6 +115,9 @@ def test_free_text_with_a_registered_secret_is_redacted_before_it_reaches_the_fi
     journal.record_trading_state(2, "ACTIVE", "HALTED", "operator", f"operator: key {secret} leaked")
     journal.record_order(3, "c1", "i1", "error", {"error": f"401 for https://x/?apiKey={secret}", "kind": "VenueError"})
     journal.record_order(4, "c1", "i1", "rejected", {"status": "rejected", "reason": f"bad key {secret}"})
+    # A message itself (a dataclass), nested as a venue report carries it, is redacted the same way.
+    journal.record_order(5, "c1", "i1", "rejected", [OrderRejected(ClientOrderId("c1"), InstrumentId("x"),
+                                                                    f"venue says {secret}", 1, 1)])
     journal.close(f"stopped, secret {secret}")
     on_disk = b"".join(f.read_bytes() for f in tmp_path.iterdir())  # the database, and its WAL if one is left
     assert secret.encode() not in on_disk
@@ -124,6 +127,7 @@ def test_free_text_with_a_registered_secret_is_redacted_before_it_reaches_the_fi
     assert reason == "operator: key ********** leaked"
     assert bodies[0] == {"error": "401 for https://x/?apiKey=**********", "kind": "VenueError"}
     assert bodies[1]["reason"] == "bad key **********"
+    assert bodies[2][0]["reason"] == "venue says **********"
 
 
 def test_a_file_that_is_not_a_journal_is_refused_naming_it_and_the_setting(tmp_path: Path) -> None:
