@@ -7,16 +7,31 @@ A step that fails stops the instruction and is reported: it is never retried bli
 error is not proof that nothing happened (the venue is asked, by client order id, when adapters are live).
 Later steps never move more than the earlier steps produced (a swap fee makes a deleverage free a little
 less than planned).
+
+Seed 004's limits (`daemon.domain.limits`, the `risk:` settings, read afresh for each instruction so a SIGHUP
+applies): before its first step, an instruction that adds exposure is refused whole if it would take a leg past
+`max_position_usd`, and deferred to the next cycle (refused with no step done: the strategy decides again) while
+the gas price is above `max_gas_price_gwei`; each of its orders goes out with a limit `max_slippage_bps` from
+the venue's price, which the venue enforces (fill-or-kill). An instruction that reduces exposure is exempt from
+all three. Every instruction has `instruction_timeout_s` to finish: past it, the step in flight is abandoned
+(never resent: its client order id, or chain reference, is journaled and the venue is the one to ask), the
+instruction is reported failed with the steps done and the step it was in, and trading halts — an outcome nobody
+knows is a position nobody designed, and a human (or `basisd reconcile`) must look before anything else goes out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from decimal import ROUND_DOWN, Decimal
+
+import anyio
 
 from daemon.bus import LosslessChannel
 from daemon.domain.booking import split_instrument
 from daemon.domain.ids import InstructionId, InstrumentId, client_order_id
+from daemon.domain.limits import ExecutionLimits, gas_refusal, limit_price, position_refusal
+from daemon.domain.market import MarketBoard
 from daemon.domain.messages import (
     ExecuteInstruction,
     InstructionFinished,
@@ -27,7 +42,7 @@ from daemon.domain.messages import (
     TradingState,
 )
 from daemon.domain.risk import permits
-from daemon.domain.strategy import Step
+from daemon.domain.strategy import Instruction, Step
 from daemon.errors import NonRetryableVenueError, VenueError
 from daemon.gate import StartGate
 from daemon.journal import Journal
@@ -50,6 +65,10 @@ ORDER_STEPS: dict[str, tuple[str, Side, bool]] = {
 # REDUCE_LTV's steps after FLASH_BORROW: one atomic transaction, carried out as the FLASH_BORROW step.
 ATOMIC_BUNDLE_TAIL = frozenset({"REPAY_DEBT", "WITHDRAW_COLLATERAL", "SWAP_LST_TO_WETH", "REPAY_FLASH"})
 
+# The books' legs in USD and the asset's price (`daemon.domain.limits.position_legs_usd`), None before the first
+# valuation: what the position limit projects an instruction's steps onto.
+Positions = Callable[[], tuple[Mapping[str, Decimal], Decimal] | None]
+
 
 class ExecutionActor:
     name = "execution"
@@ -62,8 +81,20 @@ class ExecutionActor:
         chain: ChainVenue | None = None,
         journal: Journal | None = None,
         gate: StartGate | None = None,
+        limits: Callable[[], ExecutionLimits] | None = None,
+        market: MarketBoard | None = None,
+        positions: Positions | None = None,
+        on_finished: Callable[[InstructionFinished], None] | None = None,
     ) -> None:
         self.inbox = inbox
+        # Seed 004's limits in force now (None: none applied); the market board gives the gas price and each order's
+        # reference price (the venue's own mark or spot), `positions` the books' legs for the position limit.
+        self._limits = limits
+        self._market = market
+        self._positions = positions
+        self._on_finished = on_finished  # the risk gate follows what is in flight (actors.risk)
+        self.refused = 0  # instructions refused or deferred by a limit
+        self.timed_out = 0
         # The last line before the venue ports: nothing is sent while the start gate is closed (daemon.gate).
         self._gate = gate
         self._venues = venues
@@ -77,14 +108,48 @@ class ExecutionActor:
             if isinstance(command, ExecuteInstruction):
                 await self._execute(ctx, command)
                 return
+            if not command.reduce_only:
+                try:
+                    command = self._capped(command)
+                except NonRetryableVenueError as exc:
+                    await self._reject(ctx, command, str(exc))
+                    return
             reason = await self._submit(ctx, command)
             if reason is not None:
-                now = ctx.clock.now_ns()
-                ctx.log.warning("order_rejected", client_order_id=command.client_order_id, reason=reason)
-                await self._events.send(OrderRejected(command.client_order_id, command.instrument_id, reason, now,
-                                                      now))
+                await self._reject(ctx, command, reason)
 
         await serve(ctx, self.inbox, handle)
+
+    async def _reject(self, ctx: ActorContext, order: SubmitOrder, reason: str) -> None:
+        now = ctx.clock.now_ns()
+        ctx.log.warning("order_rejected", client_order_id=order.client_order_id, reason=reason)
+        await self._events.send(OrderRejected(order.client_order_id, order.instrument_id, reason, now, now))
+
+    def _capped(self, order: SubmitOrder) -> SubmitOrder:
+        """`order` with its slippage limit: `max_slippage_bps` from the venue's own price now."""
+        if self._limits is None or self._market is None:
+            return order
+        venue, kind, symbol = split_instrument(order.instrument_id)
+        asset = symbol[:-4]
+        reference = self._market.marks.get((venue, asset)) if kind == "Perp" else self._market.prices.get(asset)
+        if reference is None:
+            raise NonRetryableVenueError(f"no reference price for {order.instrument_id}: the slippage cap cannot be "
+                                         "set")
+        return replace(order, limit_price=limit_price(order.side, reference, self._limits()))
+
+    def _preflight(self, instruction: Instruction) -> str | None:
+        """Why the instruction may not start (a limit it would break), or None."""
+        if self._limits is None:
+            return None
+        limits = self._limits()
+        if self._market is not None:
+            refusal = gas_refusal(instruction, self._market.gas_gwei, limits)
+            if refusal is not None:
+                return refusal
+        books = self._positions() if self._positions is not None else None
+        if books is not None:
+            return position_refusal(instruction, books[0], books[1], limits)
+        return None
 
     async def _submit(self, ctx: ActorContext, order: SubmitOrder, flatten: bool = False) -> str | None:
         """Send one order, checking the trading state at the last moment; the reason it failed, or None.
@@ -119,41 +184,80 @@ class ExecutionActor:
         freed: Decimal | None = None  # what an earlier step actually produced, caps what later steps move
         reason = ""
         flatten = command.operator_flatten and instruction.reduces_exposure
-        for step in instruction.steps:
-            if self._gate is not None and not self._gate.is_open:
-                reason = f"stopped before step {step.step}: {self._gate.reason}"
-                break
-            state = ctx.trading.state
-            if not (permits(state, instruction.reduces_exposure) or (flatten and state is TradingState.HALTED)):
-                reason = f"stopped before step {step.step}: trading is {state.value.lower()}"
-                break
-            # The reports a step produced: one fill for an order; for the chain, every transaction it sent (a
-            # sequential loop sends dozens, a step inside a flash bundle none). The strategy waits for its
-            # books to have booked them all before it decides again.
-            sent_before = self._chain.transactions if self._chain is not None else 0
-            try:
-                if step.action in ORDER_STEPS:
-                    await self._order_step(ctx, command.instruction_id, step, freed, flatten)
-                    reports += 1
-                else:
-                    freed = await self._chain_step(command.instruction_id, step, freed)
-            except VenueError as exc:
-                reason = f"step {step.step} {step.action} failed: {exc}"
-                break
-            finally:
-                if self._chain is not None:
-                    reports += self._chain.transactions - sent_before
-            done += 1
+        refusal = None if instruction.reduces_exposure else self._preflight(instruction)
+        if refusal is not None:
+            self.refused += 1
+            ctx.log.warning("instruction_refused_by_limit", instruction_id=command.instruction_id,
+                            type=instruction.type, reason=refusal)
+            await self._finish(InstructionFinished(command.instruction_id, False, 0, 0, refusal,
+                                                   ctx.clock.now_ns(), ctx.clock.now_ns()))
+            return
+        limits = self._limits() if self._limits is not None else None
+        timeout_s = limits.instruction_timeout_s if limits is not None else None
+        in_flight: Step | None = None
+        with anyio.move_on_after(timeout_s) as deadline:
+            for step in instruction.steps:
+                if self._gate is not None and not self._gate.is_open:
+                    reason = f"stopped before step {step.step}: {self._gate.reason}"
+                    break
+                state = ctx.trading.state
+                if not (permits(state, instruction.reduces_exposure) or (flatten and state is TradingState.HALTED)):
+                    reason = f"stopped before step {step.step}: trading is {state.value.lower()}"
+                    break
+                # The reports a step produced: one fill for an order; for the chain, every transaction it sent (a
+                # sequential loop sends dozens, a step inside a flash bundle none). The strategy waits for its
+                # books to have booked them all before it decides again.
+                sent_before = self._chain.transactions if self._chain is not None else 0
+                in_flight = step
+                try:
+                    if step.action in ORDER_STEPS:
+                        await self._order_step(ctx, command.instruction_id, step, freed, flatten,
+                                               capped=not instruction.reduces_exposure)
+                        reports += 1
+                    else:
+                        freed = await self._chain_step(command.instruction_id, step, freed)
+                except VenueError as exc:
+                    reason = f"step {step.step} {step.action} failed: {exc}"
+                    break
+                finally:
+                    if self._chain is not None:
+                        reports += self._chain.transactions - sent_before
+                in_flight = None
+                done += 1
+        if deadline.cancelled_caught:
+            reason = self._timed_out(ctx, command, in_flight, timeout_s)
         now = ctx.clock.now_ns()
         completed = done == len(instruction.steps)
         log = ctx.log.info if completed else ctx.log.error
         log("instruction_finished", instruction_id=command.instruction_id, type=instruction.type,
             completed=completed, steps_done=done, steps=len(instruction.steps), reason=reason)
-        await self._events.send(InstructionFinished(command.instruction_id, completed, done, reports, reason, now,
-                                                    now))
+        await self._finish(InstructionFinished(command.instruction_id, completed, done, reports, reason, now, now))
+
+    async def _finish(self, event: InstructionFinished) -> None:
+        if self._on_finished is not None:
+            self._on_finished(event)
+        await self._events.send(event)
+
+    def _timed_out(self, ctx: ActorContext, command: ExecuteInstruction, step: Step | None,
+                   timeout_s: float | None) -> str:
+        """Past the instruction's timeout: what was in flight is journaled and named, never resent, and trading
+        halts until someone has looked (the venue's answer, if it comes, is booked like any report)."""
+        self.timed_out += 1
+        if step is None:
+            reason = f"timed out after {timeout_s:g} s (risk.instruction_timeout_s) between steps"
+        else:
+            ref = client_order_id(command.instruction_id, step.step) if step.action in ORDER_STEPS else \
+                f"{command.instruction_id}-{step.step}"
+            reason = (f"timed out after {timeout_s:g} s (risk.instruction_timeout_s) in step {step.step} "
+                      f"{step.action}: its outcome is unknown (ask the venue for {ref}); nothing is resent")
+            if self._journal is not None:
+                self._journal.record_order(ctx.clock.now_ns(), ref, command.instruction_id, "timeout",
+                                           {"step": step.step, "action": step.action, "timeout_s": timeout_s})
+        ctx.trading.halt(f"instruction {command.instruction_id} {reason}", source="execution")
+        return reason
 
     async def _order_step(self, ctx: ActorContext, instruction_id: InstructionId, step: Step,
-                          freed: Decimal | None, flatten: bool = False) -> None:
+                          freed: Decimal | None, flatten: bool = False, capped: bool = False) -> None:
         kind, side, reduce_only = ORDER_STEPS[step.action]
         quantity = _amount(step, freed, "amount", "amount_eth").quantize(QTY, rounding=ROUND_DOWN)
         now = ctx.clock.now_ns()
@@ -161,6 +265,8 @@ class ExecutionActor:
                             InstrumentId(f"{step.venue}:{kind}:{step.params.get('asset', 'ETH')}USDT"), side, quantity,
                             reduce_only, step.action,
                             now, now)
+        if capped:
+            order = self._capped(order)
         reason = await self._submit(ctx, order, flatten)
         if reason is not None:
             raise NonRetryableVenueError(reason)
@@ -220,7 +326,9 @@ async def _sequential_leverage(c: ChainVenue, s: Step, freed: Decimal | None, re
 
 
 async def _deleverage(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> Decimal:
-    return await c.atomic_deleverage(_d(s, "repay_eth"), _d(s, "withdraw_eth"), ref)
+    # A top-up names the ETH that must land (`free_eth`); an exit takes what its slice frees.
+    free = _d(s, "free_eth") if "free_eth" in s.params else None
+    return await c.atomic_deleverage(_d(s, "repay_eth"), _d(s, "withdraw_eth"), ref, free)
 
 
 async def _sequential_deleverage(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> Decimal:

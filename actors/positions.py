@@ -10,6 +10,7 @@ from decimal import Decimal
 import anyio
 
 from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
+from daemon.clock import Clock
 from daemon.domain.booking import fill_change_set
 from daemon.domain.exposure import compute_exposure, perp_asset
 from daemon.domain.ids import InstrumentId
@@ -142,9 +143,16 @@ class PositionsActor:
             self._open_hour = hour
         elif hour > self._open_hour and self.board.ts_ns:
             self._open_hour = hour
-            await self._close_hour(ctx)
+            await self._close_hour(ctx.clock)
 
-    async def _close_hour(self, ctx: ActorContext) -> None:
+    async def close_final_hour(self, clock: Clock) -> None:
+        """Close the hour the replay's last bar opened: no next market will (without this the window's last
+        bar was never attributed nor recorded: 11,855 of 11,856 hours)."""
+        if self._open_hour >= 0 and self.board.ts_ns:
+            self._open_hour = self.board.ts_ns // HOUR_NS + 1  # anything later belongs to an hour not replayed
+            await self._close_hour(clock)
+
+    async def _close_hour(self, clock: Clock) -> None:
         """Attribute the hour just completed: from the last close to the books and market now."""
         market, snapshot = self.board.state(), self.ledger.snapshot()
         # The first hour starts from empty books at the first market: the opening capital is its flow.
@@ -163,4 +171,4 @@ class PositionsActor:
         if self._attributions is not None:
             await self._attributions.send(PnlAttributed(
                 market.ts_ns, self._currency, step.nav_before, step.nav_after, step.flows,
-                tuple(step.components.items()), step.residual, tuple(changes), ctx.clock.now_ns(), snapshot, market))
+                tuple(step.components.items()), step.residual, tuple(changes), clock.now_ns(), snapshot, market))

@@ -25,7 +25,8 @@ from daemon.domain.messages import (
     OrderEvent,
     PortfolioSnapshotted,
 )
-from daemon.domain.strategy import Change, Decision, ModeSpec, decide, next_change
+from daemon.domain.risk import RiskLimits
+from daemon.domain.strategy import Change, Decision, Instruction, ModeSpec, decide, next_change
 from daemon.domain.view import strategy_view
 from daemon.gate import StartGate
 from daemon.lifecycle import ActorContext, serve
@@ -46,6 +47,7 @@ class StrategyActor:
         venues: tuple[str, ...],
         id_prefix: str = "i",
         gate: StartGate | None = None,
+        limits: Callable[[], RiskLimits] | None = None,
     ) -> None:
         self.market = market
         # Decisions wait for the start gate (daemon.gate): one made on books not yet checked against the venues
@@ -55,6 +57,9 @@ class StrategyActor:
         self._commands = commands
         self._spec = spec
         self._venues = venues
+        # The risk limits in force (SIGHUP may change them): the margin levels no short may grow past and the
+        # delta act level the rebalance band may not exceed. The defaults when none are given (tests).
+        self._limits = limits or RiskLimits
         # Instruction ids (and the client order ids derived from them) must never repeat: the sequence survives
         # restarts of the actor, and the prefix carries the process's journal run, so a restarted daemon deciding
         # in the same market hour cannot reuse an id a venue has already seen for another order.
@@ -64,6 +69,9 @@ class StrategyActor:
         self.instructions = 0
         self.failed_instructions = 0
         self.completed_instructions = 0
+        # Every instruction issued, (ts_ns, id, instruction, the decision's change): the backtest's
+        # instructions.csv and the report's markers. A run issues a few per day at most.
+        self.issued: list[tuple[int, InstructionId, Instruction, str]] = []
         self.hold_reason = ""
 
     async def run(self, ctx: ActorContext) -> None:
@@ -112,7 +120,8 @@ class StrategyActor:
             except MissingMarketData:
                 return  # not every series has arrived yet
             last_hour = hour
-            await self._issue(ctx, decide(next_change(self._spec, view), self._spec, view), hour, pending)
+            decision = decide(next_change(self._spec, view), self._spec, view, limits=self._limits())
+            await self._issue(ctx, decision, hour, pending)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, ctx, self.market, on_market)
@@ -152,6 +161,7 @@ class StrategyActor:
             now = ctx.clock.now_ns()
             await self._commands.send(ExecuteInstruction(instruction_id, instruction, now, now))
             self.instructions += 1
+            self.issued.append((now, instruction_id, instruction, decision.change.value))
             ctx.log.info("instruction_issued", instruction_id=instruction_id, type=instruction.type,
                          venue=instruction.venue, amount_usd=f"{instruction.amount_usd:.2f}",
                          steps=[s.action for s in instruction.steps], change=decision.change.value)

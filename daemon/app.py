@@ -17,6 +17,7 @@ import random
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -42,15 +43,16 @@ from daemon.api.views import ViewConfig
 from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.chaos import FailingActor
 from daemon.clock import VirtualClock
-from daemon.config import ResolvedConfig, diff_reloadable, load_settings
+from daemon.config import ResolvedConfig, diff_reloadable, load_settings, reload_problems
 from daemon.control import ControlError, serve_control, socket_path
-from daemon.data.bars import History
+from daemon.data.bars import DuplicatesResolved, History
 from daemon.data.cache import BarCache, SeriesCache
 from daemon.data.rewards import RewardEvent, events_for_mode, read_reward_events
 from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams
 from daemon.domain.bars import MarketBar
 from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
+from daemon.domain.limits import ExecutionLimits
 from daemon.domain.market import MarketBoard
 from daemon.domain.messages import (
     BalancesChanged,
@@ -68,7 +70,7 @@ from daemon.domain.messages import (
     VenueReport,
 )
 from daemon.domain.reconcile import summarize
-from daemon.domain.risk import DrawdownBreaker, RiskLimits
+from daemon.domain.risk import BreakerAction, DrawdownBreaker, RiskLimits
 from daemon.domain.strategy import Change, decide
 from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
 from daemon.domain.view import strategy_view
@@ -81,6 +83,7 @@ from daemon.metrics import MetricSources, build_registry, serve_metrics
 from daemon.mode_spec import mode_spec
 from daemon.operator import FlattenRefused, Operator
 from daemon.replay.feed import BarFeed
+from daemon.risk_wiring import BreakerPlanner, PositionLegs, breaker_settings, execution_limits
 from daemon.settings import RiskSettings
 from daemon.state_store import StateStore
 from daemon.supervisor import RestartPolicy, Supervisor
@@ -169,6 +172,8 @@ class Daemon:
                 min_order_usd=Decimal(str(v.min_order_usd)),
                 maintenance_margin_ratio=Decimal(str(v.maintenance_margin_ratio or "0.10")),
                 liquidation_fee_bps=Decimal(str(v.liquidation_fee_bps)),
+                spot_taker_fee_bps=Decimal(str(v.spot_fees.taker_bps)) if v.spot_fees else None,
+                withdrawal_fees={asset: Decimal(str(fee)) for asset, fee in v.withdrawal_fee.items()},
             )
             for name, v in cex.items()
         }
@@ -181,7 +186,8 @@ class Daemon:
         usdt_class = config.share_class.currency == "USDT"
         self.reward_events = self._rewards()
         self.chain = SimulatedChain(self.clock, self.board, venue_reports, self.exchanges, lst=self.spec.lst,
-                                    aave=self._aave_params(), gas_debt_allowed=usdt_class, rewards=self.reward_events)
+                                    aave=self._aave_params(), gas_debt_allowed=usdt_class, rewards=self.reward_events,
+                                    currency=config.share_class.currency)
         self.feed = BarFeed(self._bars(spec, perp_venues), self.clock, self.exchanges, self.board,
                             venue_actions=(self.chain.pay_rewards, self.chain.check_liquidation))
 
@@ -193,21 +199,25 @@ class Daemon:
         self.strategy = StrategyActor(strategy_market, strategy_events, risk_commands, spec=self.spec,
                                       venues=tuple(cex),
                                       id_prefix=f"r{self.journal.run}i" if self.journal is not None else "i",
-                                      gate=self.gate)
+                                      gate=self.gate, limits=self._risk_limits)
         self.risk = RiskActor(
             risk_commands, execution_orders, strategy_events, risk_snaps, self._risk_limits,
-            DrawdownBreaker(Decimal(str(s.risk.drawdown_reduce_fraction)), Decimal(str(s.risk.drawdown_close_fraction)),
-                            Decimal(str(s.risk.drawdown_halt_fraction))),
+            DrawdownBreaker().configured(*breaker_settings(s.risk)),
             StateStore(s.runtime.state_dir) if s.runtime.state_dir else None,
             Fanout[RiskAssessed]([status_snaps, *api_snapshots]),  # type: ignore[list-item]
             currency=config.share_class.currency, breaker_levels=self._breaker_levels, gate=self.gate,
+            # The breaker's levels act (actors.risk): each unwind is the strategy's recipe on the latest books.
+            plan=BreakerPlanner(lambda: self.positions, self.spec, tuple(cex)), record=self._record_breaker,
+            follows_execution=True,
         )
         # The ports execution uses are timed (order latency, venue errors by kind) in plain counters for metrics.
         self.venue_stats = VenueStats()
         self.reconciliation = ReconciliationRecord(self.clock.now_ns())  # the reconciler writes it
         self.execution = ExecutionActor(execution_orders, self.venue_stats.exchanges(self.exchanges),
                                         strategy_events, self.venue_stats.chain(self.chain), self.journal,
-                                        gate=self.gate)
+                                        gate=self.gate, limits=self._execution_limits, market=self.board,
+                                        positions=PositionLegs(lambda: self.positions, self.spec, tuple(cex)),
+                                        on_finished=self.risk.instruction_finished)
         self.fills = FillsActor(venue_reports, positions_reports, strategy_events,  # type: ignore[arg-type]
                                 self.journal)
         self.recorder: RecorderActor | None = None
@@ -266,17 +276,22 @@ class Daemon:
 
     def _bars(self, spec: SyntheticMarketSpec, venues: list[str]) -> Iterator[MarketBar]:
         replay = self.config.settings.replay
+        # Both sources carry the oracle rate and AAVE index of the LST the mode stakes (weETH, wstETH), and only it.
         if replay.source == "synthetic":
-            yield from generate(spec)
+            yield from generate(replace(spec, lst=self.spec.lst))
             return
         assert replay.data_dir is not None  # settings validation guarantees it
         history = History(self.config.path.parent / replay.data_dir, replay.proxies, load=SeriesCache().load,
-                          rewards=bool(self.reward_events))
+                          rewards=bool(self.reward_events), lst=self.spec.lst)
         btc = self.spec.asset == "BTC"
         start_ns = int(replay.start.timestamp()) * 1_000_000_000
         for bar, proxied in BarCache().bars(history, start_ns, replay.hours, tuple(venues), btc):
             for event in proxied:
-                log.warning("data_proxied", series=event.series, proxy=event.proxy, detail=str(event))
+                if isinstance(event, DuplicatesResolved):  # once per series: which of its duplicated rows counts
+                    log.warning("data_duplicates_resolved", series=event.series, timestamps=event.timestamps,
+                                rule=event.rule, detail=str(event))
+                else:
+                    log.warning("data_proxied", series=event.series, proxy=event.proxy, detail=str(event))
             yield bar
 
     def _rewards(self) -> tuple[RewardEvent, ...]:
@@ -307,12 +322,22 @@ class Daemon:
             "margin_warning_ratio", "margin_urgent_ratio", "margin_maintenance_ratio", "delta_warn_fraction",
             "delta_act_fraction", "ltv_warn_above_target", "ltv_act_above_target", "mark_divergence_flag_fraction",
             "mark_divergence_alert_fraction", "data_stale_after_s", "funding_stale_after_s")))
-        self._levels = (Decimal(str(r.drawdown_reduce_fraction)), Decimal(str(r.drawdown_close_fraction)),
-                        Decimal(str(r.drawdown_halt_fraction)))
+        self._levels = breaker_settings(r)
+        self._exec_limits = execution_limits(r)
 
-    def _breaker_levels(self) -> tuple[Decimal, Decimal, Decimal]:
-        """The drawdown breaker's levels in force now."""
+    def _breaker_levels(self) -> tuple[Decimal, ...]:
+        """The drawdown breaker's levels (and unwind fractions, daily loss limit) in force now."""
         return self._levels
+
+    def _execution_limits(self) -> ExecutionLimits:
+        """Seed 004's limits in force now: execution asks before each instruction."""
+        return self._exec_limits
+
+    def _record_breaker(self, action: BreakerAction, sent: str) -> None:
+        """A breaker action in the journal (under runtime.state_dir; a backtest keeps none)."""
+        if self.journal is not None:
+            self.journal.record_risk_action(time.time_ns(), int(action.level), action.level.name, action.drawdown,
+                                            action.daily_loss, action.reason, sent)
 
     def _risk_limits(self) -> RiskLimits:
         """The limits in force now: the risk actor asks on every snapshot."""
@@ -551,6 +576,7 @@ class Daemon:
                                "unrealized_pnl": f"{p.unrealized_pnl:.2f}"} for p in snap.positions]},
             "risk": None if risk is None else {
                 "solvency": risk.solvency.name, "drawdown": f"{risk.drawdown:.4f}", "stale": list(risk.stale),
+                "breaker": risk.breaker.name, "breaker_actions": len(self.risk.actions),
                 "margin_ratios": {m.venue: f"{m.ratio:.4f}" for m in risk.margins}},
             "actors": {r.name: {"state": r.state.value, "restarts": r.restarts,
                                 "heartbeat_age_s": round(min(r.heartbeat_age_s(now), 1e9), 3)}
@@ -578,6 +604,11 @@ class Daemon:
             return
         except Exception as exc:  # a reload must never stop a trading daemon, whatever the file holds
             log.error("reload_rejected", problems=[f"{self.config.path}: {describe(exc)}"])
+            self.notifier.ready("reload rejected; running with the previous thresholds")
+            return
+        contradicted = reload_problems(self.config, new)  # thresholds the running mode and venues cannot run with
+        if contradicted:
+            log.error("reload_rejected", problems=[str(p) for p in contradicted])
             self.notifier.ready("reload rejected; running with the previous thresholds")
             return
         old = self.config.settings.model_copy(update={"risk": self.risk_settings})
@@ -612,6 +643,13 @@ class Daemon:
                                      "window")
         # Give the pipeline a moment to settle the last bar's orders before stopping.
         await anyio.sleep(0.5)
+        # No next market will close the last bar's hour: close it, and let the recorder write it (the window's
+        # every hour is in the report, the last one included).
+        await self.positions.close_final_hour(self.clock)
+        if self.recorder is not None:
+            with anyio.move_on_after(5):  # once per run, bounded: the recorder has no per-row event to wait on
+                while self.recorder.rows < self.positions.hours_attributed:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
         self.stop("replay finished")
 
     async def _stop_after(self, seconds: float) -> None:
@@ -640,4 +678,23 @@ class Daemon:
             lending_venue=lending,
             liquidations=lambda: {lending: self.chain.liquidations,
                                   **{name: e.liquidations for name, e in self.exchanges.items()}},
+            gauges={
+                "basisd_execution_limit_stops": (
+                    "Instructions seed 004's limits stopped: refused or deferred before their first step (gas above "
+                    "risk.max_gas_price_gwei, a leg past risk.max_position_usd), or timed out "
+                    "(risk.instruction_timeout_s)", self._limit_stops),
+                "basisd_drawdown_breaker_actions": (
+                    "Drawdown breaker levels that acted (sent their unwind) since start", self._breaker_acted),
+            },
         )
+
+    def _limit_stops(self) -> dict[tuple[tuple[str, str], ...], float]:
+        return {(("kind", "refused"),): float(self.execution.refused),
+                (("kind", "timed_out"),): float(self.execution.timed_out)}
+
+    def _breaker_acted(self) -> dict[tuple[tuple[str, str], ...], float]:
+        counts: dict[tuple[tuple[str, str], ...], float] = {}
+        for action in self.risk.actions:
+            key = (("level", str(action["level"])),)
+            counts[key] = counts.get(key, 0.0) + 1
+        return counts

@@ -13,6 +13,7 @@ too (70; 130 when stopped by a signal). A failed run leaves no `summary.json` be
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -25,13 +26,19 @@ from typing import Any
 import anyio
 
 from daemon.app import Daemon
-from daemon.backtest_charts import write_charts
+from daemon.backtest_risk import liquidation_events, worst_before_action
 from daemon.config import ResolvedConfig
+from daemon.data.series import iso
 from daemon.domain.exposure import perp_asset
-from daemon.domain.performance import performance
+from daemon.domain.neutrality import delta_bands_summary
 from daemon.domain.pnl import COMPONENTS
+from daemon.domain.risk import RiskLimits
+from daemon.domain.statistics import daily_statistics
+from daemon.domain.strategy import rebalance_band
 from daemon.domain.view import strategy_view
 from daemon.errors import ExitCode, IncompleteRunError, OutputError, find_basisd_error
+from daemon.progress import BacktestProgress
+from daemon.report import REPORT, report_context, write_report
 from daemon.systemd import Notifier
 
 HOUR_S = 3600
@@ -57,7 +64,7 @@ def overrides(*, data: str | None, start: datetime | None, end: datetime | None,
 
 def prepare_output(out: Path) -> None:
     """Make sure the report can be written before anything runs, and that no earlier run's summary survives in
-    it to be taken for this run's; OutputError (exit 73) naming the directory otherwise."""
+    it to be taken for this run's (nor its report.html); OutputError (exit 73) naming the directory otherwise."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not out.is_dir():
@@ -66,6 +73,7 @@ def prepare_output(out: Path) -> None:
         os.close(fd)
         os.unlink(probe)
         (out / "summary.json").unlink(missing_ok=True)
+        (out / REPORT).unlink(missing_ok=True)  # nor an earlier run's page
     except OSError as exc:
         raise OutputError(f"--out {out}: cannot write the report there: {exc.strerror or exc}") from None
 
@@ -76,20 +84,23 @@ def run_backtest(config: ResolvedConfig) -> tuple[Daemon, dict[str, Any]]:
     out = Path(config.settings.backtest.out_dir)
     prepare_output(out)
     holder: list[Daemon] = []
+    replay = config.settings.replay
+    progress = BacktestProgress(replay.hours, lambda: holder[0].market_data.batches if holder else 0,
+                                lambda: holder[0].clock.now_ns() if holder else int(replay.start.timestamp() * 1e9),
+                                sys.stderr)
 
     async def main() -> None:
         daemon = Daemon(config, Notifier(""))
         holder.append(daemon)
         async with anyio.create_task_group() as tg:
-            if sys.stderr.isatty():
-                tg.start_soon(_progress, daemon)
+            tg.start_soon(progress.follow)
             await daemon.run()
             tg.cancel_scope.cancel()
-        if sys.stderr.isatty():
-            sys.stderr.write("\n")
+        progress.finish()
 
     try:
-        anyio.run(main)
+        with progress:  # entered before the daemon is built: on a terminal its actors log above the bar
+            anyio.run(main)
     except Exception as exc:  # the task group wraps the daemon's own error: surface it, with its exit code
         error = find_basisd_error(exc)
         if error is None:
@@ -100,8 +111,8 @@ def run_backtest(config: ResolvedConfig) -> tuple[Daemon, dict[str, Any]]:
     summary = build_summary(daemon)
     try:
         (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        write_charts(out, summary["currency"], float(config.settings.strategy.initial_capital),
-                     float(daemon.spec.target_ltv) if daemon.spec.borrowing else 0.0)
+        write_instructions(out, daemon)
+        write_report(out, summary, report_context(config, daemon.spec))
     except OSError as exc:
         raise OutputError(f"cannot write the report in {out}: {exc.filename or out}: {exc.strerror or exc}") from None
     return daemon, summary
@@ -123,22 +134,30 @@ def check_complete(daemon: Daemon) -> None:
     raise error
 
 
-async def _progress(daemon: Daemon) -> None:
-    """A progress bar on a terminal: market time covered of the window."""
-    replay = daemon.config.settings.replay
-    start = int(replay.start.timestamp()) * 1_000_000_000
-    span = replay.hours * HOUR_S * 1_000_000_000
-    while True:
-        done = min(1.0, max(0.0, (daemon.clock.now_ns() - start) / span))
-        bar = "█" * int(done * 30)
-        when = datetime.fromtimestamp(daemon.clock.now_ns() / 1e9, UTC).strftime("%Y-%m-%d")
-        sys.stderr.write(f"\r  {bar:<30} {done:6.1%}  {when}")
-        sys.stderr.flush()
-        await anyio.sleep(0.25)
+INSTRUCTION_COLUMNS = ("ts", "instruction_id", "change", "type", "venue", "amount_usd", "reduces_exposure", "reason")
+
+
+def write_instructions(out: Path, daemon: Daemon) -> None:
+    """`instructions.csv`: every instruction the strategy issued, in the hour `hourly.csv` books it in (the
+    report's markers on the equity curve)."""
+    with (out / "instructions.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(INSTRUCTION_COLUMNS)
+        for ts_ns, instruction_id, instruction, change in daemon.strategy.issued:
+            writer.writerow([iso(ts_ns), instruction_id, change, instruction.type, instruction.venue,
+                             f"{instruction.amount_usd:.2f}", instruction.reduces_exposure, instruction.reason])
 
 
 def _s(value: Decimal, places: int = 6) -> str:
     return f"{value:.{places}f}"
+
+
+def delta_bands(daemon: Daemon, drifts: list[Decimal | None]) -> dict[str, Any]:
+    """Hours the book's delta was outside the alert's warn band and the risk's act band (daemon.domain.neutrality)."""
+    risk = daemon.config.settings.risk
+    act = Decimal(str(risk.delta_act_fraction))
+    band = rebalance_band(daemon.spec, RiskLimits(delta_act_fraction=act)) if daemon.spec.hedged else None
+    return delta_bands_summary(drifts, Decimal(str(risk.delta_warn_fraction)), act, band)
 
 
 def build_summary(daemon: Daemon) -> dict[str, Any]:
@@ -147,7 +166,10 @@ def build_summary(daemon: Daemon) -> dict[str, Any]:
     s = config.settings
     capital = Decimal(str(s.strategy.initial_capital))
     final_nav = recorder.navs[-1] if recorder.navs else capital
-    perf = performance(float(capital), [float(n) for n in recorder.navs])
+    # The daily statistics (daemon.domain.statistics); they replace the hourly APR / volatility / Sharpe /
+    # max drawdown this summary used to carry at its top level, which no one computes that way.
+    statistics = daily_statistics(list(zip(recorder.times, (float(n) for n in recorder.navs), strict=True)),
+                                  float(capital))
     initial: dict[str, Any] = {}
     if recorder.first is not None:
         ledger, market = recorder.first
@@ -170,18 +192,27 @@ def build_summary(daemon: Daemon) -> dict[str, Any]:
         "total_pnl": _s(final_nav - capital),
         "pnl_by_component": {c: _s(positions.pnl_totals[c]) for c in COMPONENTS},
         "pnl_residual_max_abs": f"{float(positions.max_abs_residual):.3e}",
-        "apr": round(perf.apr, 6), "volatility": round(perf.volatility, 6), "sharpe": round(perf.sharpe, 4),
-        "max_drawdown": round(perf.max_drawdown, 6),
+        "statistics": statistics.to_dict(),
+        # At each hour's close, after the venues and the strategy acted (the book as it was left); the worst the
+        # venues saw before acting, and every liquidation with its time: daemon.backtest_risk.
         "min_health_factor": _s(recorder.min_hf) if recorder.min_hf.is_finite() else "inf",
         "min_margin_ratio": {v: _s(r) for v, r in sorted(recorder.min_margin.items())},
+        "worst_before_action": worst_before_action(daemon.chain, daemon.exchanges),
+        "liquidation_events": liquidation_events(daemon.chain, daemon.exchanges),
         # The same at each hour's worst price (candle highs for shorts), where the history records them.
         "min_margin_ratio_intrabar": {name: _s(e.min_margin_ratio_intrabar)
                                       for name, e in sorted(daemon.exchanges.items())
                                       if e.min_margin_ratio_intrabar is not None},
         "instructions": daemon.strategy.instructions, "failed_instructions": daemon.strategy.failed_instructions,
+        "delta_bands": delta_bands(daemon, recorder.drifts),
         "total_costs": _s(positions.pnl_totals["transaction_costs"]),
         "liquidations": {"aave_v3": daemon.chain.liquidations,
                          **{name: e.liquidations for name, e in sorted(daemon.exchanges.items())}},
         "initial_positions": initial,
         "stopped": daemon.stop_reason or "failure", "trading_state_at_end": daemon.trading.state.value,
+        # Each drawdown breaker level that acted, in order (actors.risk): level, action, market time, drawdown
+        # from the peak and loss since the UTC day's first NAV, the share of the book unwound, and what was sent.
+        "breaker_actions": list(daemon.risk.actions),
+        # Instructions seed 004's limits refused or deferred (gas above the cap, a leg past the position limit).
+        "instructions_refused_by_limits": daemon.execution.refused,
     }

@@ -153,6 +153,7 @@ def _has_uvloop() -> bool:
 
 def _backtest(args: argparse.Namespace) -> int:
     from daemon.backtest import run_backtest
+    from daemon.report import REPORT
 
     if args.start and args.end and args.end <= args.start:
         print("basisd backtest: --end must be after --start", file=sys.stderr)
@@ -184,9 +185,13 @@ def _backtest(args: argparse.Namespace) -> int:
     except BasisdError as exc:
         print(f"basisd backtest: {exc}", file=sys.stderr)
         return exc.exit_code
+    stats = summary["statistics"]
+    sharpe = "n/a" if stats["sharpe"] is None else f"{stats['sharpe']:.2f}"
+    cagr = "n/a" if stats["cagr"] is None else f"{stats['cagr']:.2%}"
     print(f"{args.out}/summary.json: {summary['mode']} {summary['window']['hours']} h, final NAV "
-          f"{summary['final_nav']} {summary['currency']}, APR {summary['apr']:.2%}, max drawdown "
-          f"{summary['max_drawdown']:.2%}, P&L residual {summary['pnl_residual_max_abs']}")
+          f"{summary['final_nav']} {summary['currency']}, CAGR {cagr}, Sharpe {sharpe} (daily), max drawdown "
+          f"{stats['max_drawdown']['depth']:.2%}, P&L residual {summary['pnl_residual_max_abs']}")
+    print(f"report: {Path(args.out) / REPORT}")  # the last line: the page to open
     return ExitCode.OK
 
 

@@ -31,6 +31,8 @@ from daemon.config_sources import (
     read_yaml,
     shorten,
 )
+from daemon.data.history import CATALOG
+from daemon.domain.synthetic import LST_MARKETS
 from daemon.errors import ConfigError, ConfigProblem
 from daemon.settings import (
     CREDENTIAL_FILES,
@@ -47,6 +49,9 @@ from daemon.settings import (
 M = TypeVar("M", bound=BaseModel)
 
 _CATALOG_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+# The only staking rewards recorded (daemon.data.rewards reads EtherFi's files, and the simulated chain pays them on
+# weETH): any other LST earns its oracle growth alone, so it runs with rewards_mode base_only.
+REWARDS_LST = "weETH"
 _SECRET_SECTIONS = ("credentials",)
 
 
@@ -349,6 +354,7 @@ def _cross_check(
         *_capital_problems(src, mode_file, settings, params, share_class),
         *_venue_problems(src, mode_file, settings, mode, params, venues),
         *_hedge_problems(src, mode_file, mode, params, venues),
+        *_runnable_problems(src, mode_file, settings, mode, params, share_class, venues),
         *_chaos_problems(src, settings, venues),
     ]
     if problems:
@@ -427,9 +433,10 @@ def _venue_problems(
             problems.append(ConfigProblem(mode_file, "params.lst", "a staking mode must name its LST"))
         elif not any(v.kind == "staking" and v.lst == params.lst for v in venues.values()):
             problems.append(ConfigProblem(src, "strategy.venues", f"no staking venue mints {params.lst} (params.lst)"))
-    if params.rewards_mode != "base_only" and params.lst != "weETH":
-        problems.append(ConfigProblem(mode_file, "params.rewards_mode", f"{params.rewards_mode} needs weETH: only "
-                                      f"EtherFi pays EIGEN/ETHFI rewards (lst is {params.lst}; use base_only)"))
+    if params.rewards_mode != "base_only" and params.lst != REWARDS_LST:
+        problems.append(ConfigProblem(*_param(src, mode_file, settings, "rewards_mode"),
+                                      f"{params.rewards_mode} needs {REWARDS_LST}: only EtherFi pays EIGEN/ETHFI "
+                                      f"rewards (lst is {params.lst}; use base_only)"))
     if mode.borrowing:
         problems += [ConfigProblem(mode_file, "params.max_ltv",
                                    f"{params.max_ltv:g} exceeds {v.name}'s e-mode LTV {v.emode_ltv:g}")
@@ -467,6 +474,74 @@ def _hedge_problems(
             problems.append(ConfigProblem(mode_file, f"params.hedge_allocation.{venue}",
                                           f"{venue!r} has no {params.asset} perpetual to hedge with"))
     return problems
+
+
+def _param(src: str, mode_file: str, settings: Settings, name: str) -> tuple[str, str]:
+    """Where params.`name` came from: the root's strategy.params overrides the mode file's."""
+    return (src, f"strategy.params.{name}") if name in settings.strategy.params else (mode_file, f"params.{name}")
+
+
+def _runnable_problems(
+    src: str, mode_file: str, settings: Settings, mode: ModeDefinition, params: StrategyParams,
+    share_class: ShareClassDefinition, venues: dict[str, VenueDefinition],
+) -> list[ConfigProblem]:
+    """Combinations every single key accepts but that cannot run: each would start, then fail (or churn) on every
+    decision cycle of the run. Issue 11 found the first one (an LST the replay did not publish); these are the
+    rest found by running every mode with each parameter at its edges."""
+    problems = []
+    venue_file = Path(mode_file).parent.parent / "venues"
+    # An LST is runnable when the simulated market carries it and the chain can stake and supply it; on recorded
+    # history, when its AAVE oracle rate and reserve index are series the data catalog knows.
+    for v in venues.values():
+        if v.kind == "staking" and v.lst not in LST_MARKETS:
+            problems.append(ConfigProblem(str(venue_file / f"{v.name}.yaml"), "lst",
+                                          f"{v.lst!r} is not an LST the daemon can stake (known: "
+                                          f"{', '.join(sorted(LST_MARKETS))})"))
+    if mode.staking and params.lst is not None and settings.replay.source == "history":
+        missing = [k for k in (f"oracle:{params.lst}/ETH", f"aave:{params.lst}:liquidity_index") if k not in CATALOG]
+        if missing:
+            problems.append(ConfigProblem(*_param(src, mode_file, settings, "lst"),
+                                          f"the history has no {' and no '.join(missing)} series for {params.lst}"))
+    if mode.staking and params.asset != "ETH":
+        problems.append(ConfigProblem(*_param(src, mode_file, settings, "asset"),
+                                      f"a staking mode's asset is ETH (its LST {params.lst} is staked ETH), not "
+                                      f"{params.asset}"))
+    # The ETH class cannot run gas debt: with nothing kept back, every transaction of the entry reverts, every hour.
+    if share_class.currency == "ETH" and (mode.staking or mode.lending) and params.gas_reserve_eth <= 0:
+        problems.append(ConfigProblem(*_param(src, mode_file, settings, "gas_reserve_eth"),
+                                      "must be above 0 for an ETH share class that transacts on chain: its wallet "
+                                      "ETH pays every transaction's gas"))
+    if mode.basis_trade:
+        # A hedge that opens, or is topped up to, a margin ratio at or below the warning level is in warning from
+        # its first hour: each top-up lands below the line that triggers the next (and below the urgent level the
+        # risk actor only reduces, so every instruction fails).
+        warning = settings.risk.margin_warning_ratio
+        if mode.staking:
+            a = params.stake_allocation
+            entry = (1 - a) / a
+            if entry <= warning:
+                problems.append(ConfigProblem(*_param(src, mode_file, settings, "stake_allocation"),
+                                              f"{a:g} leaves a CEX margin ratio of {entry:.3g} at entry ((1 − a) / a),"
+                                              f" not above risk.margin_warning_ratio {warning:g}"))
+        if params.margin_ratio_target <= warning:
+            problems.append(ConfigProblem(*_param(src, mode_file, settings, "margin_ratio_target"),
+                                          f"{params.margin_ratio_target:g} must be above risk.margin_warning_ratio "
+                                          f"{warning:g}: the margin is topped up to it once below that level"))
+    return problems
+
+
+def reload_problems(config: ResolvedConfig, new: Settings) -> list[ConfigProblem]:
+    """What a SIGHUP's new risk thresholds contradict in the running configuration (a margin warning level above
+    the mode's margin target, an urgent level under a venue's maintenance margin): the checks across files that
+    `load_config` made at start, made again with the thresholds that would apply. Empty: the reload may apply."""
+    settings = config.settings.model_copy(update={"risk": new.risk})
+    catalog = (config.path.parent / settings.strategy.catalog_dir).resolve()
+    mode_file = str(catalog / "modes" / f"{config.mode.name}.yaml")
+    try:
+        _cross_check(config.path, mode_file, settings, config.mode, config.params, config.share_class, config.venues)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 def diff_reloadable(old: Settings, new: Settings) -> tuple[list[tuple[str, Any, Any]], list[str]]:

@@ -94,8 +94,20 @@ CREATE TABLE IF NOT EXISTS reconciliations (
     total_usd TEXT NOT NULL,
     drifts TEXT NOT NULL                 -- JSON list of "account:holding ours … venue …"
 );
+CREATE TABLE IF NOT EXISTS risk_actions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run INTEGER NOT NULL REFERENCES runs (run),
+    recorded_ns INTEGER NOT NULL,
+    wall_ns INTEGER,
+    level INTEGER NOT NULL,              -- the drawdown breaker's level: 1 reduce, 2 close part, 3 flatten and halt
+    action TEXT NOT NULL,
+    drawdown TEXT NOT NULL,              -- from the peak, as a fraction
+    daily_loss TEXT NOT NULL,            -- since the UTC day's first NAV, as a fraction
+    reason TEXT NOT NULL,
+    sent TEXT NOT NULL                   -- the unwind's instructions, or why none went out
+);
 """
-RECORD_TABLES = ("venue_reports", "orders", "trading_state", "reconciliations")
+RECORD_TABLES = ("venue_reports", "orders", "trading_state", "reconciliations", "risk_actions")
 # Columns added since the first schema: a journal written by an older daemon gains them (NULL in its rows).
 MIGRATIONS = {"runs": {"ended_ns": "INTEGER", "end_reason": "TEXT", "previous_unclean": "TEXT"},
               **{table: {"wall_ns": "INTEGER"} for table in RECORD_TABLES}}
@@ -259,6 +271,14 @@ class Journal:
         self._append("INSERT INTO reconciliations (run, recorded_ns, wall_ns, market_ns, clean, total_usd, drifts) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
                      (self.run, recorded_ns, time.time_ns(), market_ns, int(clean), str(total_usd), json.dumps(drifts)))
+
+    def record_risk_action(self, recorded_ns: int, level: int, action: str, drawdown: Decimal, daily_loss: Decimal,
+                           reason: str, sent: str) -> None:
+        """A drawdown breaker level acting (actors.risk): once per level per trip."""
+        self._append("INSERT INTO risk_actions (run, recorded_ns, wall_ns, level, action, drawdown, daily_loss, "
+                     "reason, sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (self.run, recorded_ns, time.time_ns(), level, action, str(drawdown), str(daily_loss),
+                      redact_text(reason), redact_text(sent)))
 
     # --- reading (tests, `sqlite3` at the shell, and the recovery to come) ---------------------------------
 

@@ -41,6 +41,7 @@ from daemon.domain.market import (
     MissingMarketData,
 )
 from daemon.domain.messages import PortfolioSnapshotted, RiskAssessed, TradingState
+from daemon.domain.neutrality import book_delta
 from daemon.domain.pnl import FUNDING, aave_position_usd
 from daemon.domain.risk import DrawdownAction, DrawdownBreaker, Level
 from daemon.domain.strategy import ModeSpec
@@ -293,7 +294,7 @@ class BasisdCollector:
             market = portfolio.board.state()
             nav.add_metric([currency], float(snap.nav_usd / _price_usd(currency, snap, market)))
             if snap.ledger is not None:
-                _add_exposure(snap.ledger, market, net_delta, delta, drift)
+                _add_exposure(snap.ledger, market, net_delta, delta, drift, currency)
         except (MissingMarketData, ArithmeticError):
             pass  # not every series has arrived yet: what needs them waits for the next scrape
         yield from families
@@ -327,7 +328,8 @@ class BasisdCollector:
                                    labels=["venue"])
         drawdown = GaugeMetricFamily("basisd_drawdown_ratio", "Drawdown of NAV from its peak, as a fraction")
         breaker = GaugeMetricFamily("basisd_drawdown_breaker_level", "Drawdown breaker level, latched: 0 none, "
-                                    "1 close the worst half, 2 close all, 3 close all and halt")
+                                    "1 reduce (half of every leg unwound), 2 close part (half of what is left), "
+                                    "3 flatten and halt")
         solvency = GaugeMetricFamily("basisd_solvency_level",
                                      "Worst CEX margin level: 0 OK, 1 warning, 2 urgent, 3 critical")
         divergence = GaugeMetricFamily("basisd_mark_divergence_ratio",
@@ -450,8 +452,9 @@ def _aave_position_or_none(ledger: LedgerSnapshot | None,
 
 
 def _add_exposure(ledger: LedgerSnapshot, market: MarketState, net_delta: GaugeMetricFamily,
-                  delta: GaugeMetricFamily, drift: GaugeMetricFamily) -> None:
-    """Delta per asset in ETH (on chain, CEX, net) and its drift against the hedge; ETH always, others if held."""
+                  delta: GaugeMetricFamily, drift: GaugeMetricFamily, share_class: str = "USDT") -> None:
+    """Delta per asset in ETH (on chain, CEX, net) and its drift against the hedge — the strategy's, from
+    `daemon.domain.neutrality.book_delta` — for each asset with a hedge; ETH always, others if held."""
     exposure = compute_exposure(ledger, market)
     for asset, e in exposure.assets.items():
         if asset != "ETH" and not e.net_native:
@@ -460,9 +463,9 @@ def _add_exposure(ledger: LedgerSnapshot, market: MarketState, net_delta: GaugeM
         net_delta.add_metric([asset], float(e.net_native * eth))
         delta.add_metric([asset, "onchain"], float(e.onchain_native * eth))
         delta.add_metric([asset, "cex"], float(e.cex_native * eth))
-        hedge = exposure.hedge_notional_usd(asset)
-        if hedge:
-            drift.add_metric([asset], float(abs(e.net_usd) / hedge))
+        book = book_delta(ledger, market, share_class, asset)
+        if book.drift is not None:
+            drift.add_metric([asset], float(book.drift))
 
 
 def _price_usd(currency: str, snap: PortfolioSnapshotted, market: MarketState) -> Decimal:

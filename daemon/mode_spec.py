@@ -29,4 +29,6 @@ def mode_spec(config: ResolvedConfig) -> ModeSpec:
         lst=lst, staking_venue=staking, unwind=p.unwind, gas_reserve=Decimal(str(p.gas_reserve_eth)),
         leverage=p.leverage, min_loop_usd=Decimal(str(p.min_loop_position_usd)),
         max_leverage_iterations=p.max_leverage_iterations,
+        withdrawal_fees_usdt={name: Decimal(str(v.withdrawal_fee.get("USDT", 0))) for name, v in config.venues.items()
+                              if v.kind == "cex"},
     )

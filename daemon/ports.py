@@ -58,8 +58,10 @@ class ChainVenue(Protocol):
     async def atomic_leverage_entry(self, equity_eth: Decimal, supply_eth: Decimal, borrow_eth: Decimal,
                                     ref: str) -> None: ...
 
-    async def atomic_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str) -> Decimal:
-        """Returns the ETH left in the wallet after the flash loan is repaid."""
+    async def atomic_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str,
+                                free_eth: Decimal | None = None) -> Decimal:
+        """Returns the ETH left in the wallet after the flash loan is repaid. With `free_eth`, both legs are
+        scaled at the same LTV so that exactly that lands after the swap fee (a margin top-up's target)."""
         ...
 
     async def atomic_reduce_debt(self, repay_eth: Decimal, ref: str) -> None: ...

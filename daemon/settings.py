@@ -339,9 +339,37 @@ class RiskSettings(Frozen):
                                       description="Prices, indexes, oracles (DOMAIN §8 #22); 30 days at most")
     funding_stale_after_s: float = Field(32400.0, ge=60, le=30 * DAY_S,
                                          description="Funding settles every 8 h: 9 h allows one miss")
-    drawdown_reduce_fraction: float = Field(0.03, gt=0, lt=1)
-    drawdown_close_fraction: float = Field(0.04, gt=0, lt=1)
-    drawdown_halt_fraction: float = Field(0.05, gt=0, lt=1)
+    # The drawdown breaker (seed 003, `daemon.domain.risk.DrawdownBreaker`): peak-to-trough NAV drawdown, in the
+    # share class's currency, at which each level trips; each acts once per trip and latches until `basisd resume`.
+    drawdown_reduce_fraction: float = Field(0.03, gt=0, lt=1, description="Level 1 (reduce): no new exposure, and "
+                                            "drawdown_reduce_unwind_fraction of the book is unwound")
+    drawdown_close_fraction: float = Field(0.04, gt=0, lt=1, description="Level 2 (close part): "
+                                           "drawdown_close_unwind_fraction of what is left is unwound")
+    drawdown_halt_fraction: float = Field(0.05, gt=0, lt=1, description="Level 3: flatten everything and halt")
+    drawdown_reduce_unwind_fraction: float = Field(
+        0.5, gt=0, lt=1, description="Share of the book (every leg pro rata) level 1 unwinds: seed 003 closes the "
+                                     "worst half; a hedged book has no worst leg, so half of each")
+    drawdown_close_unwind_fraction: float = Field(
+        0.5, gt=0, le=1, description="Share of what is left level 2 unwinds (1 = seed 003's literal close-all)")
+    daily_loss_limit_fraction: float = Field(
+        0.02, gt=0, lt=1, description="Loss since the UTC day's first NAV (share class's currency), as a fraction "
+                                      "of it, that trips level 1; below drawdown_reduce_fraction, or it adds "
+                                      "nothing (a day's loss never exceeds the drawdown from the peak)")
+    # Seed 004's execution limits (`daemon.domain.limits`); none stands in the way of an instruction that reduces
+    # exposure (a deleverage, a margin top-up, an unwind, the breaker's own).
+    max_position_usd: float = Field(
+        1_000_000.0, ge=10, le=MAX_USD, description="Largest one leg on one venue may grow to (a perp, a spot "
+                                                   "holding, the AAVE long net of debt, free LST), in USD; an "
+                                                   "instruction that would take a leg past it is refused whole")
+    max_gas_price_gwei: float = Field(
+        100.0, ge=0.1, le=10_000, description="An instruction with an on-chain transaction waits (is refused and "
+                                              "decided again next cycle) while the gas price is above this")
+    max_slippage_bps: float = Field(
+        50.0, ge=0.1, le=1000, description="Each order goes out with a limit this far from the venue's price "
+                                           "(perp mark or spot) when it was sent; the venue refuses a worse fill")
+    instruction_timeout_s: float = Field(
+        300.0, ge=1, le=DAY_S, description="An instruction not finished in this many seconds is stopped, reported "
+                                           "with the step in flight, and trading halts for a reconciliation")
 
     @model_validator(mode="after")
     def _ordered(self) -> RiskSettings:
@@ -356,6 +384,8 @@ class RiskSettings(Frozen):
             problems.append("mark_divergence_flag_fraction must be below mark_divergence_alert_fraction")
         if not self.drawdown_reduce_fraction < self.drawdown_close_fraction < self.drawdown_halt_fraction:
             problems.append("drawdown levels must satisfy reduce < close < halt")
+        if not self.daily_loss_limit_fraction <= self.drawdown_halt_fraction:
+            problems.append("daily_loss_limit_fraction must not be above drawdown_halt_fraction (it trips level 1)")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -669,7 +699,10 @@ class FeeSchedule(Frozen):
 class VenueDefinition(Frozen):
     name: str
     kind: Literal["cex", "lending", "staking"]
-    fees: FeeSchedule | None = None
+    fees: FeeSchedule | None = Field(None, description="perpetual futures (USDT-margined), VIP 0")
+    spot_fees: FeeSchedule | None = Field(None, description="spot trading, VIP 0; the perp fees when absent")
+    withdrawal_fee: dict[Literal["ETH", "USDT", "BTC"], float] = Field(
+        default_factory=dict, description="asset -> fee per withdrawal to the wallet (Ethereum mainnet), in the asset")
     min_order_usd: float = Field(10.0, ge=0.01, le=1e6, description="A cent to a million dollars")
     maintenance_margin_ratio: float | None = Field(None, gt=0, lt=1)
     liquidation_fee_bps: float = Field(125.0, ge=0, le=1000, description="taken from what is left at liquidation")
@@ -686,6 +719,9 @@ class VenueDefinition(Frozen):
     def _kind_fields(self) -> VenueDefinition:
         if self.kind == "cex" and (self.fees is None or self.maintenance_margin_ratio is None):
             raise ValueError("a cex venue needs fees and maintenance_margin_ratio")
+        for asset, fee in self.withdrawal_fee.items():
+            if not 0 <= fee <= (0.1 if asset in ("ETH", "BTC") else 100):  # a fee beyond these is a typo
+                raise ValueError(f"withdrawal_fee.{asset} must be between 0 and {0.1 if asset != 'USDT' else 100}")
         if self.kind == "lending" and self.emode_ltv is not None and self.emode_liquidation_threshold is not None \
                 and self.emode_ltv >= self.emode_liquidation_threshold:
             raise ValueError("emode_ltv must be below emode_liquidation_threshold")

@@ -155,8 +155,10 @@ class TimedChain:
         await self._timed("atomic_leverage_entry",
                           self._inner.atomic_leverage_entry(equity_eth, supply_eth, borrow_eth, ref))
 
-    async def atomic_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str) -> Decimal:
-        return await self._timed("atomic_deleverage", self._inner.atomic_deleverage(repay_eth, withdraw_eth, ref))
+    async def atomic_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str,
+                                free_eth: Decimal | None = None) -> Decimal:
+        return await self._timed("atomic_deleverage",
+                                 self._inner.atomic_deleverage(repay_eth, withdraw_eth, ref, free_eth))
 
     async def atomic_reduce_debt(self, repay_eth: Decimal, ref: str) -> None:
         await self._timed("atomic_reduce_debt", self._inner.atomic_reduce_debt(repay_eth, ref))

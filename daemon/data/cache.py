@@ -33,12 +33,12 @@ from typing import TypeVar
 import structlog
 
 from daemon import __version__
-from daemon.data.bars import History, ProxyUsed
+from daemon.data.bars import DuplicatesResolved, History, ProxyUsed
 from daemon.data.history import CATALOG, find_file, read_series
 from daemon.data.series import Series
 from daemon.domain.bars import MarketBar
 
-FORMAT = 2
+FORMAT = 3
 # The modules whose code decides what an entry holds: a change to any of them makes every entry a miss.
 BUILDERS = ("daemon.data.bars", "daemon.data.cache", "daemon.data.history", "daemon.data.series",
             "daemon.data.timeparse", "daemon.domain.bars")
@@ -125,7 +125,8 @@ class SeriesCache:
         self.misses += 1
         series = read_series(data_dir, key)
         if self._usable:
-            _store(self._dir, entry, (series.name, series.duplicates, series.ts.tobytes(), series.values.tobytes()))
+            _store(self._dir, entry, (series.name, series.duplicates, series.ts.tobytes(), series.values.tobytes(),
+                                      series.conflicts))
         return series
 
 
@@ -142,13 +143,15 @@ def _valid(entry: Path, content: object | None, check: Callable[[object], T | No
 
 def _series(cached: object, key: str) -> Series | None:
     """The series an entry holds, if it is what `SeriesCache.load` stores for `key`."""
-    if not (isinstance(cached, tuple) and len(cached) == 4):
+    if not (isinstance(cached, tuple) and len(cached) == 5):
         return None
-    name, duplicates, ts, values = cached
-    if name != key or not isinstance(duplicates, int) or not isinstance(ts, bytes) or not isinstance(values, bytes):
+    name, duplicates, ts, values, conflicts = cached
+    if name != key or not isinstance(duplicates, int) or not isinstance(ts, bytes) or not isinstance(values, bytes) \
+            or not isinstance(conflicts, dict):
         return None
     series = Series(key, ())
     series.duplicates = duplicates
+    series.conflicts = conflicts
     try:
         series.ts.frombytes(ts)
         series.values.frombytes(values)
@@ -157,7 +160,7 @@ def _series(cached: object, key: str) -> Series | None:
     return series if series.ts and len(series.ts) == len(series.values) else None
 
 
-BarsWithProxies = Iterator[tuple[MarketBar, tuple[ProxyUsed, ...]]]
+BarsWithProxies = Iterator[tuple[MarketBar, tuple[ProxyUsed | DuplicatesResolved, ...]]]
 
 
 class BarCache:
@@ -186,7 +189,7 @@ class BarCache:
             return
         built, reported = [], 0
         for bar in history.bars(start_ns, hours, venues, btc):
-            events = tuple(history.proxy_events[reported:])
+            events: tuple[ProxyUsed | DuplicatesResolved, ...] = tuple(history.proxy_events[reported:])
             reported = len(history.proxy_events)
             built.append((bar, events))
             yield bar, events
@@ -194,13 +197,13 @@ class BarCache:
             _store(self._dir, entry, built)
 
 
-def _bars(cached: object, hours: int) -> list[tuple[MarketBar, tuple[ProxyUsed, ...]]] | None:
+def _bars(cached: object, hours: int) -> list[tuple[MarketBar, tuple[ProxyUsed | DuplicatesResolved, ...]]] | None:
     """The bars an entry holds, if it is what `BarCache.bars` stores: one (bar, proxy events) per hour."""
     if not isinstance(cached, list) or len(cached) != hours:
         return None
     for item in cached:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], MarketBar)
-                and isinstance(item[1], tuple) and all(isinstance(e, ProxyUsed) for e in item[1])):
+                and isinstance(item[1], tuple) and all(isinstance(e, ProxyUsed | DuplicatesResolved) for e in item[1])):
             return None
     return cached
 

@@ -45,9 +45,11 @@ class Gap:
 
 
 class Series:
-    """Sorted, de-duplicated (first row of a timestamp wins; duplicates are counted) values by time."""
+    """Sorted, de-duplicated values by time. Of a timestamp's duplicated rows the first wins and the rest are
+    counted; where they disagree, every distinct value is also kept in `conflicts` (timestamp → values in file
+    order) so that the reader can decide which is right (`daemon.data.bars`: OKX's duplicated funding rows)."""
 
-    __slots__ = ("duplicates", "name", "ts", "values")
+    __slots__ = ("conflicts", "duplicates", "name", "ts", "values")
 
     def __init__(self, name: str, rows: Iterable[tuple[int, float]]) -> None:
         self.name = name
@@ -55,9 +57,13 @@ class Series:
         self.ts = array("q")
         self.values = array("d")
         self.duplicates = 0
+        self.conflicts: dict[int, tuple[float, ...]] = {}
         for t, v in ordered:
             if self.ts and self.ts[-1] == t:
                 self.duplicates += 1
+                seen = self.conflicts.get(t, (self.values[-1],))
+                if v not in seen:
+                    self.conflicts[t] = (*seen, v)
                 continue
             self.ts.append(t)
             self.values.append(v)

@@ -1,5 +1,10 @@
 """A point-in-time view of the market as the domain needs it: prices, per-venue perp marks, LST oracle
-rates and AAVE indexes. Built by the actors from market data; pure values here."""
+rates and AAVE indexes. Built by the actors from market data; pure values here.
+
+`prices_usd` holds one valuation reference per asset (for ETH a liquid CEX spot standing in for the perps'
+index: see `daemon.data.bars.ETH_REFERENCE`); every holding is valued at it, the perps at their own venue's mark
+on top (the difference is `basis_pnl`). Where a trade executes at another price (a DEX pool's, `dex_prices` on
+the board) the gap to the reference is that trade's cost, never a revaluation of the book."""
 
 from __future__ import annotations
 
@@ -35,11 +40,13 @@ class MarketBoard:
     def __init__(self) -> None:
         self.ts_ns = 0
         self.prices: dict[str, Decimal] = {}
+        self.dex_prices: dict[str, Decimal] = {}  # asset → USD price in the DEX pool the chain swaps in
         self.marks: dict[tuple[str, str], Decimal] = {}
         self.lst: dict[str, Decimal] = {}
         self.supply: dict[str, Decimal] = {"WETH": ONE}
         self.borrow: dict[str, Decimal] = {}
         self.gas_gwei: Decimal | None = None
+        self.funding: dict[tuple[str, str], Decimal] = {}  # (venue, asset) → the rate last reported (the report's)
         self.updated_ns: dict[str, int] = {}  # series → ts_event of its last update (for staleness)
 
     def update(self, message: object) -> None:
@@ -48,6 +55,8 @@ class MarketBoard:
             asset = symbol[:-4]
             if kind == "Perp":
                 self.marks[(venue, asset)] = message.price
+            elif kind == "Dex":
+                self.dex_prices[asset] = message.price  # an execution price only: never a valuation
             else:
                 self.prices[asset] = message.price
             key: str = message.instrument_id
@@ -59,6 +68,8 @@ class MarketBoard:
             self.borrow[message.reserve] = message.borrow_index
             key = f"aave:{message.reserve}"
         elif isinstance(message, FundingRateReported):
+            venue, _, symbol = message.instrument_id.split(":")
+            self.funding[(venue, symbol[:-4])] = message.rate
             key = f"funding:{message.instrument_id}"
         elif isinstance(message, GasPriceReported):
             self.gas_gwei = message.gwei
@@ -69,6 +80,10 @@ class MarketBoard:
         self.ts_ns = max(self.ts_ns, ts)
         self.updated_ns[key] = ts
 
+    def dex_price(self, asset: str) -> Decimal | None:
+        """The price a DEX swap of `asset` executes at: the pool's, else the reference (a source with one price)."""
+        return self.dex_prices.get(asset, self.prices.get(asset))
+
     def ages_s(self) -> dict[str, Decimal]:
         """Each series' age in market time: how far behind the freshest update it is. Measured against the
         market rather than the wall clock, so it flags a feed that stopped, whatever the replay speed."""
@@ -76,7 +91,7 @@ class MarketBoard:
 
     def state(self) -> MarketState:
         return MarketState(self.ts_ns, dict(self.prices), dict(self.marks), dict(self.lst), dict(self.supply),
-                           dict(self.borrow))
+                           dict(self.borrow), dict(self.funding))
 
 
 class MissingMarketData(LookupError):
@@ -91,6 +106,8 @@ class MarketState:
     lst_rates: Mapping[str, Decimal] = field(default_factory=dict)  # "weETH" → ETH per weETH (quote per base)
     liquidity_index: Mapping[str, Decimal] = field(default_factory=dict)  # reserve → L (ray / 1e27)
     borrow_index: Mapping[str, Decimal] = field(default_factory=dict)  # reserve → B (ray / 1e27)
+    # (venue, asset) → the funding rate last reported (settled): what the backtest's report charts per venue
+    funding_rates: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)
 
     def price_usd(self, asset: str) -> Decimal:
         if asset in STABLECOINS:

@@ -151,6 +151,9 @@ class SubmitOrder:
     reason: str
     ts_event: int
     ts_recv: int
+    # The worst price the order may fill at (fill-or-kill beyond it: the venue refuses the whole order), set by
+    # execution from the slippage cap (risk.max_slippage_bps); None: a plain market order.
+    limit_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,9 @@
   the oracle drop that would bring HF to 1.
 * Delta drift as a fraction of hedge notional (warn 2 %, act 5 %, §8 #15); mark divergence between venues
   (flag 0.5 %, alert 1 %); stale data.
-* A drawdown circuit breaker that latches (3 % close the worst half, 4 % close all, 5 % close all and stop
-  trading), and trailing stops for directional positions.
+* A drawdown circuit breaker that latches and acts (seed 003's levels for a hedged book: 3 % unwinds half of
+  every leg, 4 % half of what is left, 5 % everything and trading halts), with a daily loss limit beside the
+  peak-to-trough measure; and trailing stops for directional positions.
 
 The nearer solvency risk (CEX margin or AAVE health, by distance to liquidation) is reported first; delta
 comes last (§8 #1). In REDUCING, `order_allowed` lets through only orders that shrink a position.
@@ -154,54 +155,170 @@ def stale_series(ages_s: dict[str, Decimal], limits: RiskLimits) -> tuple[str, .
 
 # --- drawdown circuit breaker --------------------------------------------------------------------------
 
+DAY_NS = 86_400 * 1_000_000_000
+
 
 class DrawdownAction(IntEnum):
+    """The breaker's levels (seed 003's three, for a hedged book). Each acts once per trip and latches."""
+
     NONE = 0
-    CLOSE_WORST_HALF = 1
-    CLOSE_ALL = 2
-    CLOSE_ALL_AND_HALT = 3
+    REDUCE = 1  # no new exposure; unwind `reduce_unwind_fraction` of every leg
+    CLOSE_PART = 2  # unwind `close_unwind_fraction` of what is left
+    FLATTEN_AND_HALT = 3  # unwind everything, and trading halts until `basisd resume`
+
+
+# Names an older daemon persisted (its levels did not unwind): a tripped breaker restored from them keeps its level.
+_LEGACY_ACTIONS = {"CLOSE_WORST_HALF": DrawdownAction.REDUCE, "CLOSE_ALL": DrawdownAction.CLOSE_PART,
+                   "CLOSE_ALL_AND_HALT": DrawdownAction.FLATTEN_AND_HALT}
+
+
+# The breaker's settings (the `risk:` keys drawdown_*_fraction, drawdown_*_unwind_fraction, daily_loss_limit_fraction).
+BREAKER_SETTINGS = ("reduce_fraction", "close_fraction", "halt_fraction", "reduce_unwind_fraction",
+                    "close_unwind_fraction", "daily_loss_fraction")
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerAction:
+    """What a trip asks for: unwind `unwind_fraction` of the book held now (1: all of it)."""
+
+    level: DrawdownAction
+    unwind_fraction: Decimal
+    drawdown: Decimal  # peak to now, when it tripped
+    daily_loss: Decimal  # the UTC day's first NAV to now
+    ts_ns: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class DrawdownBreaker:
-    """Peak-to-current NAV drawdown with latching levels; a frozen value the caller persists and restores."""
+    """Peak-to-current NAV drawdown, and the loss since the UTC day's first NAV, with latching levels; a frozen
+    value the caller persists and restores.
+
+    Seed 003's breaker closes the worst half at 3 %, everything at 4 %, everything and stops at 5 %. A hedged book
+    has no worst leg (closing the shorts alone would leave the long naked), so each level unwinds every leg pro
+    rata: level 1 `reduce_unwind_fraction` of the book, level 2 `close_unwind_fraction` of what is left, level 3
+    all of it, and trading halts. (The issue asks for reduce, close part, then flatten: with the seed's close-all at
+    level 2 the third level would have nothing left to act on; `close_unwind_fraction = 1` gives the seed's.)
+
+    The daily loss limit trips level 1 too: a loss that fast in a neutral book is a broken hedge, not noise. A
+    day's loss never exceeds the drawdown from the peak (the peak is at least the day's first NAV), so the limit
+    only adds protection below `reduce_fraction`. Its measure starts afresh each UTC day; what it tripped stays
+    tripped until an operator resumes, like every level.
+    """
 
     reduce_fraction: Decimal = Decimal("0.03")
     close_fraction: Decimal = Decimal("0.04")
     halt_fraction: Decimal = Decimal("0.05")
     peak_nav: Decimal = ZERO
     tripped: DrawdownAction = DrawdownAction.NONE
+    reduce_unwind_fraction: Decimal = Decimal("0.5")
+    close_unwind_fraction: Decimal = Decimal("0.5")
+    daily_loss_fraction: Decimal = Decimal("0.02")
+    day: int = -1  # UTC day (days since the epoch) of `day_open_nav`
+    day_open_nav: Decimal = ZERO
+    # What the breaker's own unwinds cost (swap fees on the gross collateral, taker fees): added back to the NAV it
+    # measures. A level's unwind is not further evidence of loss; counted, a 50 % unwind of a leveraged LST book
+    # (about 1 % of NAV) would trip the next level by itself and cascade to a full flatten on one shock.
+    excluded_costs: Decimal = ZERO
 
-    def observe(self, nav: Decimal) -> DrawdownBreaker:
-        """The breaker after seeing `nav` (in the share class's currency, net of flows)."""
-        peak = max(self.peak_nav, nav)
-        drawdown = (peak - nav) / peak if peak > 0 else ZERO
+    def configured(self, *values: Decimal) -> DrawdownBreaker:
+        """The breaker with its settings (`BREAKER_SETTINGS`, in that order; fewer: the first ones) replaced, its
+        state — peak, level, day — kept."""
+        return replace(self, **dict(zip(BREAKER_SETTINGS, values, strict=False)))  # type: ignore[arg-type]
+
+    def settings(self) -> tuple[Decimal, ...]:
+        return tuple(getattr(self, name) for name in BREAKER_SETTINGS)
+
+    def observe(self, nav: Decimal, ts_ns: int | None = None) -> DrawdownBreaker:
+        """The breaker after seeing `nav` (in the share class's currency, net of flows) at market time `ts_ns`
+        (None: the daily measure is not moved)."""
+        return self.step(nav, ts_ns)[0]
+
+    def step(self, nav: Decimal, ts_ns: int | None = None) -> tuple[DrawdownBreaker, BreakerAction | None]:
+        """The breaker after seeing `nav`, and the action due if it tripped further than it had (the highest new
+        level only: it does what the levels it passed would have done one by one)."""
+        measured = nav + self.excluded_costs
+        peak = max(self.peak_nav, measured)
+        day, day_open = self.day, self.day_open_nav
+        if ts_ns is not None and ts_ns // DAY_NS != day:
+            day, day_open = ts_ns // DAY_NS, measured
+        after = replace(self, peak_nav=peak, day=day, day_open_nav=day_open)
+        drawdown, daily = after.drawdown(nav), after.daily_loss(nav)
         if drawdown >= self.halt_fraction:
-            level = DrawdownAction.CLOSE_ALL_AND_HALT
+            level = DrawdownAction.FLATTEN_AND_HALT
         elif drawdown >= self.close_fraction:
-            level = DrawdownAction.CLOSE_ALL
-        elif drawdown >= self.reduce_fraction:
-            level = DrawdownAction.CLOSE_WORST_HALF
+            level = DrawdownAction.CLOSE_PART
+        elif drawdown >= self.reduce_fraction or daily >= self.daily_loss_fraction:
+            level = DrawdownAction.REDUCE
         else:
             level = DrawdownAction.NONE
-        return replace(self, peak_nav=peak, tripped=max(self.tripped, level))  # latches until reset
+        after = replace(after, tripped=max(self.tripped, level))  # latches until reset
+        if after.tripped <= self.tripped:
+            return after, None
+        why = []
+        if drawdown >= self.reduce_fraction:
+            why.append(f"drawdown {drawdown:.2%} from the peak of {peak:.2f}")
+        if daily >= self.daily_loss_fraction and level is DrawdownAction.REDUCE:
+            why.append(f"loss {daily:.2%} since the day's first NAV of {day_open:.2f} (limit "
+                       f"{self.daily_loss_fraction:.2%})")
+        fraction = after.unwind_fraction(self.tripped)
+        reason = (f"drawdown breaker level {int(after.tripped)} ({after.tripped.name.lower()}): {' and '.join(why)}; "
+                  f"unwinding {fraction:.0%} of the book" + (", then halted" if level is DrawdownAction.FLATTEN_AND_HALT
+                                                             else ", no new exposure"))
+        return after, BreakerAction(after.tripped, fraction, drawdown, daily, ts_ns or 0, reason)
+
+    def unwind_fraction(self, since: DrawdownAction) -> Decimal:
+        """Share of the book to unwind now that the breaker is at `tripped`, having acted up to `since`: the
+        product of the levels' own remainders, so a jump past a level unwinds what both would have."""
+        if self.tripped is DrawdownAction.FLATTEN_AND_HALT:
+            return ONE
+        left = ONE
+        if since < DrawdownAction.REDUCE <= self.tripped:
+            left *= ONE - self.reduce_unwind_fraction
+        if since < DrawdownAction.CLOSE_PART <= self.tripped:
+            left *= ONE - self.close_unwind_fraction
+        return ONE - left
 
     def drawdown(self, nav: Decimal) -> Decimal:
-        return (self.peak_nav - nav) / self.peak_nav if self.peak_nav > 0 else ZERO
+        """From the peak to `nav`, the breaker's own unwind costs excluded."""
+        measured = nav + self.excluded_costs
+        return (self.peak_nav - measured) / self.peak_nav if self.peak_nav > 0 else ZERO
+
+    def daily_loss(self, nav: Decimal) -> Decimal:
+        """Loss since the UTC day's first NAV, as a fraction of it (0 on a gain), unwind costs excluded."""
+        measured = nav + self.excluded_costs
+        return max(ZERO, (self.day_open_nav - measured) / self.day_open_nav) if self.day_open_nav > 0 else ZERO
+
+    def exclude(self, cost: Decimal) -> DrawdownBreaker:
+        """The breaker after one of its unwinds settled, having cost `cost` (share class's currency)."""
+        return replace(self, excluded_costs=self.excluded_costs + max(ZERO, cost))
 
     def reset(self, nav: Decimal) -> DrawdownBreaker:
-        """An operator's decision: re-arm from the current NAV."""
-        return replace(self, peak_nav=nav, tripped=DrawdownAction.NONE)
+        """An operator's decision: re-arm from the current NAV (the day's loss so far is accepted too)."""
+        return replace(self, peak_nav=nav, tripped=DrawdownAction.NONE, day_open_nav=nav, excluded_costs=ZERO)
 
     def to_dict(self) -> dict[str, str]:
         return {"peak_nav": str(self.peak_nav), "tripped": self.tripped.name,
                 "reduce_fraction": str(self.reduce_fraction), "close_fraction": str(self.close_fraction),
-                "halt_fraction": str(self.halt_fraction)}
+                "halt_fraction": str(self.halt_fraction), "reduce_unwind_fraction": str(self.reduce_unwind_fraction),
+                "close_unwind_fraction": str(self.close_unwind_fraction),
+                "daily_loss_fraction": str(self.daily_loss_fraction), "day": str(self.day),
+                "day_open_nav": str(self.day_open_nav), "excluded_costs": str(self.excluded_costs)}
 
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> DrawdownBreaker:
+        """As `to_dict` wrote it; an older daemon's record (three levels that did not unwind) keeps its peak and
+        level, and takes the defaults for what it lacked."""
+        name = data["tripped"]
+        tripped = _LEGACY_ACTIONS[name] if name in _LEGACY_ACTIONS else DrawdownAction[name]
+        default = cls()
         return cls(Decimal(data["reduce_fraction"]), Decimal(data["close_fraction"]), Decimal(data["halt_fraction"]),
-                   Decimal(data["peak_nav"]), DrawdownAction[data["tripped"]])
+                   Decimal(data["peak_nav"]), tripped,
+                   Decimal(data.get("reduce_unwind_fraction", str(default.reduce_unwind_fraction))),
+                   Decimal(data.get("close_unwind_fraction", str(default.close_unwind_fraction))),
+                   Decimal(data.get("daily_loss_fraction", str(default.daily_loss_fraction))),
+                   int(data.get("day", "-1")), Decimal(data.get("day_open_nav", "0")),
+                   Decimal(data.get("excluded_costs", "0")))
 
 
 # --- trailing stop --------------------------------------------------------------------------------------
@@ -231,7 +348,7 @@ class TrailingStop:
 def trading_state(solvency: Level, breaker: DrawdownAction, operator_halted: bool,
                   stale: bool = False) -> TradingState:
     """Stale data means no new exposure: decisions on prices that stopped moving are guesses."""
-    if operator_halted or breaker is DrawdownAction.CLOSE_ALL_AND_HALT:
+    if operator_halted or breaker is DrawdownAction.FLATTEN_AND_HALT:
         return TradingState.HALTED
     if breaker > DrawdownAction.NONE or solvency >= Level.URGENT or stale:
         return TradingState.REDUCING

@@ -5,6 +5,17 @@ an ordered list of instructions, each a sequence of steps with the executor that
 Priorities follow DOMAIN §8 #1: solvency risks first, the one nearer liquidation (CEX margin or AAVE health)
 before the other, delta last. A USDT share class always hedges the ETH it holds; an ETH share class never
 does (ETH is its benchmark). In REDUCING only instructions that reduce exposure are produced.
+
+Delta neutrality (issue 11 §1). The delta the strategy hedges is the book's (`held_delta`, equal to the wei to
+`daemon.domain.neutrality.book_delta`, which the report and the metrics show): every holding of the asset —
+wallet ETH (rewards sold for ETH, gas debt), free LST and AAVE collateral at the oracle rate, AAVE debt, spot on
+the venues, perps, whatever else the ledger holds — against the share class. It is rebalanced whenever
+|delta| / hedge leaves the band `rebalance_band` — the mode's `position_deviation_threshold`, never wider than
+the risk's `delta_act_fraction` — and then traded back to the target (delta 0), not to the band's edge: the
+hysteresis between acting at the band and stopping at 0 is what keeps it from trading every hour, and staking
+accrual (the LST's rate and the borrow index move AAVE net ETH every hour) then costs one small perp order per
+band's worth of drift. An order below the minimum is folded into another venue's, or waits until the drift
+makes it worth one.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from enum import StrEnum
 
 from daemon.domain.aave import atomic_entry, repay_to_target_ltv
 from daemon.domain.messages import TradingState
+from daemon.domain.neutrality import benchmark_holding, drift
 from daemon.domain.risk import Level, MarginReading, RiskLimits, aave_reading, margin_reading, solvency_priorities
 
 ZERO = Decimal(0)
@@ -80,6 +92,9 @@ class ModeSpec:
     spot_venue: str | None = "binance"
     lst: str = "weETH"
     staking_venue: str = "etherfi"  # the venue that mints and redeems `lst` (etherfi: weETH, lido: wstETH)
+    # USDT a venue keeps of each withdrawal to the wallet (its `withdrawal_fee`): an entry that moves capital
+    # between venues plans with it, so no withdrawal is refused for not covering its fee.
+    withdrawal_fees_usdt: Mapping[str, Decimal] = field(default_factory=dict)
     unwind: str = "fast"
     gas_reserve: Decimal = ZERO  # ETH kept in the wallet for gas (ETH share class, which has no gas debt)
     leverage: str = "atomic"  # "atomic" (flash loan) | "sequential" (round after round, DOMAIN §3)
@@ -118,6 +133,10 @@ class StrategyView:
     wallet_usdt: Decimal
     venues: Mapping[str, VenueView] = field(default_factory=dict)
     trading: TradingState = TradingState.ACTIVE
+    # The asset held where the fields above do not look — another LST, spot on a venue outside `venues`, a
+    # transfer in transit — in its units: `strategy_view` sets it from the ledger, so that `held_delta` is the
+    # book's delta (`neutrality.book_delta`) to the last digit, not a second opinion of it.
+    asset_elsewhere: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +157,8 @@ class Gaps:
     margin_deficit_usd: Decimal
     critical_venue: str | None
     short_gaps: Mapping[str, Decimal]
+    delta: Decimal = ZERO  # the book's delta against the share class, in the asset (`held_delta`)
+    drift: Decimal | None = None  # |delta| / hedge notional (None: no hedge to drift from), neutrality.drift
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +228,8 @@ def decide(change: Change, spec: ModeSpec, view: StrategyView, amount: Decimal =
     if change in (Change.INITIAL_SETUP, Change.DEPOSIT):
         amount = view.equity if change is Change.INITIAL_SETUP else amount
         entry_hold = _entry_hold(spec, view, amount)
-        instructions = [] if entry_hold else _entry(spec, view, amount)
+        instructions = [] if entry_hold else \
+            _entry(spec, view, amount, net_venues=change is Change.INITIAL_SETUP)
     elif change is Change.WITHDRAWAL:
         instructions = _exit(spec, view, amount / view.equity if view.equity else ONE)
     elif change is Change.UNWIND:
@@ -264,24 +286,71 @@ def _entry_hold(spec: ModeSpec, view: StrategyView, amount: Decimal) -> str:
     return ""
 
 
+# --- the delta -----------------------------------------------------------------------------------------
+
+
+def delta_asset(spec: ModeSpec) -> str:
+    """The asset whose delta the mode measures: its own (ETH, BTC); ETH for USDT lending (the gas money)."""
+    return spec.asset if spec.asset in ("ETH", "BTC") else "ETH"
+
+
+def _usd_collateral(spec: ModeSpec) -> bool:
+    return spec.name == "pure_lending" and spec.share_class == "USDT"  # the view's collateral is USD
+
+
+def listed_holdings(spec: ModeSpec, view: StrategyView) -> Decimal:
+    """The asset held in the view's own fields, perps excluded: wallet, free LST and AAVE net at the oracle
+    (ETH only), spot on the venues. `held_delta` adds `asset_elsewhere` and the perps."""
+    eth = delta_asset(spec) == "ETH"
+    onchain = view.wallet_asset
+    if eth:
+        onchain += view.wallet_lst * view.lst_rate
+        if not _usd_collateral(spec):
+            onchain += view.aave_collateral - view.aave_debt
+    return onchain + sum((v.spot for v in view.venues.values()), ZERO)
+
+
+def unhedged_holdings(spec: ModeSpec, view: StrategyView) -> Decimal:
+    """What the perps must offset: every holding of the asset but the perps, against the share class."""
+    return listed_holdings(spec, view) + view.asset_elsewhere - \
+        benchmark_holding(spec.share_class, delta_asset(spec), view.equity)
+
+
+def held_delta(spec: ModeSpec, view: StrategyView) -> Decimal:
+    """The book's delta against the share class, in the asset: + long (shorts must grow), − short."""
+    return unhedged_holdings(spec, view) + sum((v.perp_size for v in view.venues.values()), ZERO)
+
+
+def hedge_notional_usd(view: StrategyView) -> Decimal:
+    return sum((abs(v.perp_size) * v.mark for v in view.venues.values()), ZERO)
+
+
+def rebalance_band(spec: ModeSpec, limits: RiskLimits) -> Decimal:
+    """The drift (|delta| / hedge notional) above which the delta is traded back to 0: the mode's
+    `position_deviation_threshold`, capped at the risk's act level — the strategy must have acted by the time
+    the risk says the book is no longer neutral."""
+    return min(spec.deviation_threshold, limits.delta_act_fraction)
+
+
 def _gaps(spec: ModeSpec, view: StrategyView, desired: DesiredState, limits: RiskLimits) -> Gaps:
     ltv = view.aave_debt / view.aave_collateral if view.aave_collateral else ZERO
-    long_leg = view.aave_collateral - view.aave_debt + view.wallet_lst * view.lst_rate + \
-        sum((v.spot for v in view.venues.values()), ZERO)
-    shorts = sum((v.perp_size for v in view.venues.values()), ZERO)
+    long_leg = unhedged_holdings(spec, view)
+    delta = held_delta(spec, view)
     # Net delta +x (long) means shorts must grow by x; −x means they must shrink (the seed's sign, §8 #17).
-    delta_gap = -(long_leg + shorts) if spec.hedged else ZERO
+    delta_gap = -delta if spec.hedged else ZERO
     deficits = {venue: _margin_deficit(v, spec.margin_ratio_target) for venue, v in view.venues.items()
                 if _margin(venue, v, limits).level >= Level.WARNING}
     critical = max(deficits, key=lambda k: deficits[k]) if deficits else None
     short_gaps = {venue: target - view.venues.get(venue, VenueView(ZERO, ZERO, ZERO, ZERO, ZERO)).perp_size
                   for venue, target in hedge_targets(spec, long_leg).items()}
     return Gaps(ltv - spec.target_ltv if spec.borrowing else ZERO, delta_gap,
-                deficits.get(critical, ZERO) if critical else ZERO, critical, short_gaps)
+                deficits.get(critical, ZERO) if critical else ZERO, critical, short_gaps, delta,
+                drift(delta, view.price_usd, hedge_notional_usd(view), spec.hedged))
 
 
 def hedge_targets(spec: ModeSpec, long_leg: Decimal) -> dict[str, Decimal]:
-    """Shorts that hedge the long leg actually held (−AAVE net ETH − free LST − spot, split by weight).
+    """Shorts that hedge the long leg actually held (`unhedged_holdings`: AAVE net ETH, free LST, spot, wallet
+    ETH, against the share class), split by weight.
 
     Not the entry's a·E/P: once in, the hedge follows the ETH held, which drifts with yields, fees and
     margin top-ups, while E/P moves with the price of ETH itself (DOMAIN §4).
@@ -317,7 +386,8 @@ def add_margin_to_cex(spec: ModeSpec, view: StrategyView, venue: str, amount_usd
         p = min(ONE, eth / equity) if equity > 0 else ZERO
         first = Step(1, "ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC, "aave_v3",
                      {"amount_usd": amount_usd, "repay_eth": p * view.aave_debt,
-                      "withdraw_eth": p * view.aave_collateral, "mode": "atomic", "unwind_mode": spec.unwind}) \
+                      "withdraw_eth": p * view.aave_collateral, "mode": "atomic", "unwind_mode": spec.unwind,
+                      "free_eth": p * equity}) \
             if spec.leverage == "atomic" else \
             Step(1, "SEQUENTIAL_DELEVERAGE_AAVE", Executor.AAVE, "aave_v3",
                  {"amount_usd": amount_usd, "repay_eth": p * view.aave_debt,
@@ -382,26 +452,71 @@ def _increase_ltv(spec: ModeSpec, view: StrategyView) -> Instruction | None:
     return Instruction(0, "INCREASE_LTV", "aave_v3", x * view.price_usd, (step,), False, "LTV below target")
 
 
+def hedge_orders(spec: ModeSpec, view: StrategyView, gaps: Gaps, limits: RiskLimits) -> dict[str, Decimal]:
+    """Signed perp changes per venue (negative: short more) that take the delta back to 0.
+
+    Each venue moves toward its weight's share of the hedge (`gaps.short_gaps`, which add up to the delta gap),
+    except that no short grows on a venue whose margin is at WARNING or worse, and no reduction goes past flat:
+    what a venue cannot take goes to the venues that can, by weight, so the book is still hedged in full.
+    Pieces below the minimum order join the largest order (or, when every piece is small, go to one venue
+    together), so a drift made of many small pieces is still corrected once it is worth an order.
+    """
+    price, minimum = view.price_usd, spec.min_order_usd
+
+    def held(venue: str) -> Decimal:  # the short held, as a positive size (0 without one)
+        return max(ZERO, -(view.venues[venue].perp_size if venue in view.venues else ZERO))
+
+    def may_grow(venue: str) -> bool:
+        return spec.hedge_weights.get(venue, ZERO) > 0 and not (
+            venue in view.venues and _margin(venue, view.venues[venue], limits).level >= Level.WARNING)
+
+    changes = {v: (min(g, held(v)) if g > 0 else g) for v, g in gaps.short_gaps.items() if g > 0 or may_grow(v)}
+    left = gaps.delta_gap - sum(changes.values(), ZERO)
+    if left < 0:  # more short than the allowed moves give: the venues that may grow take it, by weight
+        takers = [v for v in spec.hedge_weights if may_grow(v)]
+    else:  # less short: the venues with a short left to reduce give it, by weight
+        takers = [v for v in spec.hedge_weights if held(v) - changes.get(v, ZERO) > 0]
+    weight = sum((spec.hedge_weights[v] for v in takers), ZERO)
+    if left and weight:
+        for v in takers:
+            change = changes.get(v, ZERO) + left * spec.hedge_weights[v] / weight
+            changes[v] = min(change, held(v)) if change > 0 else change
+    orders = {v: c for v, c in changes.items() if _qty(abs(c)) * price >= minimum}
+    small = sum((c for v, c in changes.items() if v not in orders), ZERO)
+    if orders and small:
+        largest = max(orders, key=lambda v: abs(orders[v]))
+        merged = orders[largest] + small
+        if (merged > 0) == (orders[largest] > 0) and merged <= held(largest):
+            orders[largest] = merged
+    elif small and _qty(abs(small)) * price >= minimum:
+        able = [v for v in spec.hedge_weights if (may_grow(v) if small < 0 else held(v) >= small)]
+        if able:
+            orders[max(able, key=lambda v: spec.hedge_weights[v])] = small
+    return {v: _qty(abs(c)) * (ONE if c > 0 else -ONE) for v, c in orders.items() if _qty(abs(c)) > 0}
+
+
 def _delta_adjust(spec: ModeSpec, view: StrategyView, gaps: Gaps, limits: RiskLimits) -> Instruction | None:
     steps: list[Step] = []
     reduces = True
-    for venue, gap in sorted(gaps.short_gaps.items()):
-        size = _qty(abs(gap))
-        if size * view.price_usd < spec.min_order_usd:
-            continue
+    for venue, change in sorted(hedge_orders(spec, view, gaps, limits).items()):
         current = view.venues[venue].perp_size if venue in view.venues else ZERO
-        shrinking = abs(current + gap) < abs(current)
-        if not shrinking and venue in view.venues and _margin(venue, view.venues[venue], limits).level >= Level.WARNING:
-            # Never grow a short on a venue whose margin is already thin: the hedge waits for the margin top-up
-            # (the delta stays out of band, so the next cycle tries again on fresh books).
-            continue
-        reduces = reduces and shrinking
-        action = "REDUCE_PERP_SHORT" if gap > 0 else "INCREASE_PERP_SHORT"
-        steps.append(Step(len(steps) + 1, action, Executor.CEX, venue, {"amount_eth": size}))
+        reduces = reduces and abs(current + change) < abs(current)
+        action = "REDUCE_PERP_SHORT" if change > 0 else "INCREASE_PERP_SHORT"
+        steps.append(Step(len(steps) + 1, action, Executor.CEX, venue, {"amount_eth": abs(change)}))
     if not steps:
         return None
     amount = sum((Decimal(str(s.params["amount_eth"])) for s in steps), ZERO) * view.price_usd
     return Instruction(0, "DELTA_ADJUST", "cex", amount, tuple(steps), reduces, "hedge drifted from target")
+
+
+def delta_out_of_band(spec: ModeSpec, view: StrategyView, gaps: Gaps, limits: RiskLimits) -> bool:
+    """Whether the delta is to be traded back to 0 now: its drift is above `rebalance_band`, or the book holds
+    a long worth an order with no perp at all to hedge it (perps lost to a liquidation, a failed entry)."""
+    if not spec.hedged:
+        return False
+    if gaps.drift is None:
+        return abs(gaps.delta) * view.price_usd >= spec.min_order_usd
+    return gaps.drift > rebalance_band(spec, limits)
 
 
 def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: Gaps,
@@ -422,7 +537,6 @@ def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: 
                 solvency.append((priority.distance_to_liquidation,
                                  add_margin_to_cex(spec, view, venue, deficit)))
     instructions = [i for _, i in solvency]  # already nearest-first
-    hedge = sum((abs(v.perp_size) for v in view.venues.values()), ZERO)
     # Delta last, and not in the same cycle as a solvency fix: a margin top-up or an LTV reduction changes the
     # legs the hedge targets are computed from, and a delta adjustment sized from the books before it would
     # partly undo it (grow back the short the top-up just shrank). The next cycle sizes it on fresh books.
@@ -432,15 +546,17 @@ def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: 
         lever = _increase_ltv(spec, view)
         if lever is not None:
             instructions.append(lever)
-    if spec.hedged and hedge and not solvency and abs(gaps.delta_gap) / hedge > spec.deviation_threshold:
+    if not solvency and delta_out_of_band(spec, view, gaps, limits):
         adjust = _delta_adjust(spec, view, gaps, limits)
         if adjust is not None:
             instructions.append(adjust)
     return instructions
 
 
-def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruction]:
-    """Initial setup or deposit of `amount` (share-class currency), per mode (ADR-6 sequence for USDT MN)."""
+def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal, net_venues: bool = True) -> list[Instruction]:
+    """Initial setup or deposit of `amount` (share-class currency), per mode (ADR-6 sequence for USDT MN).
+    `net_venues`: the capital is the whole book, part of it possibly on the venues already (an initial setup,
+    a re-entry after a flatten); False for a deposit, which arrives in the wallet beside margins in use."""
     if spec.share_class == "ETH":
         # Keep gas money back: an ETH share class pays gas from wallet ETH and cannot go into gas debt.
         amount = max(ZERO, amount - spec.gas_reserve)
@@ -463,9 +579,13 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruct
             add("ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3", equity_eth=amount,
                 supply_eth=d.aave_collateral, borrow_eth=d.aave_debt, lst=spec.lst)
     else:
-        long_eth = d.spot if spec.name.endswith("_basis") else sum((-s for s in d.shorts.values()), ZERO)
         spot_venue = spec.spot_venue or "binance"
-        _fund_venues(add, view, d, spot_venue, long_eth * price)
+        # A deposit arrives in the wallet: nothing on the venues is netted against it (their USDT is margin).
+        d, moves = _funded_entry(spec, view, amount, spot_venue) if net_venues else \
+            (d, _venue_moves(spec, {}, _wanted_usdt(d, spot_venue, _long_leg(spec, d) * price))[0])
+        long_eth = _long_leg(spec, d)
+        for action, venue, usd in moves:
+            add(action, Executor.WALLET, venue, amount_usd=usd)
         add("BUY_SPOT", Executor.CEX, spot_venue, amount=long_eth, asset=spec.asset)
         for venue, size in sorted(d.shorts.items()):
             add("OPEN_PERP_SHORT", Executor.CEX, venue, amount=-size, asset=spec.asset)
@@ -484,23 +604,58 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal) -> list[Instruct
                         tuple(steps), False, "entry")]
 
 
-def _fund_venues(add: Callable[..., None], view: StrategyView, d: DesiredState, spot_venue: str,
-                 spot_usd: Decimal) -> None:
-    """USDT moves so that each venue holds its margin (and the spot venue the price of the long leg too).
-    Netted against what the venues already hold: after a flatten the capital sits on the venues, not in the
-    wallet, and a transfer of the full amount from the wallet would be refused. Surpluses come back to the
-    wallet first, so that the transfers after them are funded."""
+def _long_leg(spec: ModeSpec, d: DesiredState) -> Decimal:
+    """The asset the entry buys spot: the basis modes' spot leg, or what the shorts hedge (lot-rounded)."""
+    return d.spot if spec.name.endswith("_basis") else sum((-s for s in d.shorts.values()), ZERO)
+
+
+def _wanted_usdt(d: DesiredState, spot_venue: str, spot_usd: Decimal) -> dict[str, Decimal]:
+    """USDT each venue must hold for the entry: its margin, and on the spot venue the price of the long leg."""
     wanted = {venue: d.margin_usd.get(venue, ZERO) for venue in d.shorts}
     wanted[spot_venue] = wanted.get(spot_venue, ZERO) + spot_usd
-    held = {venue: v.usdt for venue, v in view.venues.items()}
+    return wanted
+
+
+def _venue_moves(spec: ModeSpec, held: Mapping[str, Decimal], wanted: Mapping[str, Decimal]
+                 ) -> tuple[list[tuple[str, str, Decimal]], Decimal]:
+    """The USDT moves that make each venue hold what it wants, netted against what it holds, and the capital
+    they leave unusable: withdrawal fees, and surpluses left in place because, after the venue's fee, they
+    would be less than a minimum order (a withdrawal that does not cover its fee is refused). Surpluses come
+    back to the wallet first, so that the transfers after them are funded."""
+    moves: list[tuple[str, str, Decimal]] = []
+    lost = ZERO
     for venue in sorted(held):
         surplus = held[venue] - wanted.get(venue, ZERO)
-        if surplus > 0:
-            add("WITHDRAW_USDT_TO_WALLET", Executor.WALLET, venue, amount_usd=surplus)
+        if surplus <= 0:
+            continue
+        fee = spec.withdrawal_fees_usdt.get(venue, ZERO)
+        if surplus - fee < spec.min_order_usd:
+            lost += surplus  # stays on the venue as extra margin
+        else:
+            moves.append(("WITHDRAW_USDT_TO_WALLET", venue, surplus))
+            lost += fee
     for venue in sorted(wanted):
         shortfall = wanted[venue] - held.get(venue, ZERO)
         if shortfall > 0:
-            add("TRANSFER_USDT_TO_CEX", Executor.WALLET, venue, amount_usd=shortfall)
+            moves.append(("TRANSFER_USDT_TO_CEX", venue, shortfall))
+    return moves, lost
+
+
+def _funded_entry(spec: ModeSpec, view: StrategyView, amount: Decimal, spot_venue: str
+                  ) -> tuple[DesiredState, list[tuple[str, str, Decimal]]]:
+    """The entry's desired state and the USDT moves that fund it, from a book whose capital may sit partly on
+    the venues already (after a flatten). What the moves lose (fees, surpluses too small to withdraw) is taken
+    off the entry, or the last transfer would find the wallet short by it; iterated because a smaller entry
+    can turn a surplus left in place into one worth withdrawing."""
+    held = {venue: v.usdt for venue, v in view.venues.items()}
+    haircut = ZERO
+    for _ in range(4):
+        d = desired_state(spec, amount - haircut, view.price_usd)
+        moves, lost = _venue_moves(spec, held, _wanted_usdt(d, spot_venue, _long_leg(spec, d) * view.price_usd))
+        if lost <= haircut:
+            break
+        haircut = lost
+    return d, moves
 
 
 def _add_sequential_entry(add: Callable[..., None], spec: ModeSpec, equity_eth: Decimal, price: Decimal) -> None:
@@ -541,9 +696,10 @@ def _exit(spec: ModeSpec, view: StrategyView, fraction: Decimal) -> list[Instruc
         add("SWAP_ETH_TO_USDT", Executor.WALLET, "dex", amount_eth=eth_freed)
     for venue, v in sorted(view.venues.items()):
         if v.perp_size != 0:
+            # The mode's own asset (btc_basis holds BTC perps and spot): without it execution trades ETH.
             add("REDUCE_PERP_SHORT" if v.perp_size < 0 else "REDUCE_PERP_LONG", Executor.CEX, venue,
-                amount=_qty(abs(v.perp_size) * fraction))
+                amount=_qty(abs(v.perp_size) * fraction), asset=spec.asset)
         if v.spot > 0:
-            add("SELL_SPOT", Executor.CEX, venue, amount=_qty(v.spot * fraction))
+            add("SELL_SPOT", Executor.CEX, venue, amount=_qty(v.spot * fraction), asset=spec.asset)
     kind = "UNWIND" if fraction == ONE else "WITHDRAWAL"
     return [Instruction(0, kind, spec.name, view.equity * fraction, tuple(steps), True, kind.lower())] if steps else []

@@ -2,8 +2,10 @@
 
 Hourly bars of what the strategy modes read: ETH and BTC spot, ETH perp marks per venue (each with its own basis,
 never averaged), 8-hourly funding per venue, AAVE indexes (ray / 1e27, growing from realistic levels rather
-than from 1), the weETH/ETH oracle rate, and gas. The same seed always gives the same bars, so a replay is
-reproducible; values are quantized to Decimals with fixed exponents so that equality is exact.
+than from 1), the oracle rate of the LST the mode stakes (weETH or wstETH, each from its own realistic level), and
+gas. The same seed always gives the same bars, so a replay is reproducible; values are quantized to Decimals with
+fixed exponents so that equality is exact. The LST changes only its own two series, never the random draws, so a
+weETH and a wstETH run of one seed see the same ETH market.
 
 The dynamics are simple on purpose (log-normal ETH, mean-reverting basis and funding, constant-rate index
 growth): enough to exercise every actor, not a model of any real market.
@@ -41,6 +43,25 @@ class Shock:
 
 
 @dataclass(frozen=True, slots=True)
+class LstMarket:
+    """Where an LST's series start and how fast they grow: levels of 2024-06-01 from the recorded history
+    (AAVE's oracle and the reserve's liquidity index), so the synthetic market is not a different world."""
+
+    oracle_eth: float  # ETH per 1 LST
+    liquidity_index: float  # AAVE v3 supply index of the LST's reserve (ray / 1e27)
+    supply_apr: float  # AAVE supply APR of the reserve (an LST reserve is borrowed little: close to 0)
+    staking_apr: float  # the oracle's growth: the protocol's staking yield
+
+
+# weETH's entry is the values the synthetic market always had (so its runs are unchanged); wstETH's are the
+# recorded 2024-06-01 levels (oracle 1.16831, index 1.000543, supply APR ≈ 0.002 %; Lido's APR ≈ 2.9 %).
+LST_MARKETS: dict[str, LstMarket] = {
+    "weETH": LstMarket(oracle_eth=1.038160, liquidity_index=1.000041, supply_apr=0.001, staking_apr=0.028),
+    "wstETH": LstMarket(oracle_eth=1.168308, liquidity_index=1.000543, supply_apr=0.00002, staking_apr=0.029),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class SyntheticMarketSpec:
     seed: int
     start: datetime
@@ -51,14 +72,17 @@ class SyntheticMarketSpec:
     funding_mean_8h: float = 0.0001  # ≈ 11 % a year, the long-run average of ETH perps
     funding_vol_8h: float = 0.00015
     basis_vol: float = 0.0004
-    weeth_supply_apr: float = 0.001
     weth_borrow_apr: float = 0.025
     weth_supply_apr: float = 0.018
     usdt_supply_apr: float = 0.06
-    staking_apr: float = 0.028
     btc_start_usd: float = 68_000.0
     btc_vol_annual: float = 0.50
     shocks: tuple[Shock, ...] = ()
+    lst: str = "weETH"  # the LST whose oracle and AAVE index the bars carry (a key of LST_MARKETS)
+
+    def __post_init__(self) -> None:
+        if self.lst not in LST_MARKETS:
+            raise ValueError(f"no synthetic market for LST {self.lst!r} (known: {', '.join(sorted(LST_MARKETS))})")
 
 
 def generate(spec: SyntheticMarketSpec) -> Iterator[MarketBar]:
@@ -69,14 +93,15 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[MarketBar]:
     log_price = math.log(spec.eth_start_usd)
     basis = {v: rng.gauss(0.0, spec.basis_vol) for v in spec.venues}
     funding = {v: spec.funding_mean_8h for v in spec.venues}
+    lst = LST_MARKETS[spec.lst]
     grow = {
-        "weeth_l": 1.0 + spec.weeth_supply_apr / HOURS_PER_YEAR,
+        "lst_l": 1.0 + lst.supply_apr / HOURS_PER_YEAR,
         "weth_b": 1.0 + spec.weth_borrow_apr / HOURS_PER_YEAR,
         "weth_l": 1.0 + spec.weth_supply_apr / HOURS_PER_YEAR,
         "usdt_l": 1.0 + spec.usdt_supply_apr / HOURS_PER_YEAR,
-        "oracle": 1.0 + spec.staking_apr / HOURS_PER_YEAR,
+        "oracle": 1.0 + lst.staking_apr / HOURS_PER_YEAR,
     }
-    weeth_l, weth_b, usdt_l, oracle = 1.000041, 1.031774, 1.103620, 1.038160
+    lst_l, weth_b, usdt_l, oracle = lst.liquidity_index, 1.031774, 1.103620, lst.oracle_eth
     weth_l = 1.018086
     log_gas = math.log(6.0)
     # BTC draws from its own generator, so adding it left the ETH market of every seed exactly as it was.
@@ -89,7 +114,7 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[MarketBar]:
         ts_ns = start_ns + hour * NS_PER_HOUR
         if hour:
             log_price += rng.gauss(-0.5 * sigma_h * sigma_h, sigma_h)
-            weeth_l *= grow["weeth_l"]
+            lst_l *= grow["lst_l"]
             weth_b *= grow["weth_b"]
             weth_l *= grow["weth_l"]
             usdt_l *= grow["usdt_l"]
@@ -130,15 +155,16 @@ def generate(spec: SyntheticMarketSpec) -> Iterator[MarketBar]:
             eth_spot=_q(spot, _PRICE),
             perp_marks=tuple(marks),
             funding=rates,
-            weeth_liquidity_index=_q(weeth_l, _INDEX),
+            lst_liquidity_index=_q(lst_l, _INDEX),
             weth_borrow_index=_q(weth_b, _INDEX),
             usdt_liquidity_index=_q(usdt_l, _INDEX),
-            weeth_eth_oracle=_q(oracle, _INDEX),
+            lst_eth_oracle=_q(oracle, _INDEX),
             gas_gwei=_q(math.exp(log_gas), _GWEI),
             weth_liquidity_index=_q(weth_l, _INDEX),
             btc_spot=_q(btc, _PRICE),
             btc_perp_marks=tuple(btc_marks),
             btc_funding=btc_rates,
+            lst=spec.lst,
         )
 
 

@@ -84,7 +84,10 @@ class BarFeed:
         out: list[MarketData] = []
         spot_venue = next(iter(self._exchanges), "binance")
         self._observe_ranges(bar)
-        for asset, spot, perp_marks, funding in (("ETH", bar.eth_spot, bar.perp_marks, bar.funding),
+        # ETH is valued, and the exchanges' spot books fill, at the bar's reference price (a liquid CEX spot); the
+        # DEX pool's own price, where the chain swaps, is published beside it (`uniswap:Dex`).
+        reference = bar.eth_reference or bar.eth_spot
+        for asset, spot, perp_marks, funding in (("ETH", reference, bar.perp_marks, bar.funding),
                                                  ("BTC", bar.btc_spot, bar.btc_perp_marks, bar.btc_funding)):
             if not spot:
                 continue  # this source carries no such market
@@ -102,12 +105,16 @@ class BarFeed:
                 if venue in self._exchanges:
                     await self._exchanges[venue].settle_funding(rate, marks[venue], asset)
                 out.append(FundingRateReported(perp_instrument(venue, asset), rate, ts + 8 * NS_PER_HOUR, ts, now))
+        if bar.eth_spot:
+            out.append(PriceTicked(InstrumentId("uniswap:Dex:ETHUSDT"), bar.eth_spot, ts, now))
         for token, eth_per_token in bar.reward_prices_eth:
-            out.append(PriceTicked(InstrumentId(f"uniswap:Spot:{token}USDT"), eth_per_token * bar.eth_spot, ts, now))
-        out.append(ReserveIndexesReported("weETH", bar.weeth_liquidity_index, bar.weeth_liquidity_index, ts, now))
+            out.append(PriceTicked(InstrumentId(f"uniswap:Spot:{token}USDT"), eth_per_token * reference, ts, now))
+        # The LST the bar is for (the mode's own: weETH, wstETH): the chain stakes, supplies and values that one.
+        # AAVE's LST reserves are collateral only here, so the borrow index published is the supply index.
+        out.append(ReserveIndexesReported(bar.lst, bar.lst_liquidity_index, bar.lst_liquidity_index, ts, now))
         out.append(ReserveIndexesReported("WETH", bar.weth_liquidity_index, bar.weth_borrow_index, ts, now))
         out.append(ReserveIndexesReported("USDT", bar.usdt_liquidity_index, bar.usdt_liquidity_index, ts, now))
-        out.append(OracleRateReported("weETH/ETH", bar.weeth_eth_oracle, ts, now))
+        out.append(OracleRateReported(f"{bar.lst}/ETH", bar.lst_eth_oracle, ts, now))
         out.append(GasPriceReported(bar.gas_gwei, ts, now))
         if self._board is not None:
             for update in out:

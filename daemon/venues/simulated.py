@@ -1,9 +1,11 @@
 """A simulated exchange account with the same port as the live adapters.
 
 Market orders fill at once at the venue's own current mark (perps) or spot price, plus a linear slippage
-by notional and the venue's taker fee. Fills are published as `FillReport`s on the report channel, like a
-venue's private stream. Submission is idempotent on the client order id, so a resend after a restart can
-never fill twice.
+by notional and the venue's taker fee for the market traded (its perp schedule for perps, its spot schedule for
+spot: VIP 0, `configs/venues/*.yaml`). A withdrawal to the wallet pays the venue's fixed fee per withdrawal in the
+asset withdrawn (`withdrawal_fee`, taken by the chain's rail when it books the transfer). Fills are published as
+`FillReport`s on the report channel, like a venue's private stream. Submission is idempotent on the client order
+id, so a resend after a restart can never fill twice.
 
 The account is the venue's own (`daemon.venues.book`): an order the account cannot pay for is rejected, and
 after each new mark or funding settlement the account is checked against the venue's maintenance margin. An
@@ -16,6 +18,7 @@ liquidation is reported as one `BalancesChanged` (reason LIQUIDATION) carrying t
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from decimal import Decimal
 
 from daemon.bus import LosslessChannel
@@ -33,7 +36,7 @@ from daemon.domain.messages import (
     VenueReport,
 )
 from daemon.errors import RetryableVenueError
-from daemon.venues.book import record
+from daemon.venues.book import LiquidationEvent, Reading, record, worse
 
 BPS = Decimal("0.0001")
 ZERO = Decimal(0)
@@ -50,11 +53,15 @@ class SimulatedExchange:
         min_order_usd: Decimal = Decimal(10),
         maintenance_margin_ratio: Decimal = Decimal("0.10"),
         liquidation_fee_bps: Decimal = Decimal(125),
+        spot_taker_fee_bps: Decimal | None = None,
+        withdrawal_fees: Mapping[str, Decimal] | None = None,
     ) -> None:
         self.venue = VenueId(venue)
         self._clock = clock
         self._reports = reports
         self._taker_fee = taker_fee_bps * BPS
+        self._spot_taker_fee = (taker_fee_bps if spot_taker_fee_bps is None else spot_taker_fee_bps) * BPS
+        self._withdrawal_fees = dict(withdrawal_fees or {})
         self._slippage = slippage_bps_per_million_usd * BPS / Decimal(1_000_000)
         self._min_order_usd = min_order_usd
         self._prices: dict[tuple[str, str], Decimal] = {}  # ("Perp" | "Spot", asset) -> price
@@ -69,6 +76,8 @@ class SimulatedExchange:
         self.account_queries_time_out = False  # a drill: the reconciler cannot read this account
         self.reports_sent = 0  # fills and balance changes reported, for the reconciler's "have the books caught up"
         self.min_margin_ratio_intrabar: Decimal | None = None  # see observe_range
+        self.worst_margin_ratio: Reading | None = None  # at each check, before acting: see check_liquidation
+        self.liquidation_events: list[LiquidationEvent] = []
 
     def set_price(self, kind: str, price: Decimal, asset: str = "ETH") -> None:
         self._prices[(kind, asset)] = price
@@ -111,7 +120,15 @@ class SimulatedExchange:
         venue_order_id = VenueOrderId(f"{self.venue}-{n}")
         notional = quantity * price
         fill_price = (price * (1 + order.side.sign * self._slippage * notional)).quantize(Decimal("0.01"))
-        fee = (quantity * fill_price * self._taker_fee).quantize(Decimal("0.00000001"))
+        if order.limit_price is not None and order.side.sign * (fill_price - order.limit_price) > 0:
+            # A marketable limit, fill-or-kill (the slippage cap, daemon.domain.limits): no fill beyond the limit.
+            report = OrderStatusReport(self.venue, order.client_order_id, None, "rejected",
+                                       f"would fill at {fill_price}, beyond the limit price {order.limit_price:.2f} "
+                                       "(slippage cap)", now, now)
+            self._orders[order.client_order_id] = report
+            return report
+        rate = self._spot_taker_fee if kind == "Spot" else self._taker_fee
+        fee = (quantity * fill_price * rate).quantize(Decimal("0.00000001"))
         fill = FillReport(
             venue=self.venue, trade_id=TradeId(f"{self.venue}-t{n}"), client_order_id=order.client_order_id,
             venue_order_id=venue_order_id, instrument_id=order.instrument_id, side=order.side,
@@ -129,6 +146,10 @@ class SimulatedExchange:
         self.reports_sent += 1
         await self._reports.send(fill)
         return report
+
+    def withdrawal_fee(self, asset: str) -> Decimal:
+        """The venue's fee for one withdrawal of `asset` to the wallet, in `asset` (0 if none is configured)."""
+        return self._withdrawal_fees.get(asset, ZERO)
 
     def record_transfer(self, change: ChangeSet) -> None:
         """Record this account's side of a deposit or withdrawal (the chain calls it before reporting the
@@ -188,18 +209,27 @@ class SimulatedExchange:
         return self._prices[("Perp", perp_asset(instrument))]
 
     async def check_liquidation(self) -> bool:
-        """Liquidate the account if its equity is at or below the maintenance margin; True if it did."""
+        """Liquidate the account if its equity is at or below the maintenance margin; True if it did.
+
+        The margin ratio (equity / notional at the marks) is read first and the lowest kept with its time
+        (`worst_margin_ratio`): this is the price the venue acts on, before it liquidates and before the strategy
+        sees the bar and tops up."""
         equity, maintenance = self.margin()
+        now = self._clock.now_ns()
+        if maintenance:
+            self.worst_margin_ratio = worse(self.worst_margin_ratio, equity * self._maintenance / maintenance, now)
         if not maintenance or equity > maintenance:  # no open perp, or margin enough
             return False
         open_perps = self.book.open_perps(self.venue)
-        now = self._clock.now_ns()
         closes = tuple(PerpChange(self.venue, i, -p.quantity, self._mark(i)) for i, p in open_perps)
         notional = sum((abs(c.delta_qty) * c.price for c in closes), ZERO)
         # Closing at the marks leaves exactly `equity` in USDT; the fee comes out of it, the fund covers a deficit.
         settle = -min((notional * self._liquidation_fee).quantize(Decimal("0.00000001")), equity) if equity > 0 \
             else -equity
         self.liquidations += 1
+        self.liquidation_events.append(LiquidationEvent(self.venue, now, "margin_ratio",
+                                                        equity * self._maintenance / maintenance, notional,
+                                                        -settle, "USDT"))
         key = f"liquidation-{self.liquidations}-{now}"
         change = ChangeSet(Reason.LIQUIDATION, now, (TokenChange(self.venue, "USDT", settle),), closes, ref=key)
         self.book.apply(change)

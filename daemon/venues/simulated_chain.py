@@ -19,8 +19,10 @@ factor 50 %, or 100 % at HF ≤ 0.95, as AAVE v3 does), each call reported as on
 EtherFi rewards (ADR-18) are discrete events (`daemon.data.rewards`): the chain notes the wallet's
 eETH-equivalent holding (free and supplied weETH × the oracle rate) at every hour, and at each payout credits
 `per_eeth` × the hourly average over the event's period (KING_REWARD_DISTRIBUTION; the KING wrapper is
-credited as the token it holds). The tokens are then sold at once for ETH on a DEX at the hour's price less
-the swap fee, paying gas (SEASONAL_REWARDS_SOLD), so the strategy never carries EIGEN or ETHFI price risk.
+credited as the token it holds). The tokens are then sold at once, paying gas (SEASONAL_REWARDS_SOLD), for the
+share class's currency (seeds, DOMAIN): for ETH through the token's WETH pool, for USDT on through the WETH/USDT
+pool at its own price, each hop less the swap fee. So the strategy never carries EIGEN or ETHFI price risk, and
+a USDT class never gains unhedged ETH from its rewards.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.market import MarketBoard
 from daemon.domain.messages import AccountReport, BalancesChanged, VenueReport
 from daemon.errors import NonRetryableVenueError
-from daemon.venues.book import record
+from daemon.venues.book import LiquidationEvent, Reading, record, worse
 
 GAS_UNITS: dict[str, int] = {  # DOMAIN §3, from operation_gas_costs_summary
     "ATOMIC_ENTRY": 1_250_000, "ATOMIC_DELEVERAGE": 1_100_000, "STAKE": 150_000, "REDEEM_LST": 200_000,
@@ -65,6 +67,8 @@ class ExchangeAccount(Protocol):
 
     def record_transfer(self, change: ChangeSet) -> None: ...
 
+    def withdrawal_fee(self, asset: str) -> Decimal: ...
+
 
 class SimulatedChain:
     venue = VenueId("chain")
@@ -72,7 +76,7 @@ class SimulatedChain:
     def __init__(self, clock: Clock, board: MarketBoard, reports: LosslessChannel[VenueReport],
                  exchanges: Mapping[str, ExchangeAccount], lst: str = "weETH", swap_fee_bps: Decimal = Decimal(20),
                  aave: ReserveParams = EMODE_ETH_CORRELATED, gas_debt_allowed: bool = True,
-                 rewards: Sequence[RewardEvent] = ()) -> None:
+                 rewards: Sequence[RewardEvent] = (), currency: str = "ETH") -> None:
         self._clock = clock
         self._board = board
         self._reports = reports
@@ -84,9 +88,14 @@ class SimulatedChain:
         self.book = Ledger((), gas_debt_allowed=gas_debt_allowed)  # the chain's own record of the wallet
         self.transactions = 0
         self.liquidations = 0
+        self.worst_health_factor: Reading | None = None  # at each check, before acting: see check_liquidation
+        self.liquidation_events: list[LiquidationEvent] = []
         self._rewards = deque(sorted((e for e in rewards if e.token in ("EIGEN", "ETHFI")), key=lambda e: e.payout_ns))
         self._eeth_by_hour: dict[int, Decimal] = {}
         self.rewards_paid: dict[str, Decimal] = {}
+        if currency not in ("ETH", "USDT"):
+            raise ValueError(f"rewards are sold for ETH or USDT, not {currency!r}")
+        self._currency = currency  # the share class's: what reward tokens are sold for
 
     async def fetch_wallet(self) -> AccountReport:
         snap = self.book.snapshot()
@@ -111,15 +120,20 @@ class SimulatedChain:
             TokenChange(WALLET, "ETH", -amount_eth), TokenChange(venue, "ETH", amount_eth)), exchange=venue)
 
     async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
-        # An exchange withdrawal costs no wallet gas (the exchange charges its own fee, not modelled here).
-        self._check_venue(venue)
-        await self._book(Reason.VENUE_TRANSFER, None, ref, (
-            TokenChange(venue, "ETH", -amount_eth), TokenChange(WALLET, "ETH", amount_eth)), exchange=venue)
+        await self._withdraw_from_cex(venue, "ETH", amount_eth, ref)
 
     async def withdraw_usdt_from_cex(self, venue: str, amount: Decimal, ref: str) -> None:
+        await self._withdraw_from_cex(venue, "USDT", amount, ref)
+
+    async def _withdraw_from_cex(self, venue: str, asset: str, amount: Decimal, ref: str) -> None:
+        """An exchange withdrawal costs no wallet gas: the exchange takes its own fixed fee from the amount, so
+        `amount` leaves the account and `amount − fee` arrives (the fee is a transaction cost)."""
         self._check_venue(venue)
+        fee = self._exchanges[venue].withdrawal_fee(asset)
+        if fee >= amount:
+            raise NonRetryableVenueError(f"{venue} withdrawal of {amount} {asset} does not cover its {fee} {asset} fee")
         await self._book(Reason.VENUE_TRANSFER, None, ref, (
-            TokenChange(venue, "USDT", -amount), TokenChange(WALLET, "USDT", amount)), exchange=venue)
+            TokenChange(venue, asset, -amount), TokenChange(WALLET, asset, amount - fee)), exchange=venue)
 
     async def stake(self, amount_eth: Decimal, ref: str) -> None:
         minted = amount_eth / self._oracle()
@@ -140,9 +154,26 @@ class SimulatedChain:
             TokenChange(WALLET, "variableDebtWETH", scaled_from_native(borrow_eth, self._debt_index())),
         ))
 
-    async def atomic_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str) -> Decimal:
-        """Flash-repay `repay_eth` of debt, withdraw `withdraw_eth` worth of collateral, swap it to ETH on a
-        DEX (paying the fee), repay the flash; whatever ETH is left lands in the wallet. Returns it."""
+    async def atomic_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str,
+                                free_eth: Decimal | None = None) -> Decimal:
+        """Flash-repay debt, withdraw collateral, swap it to ETH on a DEX (paying the fee), repay the flash;
+        whatever ETH is left lands in the wallet. Returns it.
+
+        `free_eth` (a margin top-up) is the ETH that must land: both legs are scaled by the same factor, the LTV
+        `repay_eth / withdraw_eth` kept, until exactly that is left after the swap fee — as a deleverage contract
+        sized by its swap quote does — but never past the position. (Unscaled, a top-up at λ ≈ 0.91 landed
+        fee × C / (C − D) ≈ 2.2 % short of its target.) Without it (an exit's slice) the legs are as given, and the
+        fee comes out of what is freed: the long shrinks by its slice exactly, as the hedge does."""
+        net = withdraw_eth * (1 - self._swap_fee) - repay_eth
+        if free_eth is not None and free_eth > 0 and net > 0:
+            collateral, debt = self._aave_position()
+            scale = free_eth / net
+            scale = min(scale, collateral / withdraw_eth, debt / repay_eth if repay_eth > 0 else scale)
+            repay_eth, withdraw_eth = repay_eth * scale, withdraw_eth * scale
+        return await self._deleverage(repay_eth, withdraw_eth, ref)
+
+    async def _deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str) -> Decimal:
+        """`atomic_deleverage` exactly as sized: repay `repay_eth`, withdraw and swap `withdraw_eth`."""
         lst = withdraw_eth / self._oracle()
         received = withdraw_eth * (1 - self._swap_fee)
         freed = received - repay_eth
@@ -220,7 +251,7 @@ class SimulatedChain:
         """REDUCE_LTV as one transaction: flash-borrow WETH, repay debt, withdraw enough collateral to cover the
         flash after the swap fee, swap it, repay the flash. Frees nothing; LTV falls."""
         withdraw = repay_eth / (1 - self._swap_fee)
-        await self.atomic_deleverage(repay_eth, withdraw, ref)
+        await self._deleverage(repay_eth, withdraw, ref)
 
     async def supply(self, asset: str, amount: Decimal, ref: str) -> None:
         token, a_token, reserve = {"USDT": ("USDT", "aUSDT", "USDT"), "WETH": ("ETH", "aWETH", "WETH")}[asset]
@@ -257,7 +288,7 @@ class SimulatedChain:
         return received
 
     async def swap_eth_to_usdt(self, amount_eth: Decimal, ref: str) -> None:
-        price = self._board.prices.get("ETH")
+        price = self._board.dex_price("ETH")  # the pool's own price: the gap to the reference is a cost
         if price is None:
             raise NonRetryableVenueError("no ETH price yet")
         usdt = amount_eth * price * (1 - self._swap_fee)
@@ -304,7 +335,8 @@ class SimulatedChain:
             event = self._rewards[0]
             price = self._board.prices.get(event.token)
             eth_price = self._board.prices.get("ETH")
-            if price is None or eth_price is None:
+            dex_eth = self._board.dex_price("ETH")
+            if price is None or eth_price is None or dex_eth is None:
                 break  # no market for the token yet: paid when there is one, never dropped
             self._rewards.popleft()
             first, last = event.period_start_ns // HOUR_NS, event.period_end_ns // HOUR_NS
@@ -314,9 +346,10 @@ class SimulatedChain:
                 continue
             ref = f"reward-{event.token}-{event.payout_ns}"
             await self._book(Reason.KING_REWARD_DISTRIBUTION, None, ref, (TokenChange(WALLET, event.token, tokens),))
-            eth = tokens * price / eth_price * (1 - self._swap_fee)
+            eth = tokens * price / eth_price * (1 - self._swap_fee)  # the token's WETH pool (price in ETH)
+            proceeds = eth if self._currency == "ETH" else eth * dex_eth * (1 - self._swap_fee)
             await self._book(Reason.SEASONAL_REWARDS_SOLD, "SWAP", ref + "-sold", (
-                TokenChange(WALLET, event.token, -tokens), TokenChange(WALLET, "ETH", eth)))
+                TokenChange(WALLET, event.token, -tokens), TokenChange(WALLET, self._currency, proceeds)))
             self.rewards_paid[event.token] = self.rewards_paid.get(event.token, ZERO) + tokens
             paid += 1
         oldest = self._rewards[0].period_start_ns // HOUR_NS if self._rewards else now // HOUR_NS
@@ -340,7 +373,14 @@ class SimulatedChain:
         return scaled_collateral * self._index(self._lst) * self._oracle(), scaled_debt * self._debt_index()
 
     async def check_liquidation(self) -> int:
-        """Liquidate while HF < 1, as liquidators would; return how many liquidation calls were made."""
+        """Liquidate while HF < 1, as liquidators would; return how many liquidation calls were made.
+
+        The health factor is read first and the lowest kept with its time (`worst_health_factor`): the oracle and
+        indexes the liquidators act on, before they do and before the strategy sees the bar and deleverages."""
+        collateral, debt = self._aave_position()
+        if debt:
+            self.worst_health_factor = worse(self.worst_health_factor,
+                                             self._aave.liquidation_threshold * collateral / debt, self._clock.now_ns())
         calls = 0
         while calls < MAX_LIQUIDATIONS_PER_CHECK:
             collateral, debt = self._aave_position()
@@ -358,6 +398,8 @@ class SimulatedChain:
             ), ref=ref)
             record(self.book, change, WALLET)
             self.liquidations += 1
+            self.liquidation_events.append(LiquidationEvent("aave_v3", now, "health_factor", result.hf_before,
+                                                            result.debt_repaid, result.loss, "ETH"))
             calls += 1
             await self._report(change)
         return calls

@@ -34,8 +34,8 @@ WEIGHTS = {"binance": D("0.4"), "bybit": D("0.3"), "okx": D("0.3")}
 
 def market_of(bar: MarketBar) -> MarketState:
     return MarketState(
-        bar.ts_ns, {"ETH": bar.eth_spot}, {(v, "ETH"): m for v, m in bar.perp_marks}, {"weETH": bar.weeth_eth_oracle},
-        {"weETH": bar.weeth_liquidity_index, "USDT": bar.usdt_liquidity_index, "WETH": D(1)},
+        bar.ts_ns, {"ETH": bar.eth_spot}, {(v, "ETH"): m for v, m in bar.perp_marks}, {bar.lst: bar.lst_eth_oracle},
+        {bar.lst: bar.lst_liquidity_index, "USDT": bar.usdt_liquidity_index, "WETH": D(1)},
         {"WETH": bar.weth_borrow_index},
     )
 

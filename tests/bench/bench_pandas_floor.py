@@ -290,7 +290,7 @@ def held(pos: Position, m: Market) -> Result:
 
 
 def apr(capital: float, nav: Array) -> float:
-    """As daemon.domain.performance: simple annualized return over the NAV rows."""
+    """Simple annualized return over the NAV rows: the floor and the daemon compared on the same figure."""
     return float((nav[-1] / capital - 1) / (len(nav) / HOURS_PER_YEAR))
 
 

@@ -1,5 +1,6 @@
 """Issue 4's acceptance on real history: every mode over the full common window, no exception, the P&L
-residual below $1 per $100k of capital, and the hourly rows covering the window."""
+residual below $1 per $100k of capital, and the hourly rows covering the window. Issue 11: every combination the
+catalog accepts (`tests.catalog_matrix`: each mode × share class × the LST of each staking venue, wstETH too)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CONFIGS, MODE_CASES, MODE_IDS
+from tests.catalog_matrix import COMBINATION_IDS, COMBINATIONS, Combination
 from tests.integration.daemon_process import ROOT
 
 DATA = ROOT.parent / "shared" / "data"
@@ -22,16 +23,15 @@ pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"the history director
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(("mode", "share_class", "venues", "capital"), MODE_CASES, ids=MODE_IDS)
-def test_every_mode_runs_the_full_common_window(tmp_path: Path, mode: str, share_class: str, venues: list[str],
-                                                capital: int) -> None:
+@pytest.mark.parametrize("combination", COMBINATIONS, ids=COMBINATION_IDS)
+def test_every_mode_runs_the_full_common_window(tmp_path: Path, combination: Combination) -> None:
+    capital = combination.capital
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
         "runtime": {"mode": "replay"},
         "replay": {"source": "history", "data_dir": str(DATA), "start": "2024-05-12T01:00:00Z",
                    "hours": WINDOW_HOURS},
-        "strategy": {"mode": mode, "share_class": share_class, "venues": venues, "initial_capital": capital,
-                     "catalog_dir": str(CONFIGS)},
+        "strategy": combination.strategy(),
     }))
     result = subprocess.run([sys.executable, "-m", "daemon", "backtest", "--config", str(config), "--out",
                              str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=280)

@@ -187,7 +187,7 @@ def test_before_the_first_snapshot_every_family_is_there_without_samples() -> No
 
 def test_the_risk_reading_gives_margin_per_venue_and_the_levels() -> None:
     reading = RiskAssessed(TradingState.REDUCING, "URGENT", (("binance", D("0.14")), ("okx", D("0.9"))), D("0.035"),
-                           "CLOSE_WORST_HALF", D("0.002"), T0, T0)
+                           "REDUCE", D("0.002"), T0, T0)
     m = scrape(sources(Books(None), risk=reading))
     assert value(m, "basisd_margin_ratio", venue="binance") == pytest.approx(0.14)
     assert value(m, "basisd_margin_ratio", venue="okx") == pytest.approx(0.9)

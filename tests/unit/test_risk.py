@@ -80,15 +80,92 @@ def test_stale_series_are_named_with_a_longer_limit_for_8_hourly_funding() -> No
 def test_drawdown_breaker_levels_latch_and_survive_a_restart() -> None:
     breaker = DrawdownBreaker().observe(D(100_000))
     breaker = breaker.observe(D(96_900))
-    assert breaker.tripped is DrawdownAction.CLOSE_WORST_HALF
+    assert breaker.tripped is DrawdownAction.REDUCE
     breaker = breaker.observe(D(95_900))
-    assert breaker.tripped is DrawdownAction.CLOSE_ALL
+    assert breaker.tripped is DrawdownAction.CLOSE_PART
     breaker = breaker.observe(D(99_000))  # a recovery does not un-trip it
-    assert breaker.tripped is DrawdownAction.CLOSE_ALL
+    assert breaker.tripped is DrawdownAction.CLOSE_PART
     restored = DrawdownBreaker.from_dict(breaker.to_dict())
     assert restored == breaker
-    assert restored.observe(D(94_000)).tripped is DrawdownAction.CLOSE_ALL_AND_HALT
+    assert restored.observe(D(94_000)).tripped is DrawdownAction.FLATTEN_AND_HALT
     assert restored.reset(D(99_000)).tripped is DrawdownAction.NONE
+
+
+HOUR = 3_600 * 1_000_000_000
+DAY = 24 * HOUR
+
+
+def test_each_level_acts_once_in_order_reduce_then_close_part_then_flatten() -> None:
+    breaker, actions = DrawdownBreaker(), []
+    for hour, nav in enumerate((100_000, 96_900, 96_500, 95_900, 95_000, 94_900, 94_000)):
+        breaker, action = breaker.step(D(nav), hour * HOUR + 5 * DAY)
+        if action is not None:
+            actions.append(action)
+    assert [(a.level, a.unwind_fraction) for a in actions] == [
+        (DrawdownAction.REDUCE, D("0.5")), (DrawdownAction.CLOSE_PART, D("0.5")),
+        (DrawdownAction.FLATTEN_AND_HALT, D(1))]
+    assert "level 1 (reduce)" in actions[0].reason and "no new exposure" in actions[0].reason
+    assert actions[2].reason.endswith("then halted") and actions[2].drawdown == D("0.05")
+
+
+def test_a_jump_past_levels_unwinds_what_each_would_have_one_by_one() -> None:
+    start = DrawdownBreaker().observe(D(100_000), 0)
+    _, action = start.step(D(95_800), HOUR)  # straight to level 2
+    assert action is not None and action.level is DrawdownAction.CLOSE_PART
+    assert action.unwind_fraction == D("0.75")  # half, then half of the rest
+    seed_literal = DrawdownBreaker(close_unwind_fraction=D(1)).observe(D(100_000), 0)
+    assert seed_literal.step(D(95_800), HOUR)[1].unwind_fraction == 1  # type: ignore[union-attr]
+
+
+def test_the_daily_loss_limit_trips_level_1_below_the_drawdown_level_and_restarts_each_utc_day() -> None:
+    breaker = DrawdownBreaker().observe(D(100_000), 0)  # day 0 opens at 100 000
+    breaker, action = breaker.step(D(97_600), 20 * HOUR)  # −2.4 % in the day: under the 3 % drawdown level
+    assert action is not None and action.level is DrawdownAction.REDUCE
+    assert "since the day's first NAV" in action.reason and action.daily_loss == D("0.024")
+    # A slow bleed of 1.5 % a day never trips it: each UTC day measures from its own first NAV.
+    slow = DrawdownBreaker(reduce_fraction=D("0.5"), close_fraction=D("0.6"), halt_fraction=D("0.7"))
+    nav = D(100_000)
+    for day in range(10):
+        slow, first = slow.step(nav, day * DAY)
+        nav *= D("0.985")
+        slow, last = slow.step(nav, day * DAY + 23 * HOUR)
+        assert first is None and last is None, day
+    assert slow.drawdown(nav) > D("0.14") and abs(slow.daily_loss(nav) - D("0.015")) < D("1e-20")
+
+
+def test_the_breaker_s_own_unwind_costs_never_trip_the_next_level() -> None:
+    breaker = DrawdownBreaker().observe(D(100_000), 0)
+    breaker, action = breaker.step(D(96_900), HOUR)
+    assert action is not None and action.level is DrawdownAction.REDUCE
+    breaker = breaker.exclude(D(1_200))  # the unwind cost 1.2 % of NAV: swap fees on the gross collateral
+    breaker, action = breaker.step(D(95_700), 2 * HOUR)
+    assert action is None and breaker.drawdown(D(95_700)) == D("0.031")
+    assert DrawdownBreaker.from_dict(breaker.to_dict()) == breaker
+    assert breaker.reset(D(95_700)).excluded_costs == 0
+
+
+def test_an_older_daemon_s_persisted_breaker_is_restored_with_its_level() -> None:
+    old = {"peak_nav": "100000", "tripped": "CLOSE_ALL", "reduce_fraction": "0.03", "close_fraction": "0.04",
+           "halt_fraction": "0.05"}
+    restored = DrawdownBreaker.from_dict(old)
+    assert restored.tripped is DrawdownAction.CLOSE_PART and restored.peak_nav == 100_000
+    assert restored.daily_loss_fraction == DrawdownBreaker().daily_loss_fraction
+
+
+@given(st.lists(st.decimals(min_value=D(50_000), max_value=D(150_000), places=2), min_size=1, max_size=60))
+def test_levels_only_rise_and_act_at_most_once_each(navs: list[Decimal]) -> None:
+    breaker, levels = DrawdownBreaker(), []
+    for hour, nav in enumerate(navs):
+        before = breaker.tripped
+        breaker, action = breaker.step(nav, hour * HOUR)
+        assert breaker.tripped >= before
+        if action is not None:
+            assert action.level is breaker.tripped and action.level > before
+            assert D(0) < action.unwind_fraction <= 1
+            levels.append(action.level)
+    assert levels == sorted(set(levels))
+    # A day's loss never exceeds the drawdown from the peak (what makes a daily limit above level 1 pointless).
+    assert breaker.daily_loss(navs[-1]) <= breaker.drawdown(navs[-1])
 
 
 def test_trailing_stop_follows_the_best_price_then_trips() -> None:
@@ -104,8 +181,9 @@ def test_trailing_stop_follows_the_best_price_then_trips() -> None:
 def test_trading_state_from_solvency_breaker_and_operator() -> None:
     assert trading_state(Level.WARNING, DrawdownAction.NONE, False) is TradingState.ACTIVE
     assert trading_state(Level.URGENT, DrawdownAction.NONE, False) is TradingState.REDUCING
-    assert trading_state(Level.OK, DrawdownAction.CLOSE_WORST_HALF, False) is TradingState.REDUCING
-    assert trading_state(Level.OK, DrawdownAction.CLOSE_ALL_AND_HALT, False) is TradingState.HALTED
+    assert trading_state(Level.OK, DrawdownAction.REDUCE, False) is TradingState.REDUCING
+    assert trading_state(Level.OK, DrawdownAction.CLOSE_PART, False) is TradingState.REDUCING
+    assert trading_state(Level.OK, DrawdownAction.FLATTEN_AND_HALT, False) is TradingState.HALTED
     assert trading_state(Level.OK, DrawdownAction.NONE, True) is TradingState.HALTED
 
 
