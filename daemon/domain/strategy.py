@@ -236,6 +236,16 @@ def decide(change: Change, spec: ModeSpec, view: StrategyView, amount: Decimal =
         instructions = _exit(spec, view, ONE)
     else:
         instructions = _rebalance(spec, view, desired, gaps, limits)
+        idle = idle_capital(spec, view)
+        if not instructions and idle >= reinvest_floor(spec, view):
+            # Capital a partial unwind freed (a drawdown breaker's reduce, then `basisd resume`), or rewards sold
+            # into the wallet, is put back to work once nothing more urgent is due: as a deposit of it.
+            entry_hold = _entry_hold(spec, view, idle)
+            if view.trading is TradingState.ACTIVE and not entry_hold:
+                change = Change.DEPOSIT
+                instructions = _entry(spec, view, idle, net_venues=False)
+            elif view.trading is TradingState.REDUCING:
+                entry_hold = f"reducing: {idle:.2f} {spec.share_class} idle waits for trading ACTIVE (basisd resume)"
     unfiltered = bool(instructions)
     if view.trading is TradingState.HALTED:
         instructions = []
@@ -266,6 +276,24 @@ def exposure_usd(spec: ModeSpec, view: StrategyView) -> Decimal:
 def is_flat(spec: ModeSpec, view: StrategyView) -> bool:
     """Nothing held worth an order: after a flatten or an unwind, as before the first entry."""
     return exposure_usd(spec, view) < spec.min_order_usd
+
+
+REINVEST_IDLE_FRACTION = Decimal("0.05")  # of equity: below it idle capital waits (one entry's fees and gas per 5 %)
+
+
+def idle_capital(spec: ModeSpec, view: StrategyView) -> Decimal:
+    """Capital in the wallet that no leg uses, in the share class's currency: its USDT for a USDT class, its ETH
+    beyond the gas reserve for an ETH class."""
+    if spec.share_class == "USDT":
+        return max(ZERO, view.wallet_usdt)
+    return max(ZERO, view.wallet_asset - spec.gas_reserve)
+
+
+def reinvest_floor(spec: ModeSpec, view: StrategyView) -> Decimal:
+    """The idle capital worth an entry of its own: REINVEST_IDLE_FRACTION of equity, and at least a minimum
+    order (in the share class's currency)."""
+    min_order = spec.min_order_usd if spec.share_class == "USDT" else spec.min_order_usd / view.price_usd
+    return max(min_order, REINVEST_IDLE_FRACTION * view.equity)
 
 
 def next_change(spec: ModeSpec, view: StrategyView) -> Change:
@@ -557,8 +585,9 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal, net_venues: bool
     """Initial setup or deposit of `amount` (share-class currency), per mode (ADR-6 sequence for USDT MN).
     `net_venues`: the capital is the whole book, part of it possibly on the venues already (an initial setup,
     a re-entry after a flatten); False for a deposit, which arrives in the wallet beside margins in use."""
-    if spec.share_class == "ETH":
-        # Keep gas money back: an ETH share class pays gas from wallet ETH and cannot go into gas debt.
+    if spec.share_class == "ETH" and net_venues:
+        # Keep gas money back: an ETH share class pays gas from wallet ETH and cannot go into gas debt. (A deposit
+        # is capital beside the book, whose reserve is already held.)
         amount = max(ZERO, amount - spec.gas_reserve)
     d = desired_state(spec, amount, view.price_usd)
     steps: list[Step] = []

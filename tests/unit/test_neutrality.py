@@ -20,6 +20,7 @@ from daemon.domain.strategy import (
     Decision,
     Instruction,
     ModeSpec,
+    Step,
     StrategyView,
     decide,
     held_delta,
@@ -165,6 +166,30 @@ def test_band_counts_hours_outside_and_the_longest_run() -> None:
 # --- the property: back inside the band within one decision cycle ----------------------------------------
 
 
+def apply_entry_step(book: Book, step: Step) -> bool:
+    """An entry of idle capital (rewards sold for USDT, once they are worth one): USDT to the venues, ETH bought
+    spot and withdrawn to be levered, shorts opened. False for any other step."""
+    p, venue, price = step.params, step.venue, book.price
+
+    def d(value: object) -> Decimal:
+        return Decimal(str(value))
+
+    if step.action == "TRANSFER_USDT_TO_CEX":
+        book.apply(TokenChange(WALLET, "USDT", -d(p["amount_usd"])), TokenChange(venue, "USDT", d(p["amount_usd"])),
+                   reason=Reason.VENUE_TRANSFER)
+    elif step.action == "BUY_SPOT":
+        book.apply(TokenChange(venue, "USDT", -d(p["amount"]) * price), TokenChange(venue, "ETH", d(p["amount"])),
+                   reason=Reason.SPOT_TRADE)
+    elif step.action == "OPEN_PERP_SHORT":
+        book.apply(perps=(PerpChange(venue, "ETHUSDT", -d(p["amount"]), book.market.mark(venue, "ETH")),))
+    elif step.action == "WITHDRAW_TO_WALLET":
+        book.apply(TokenChange(venue, "ETH", -d(p["amount_eth"])), TokenChange(WALLET, "ETH", d(p["amount_eth"])),
+                   reason=Reason.VENUE_TRANSFER)
+    else:
+        return False
+    return True
+
+
 def apply_instruction(book: Book, instruction: Instruction) -> None:
     """The instruction's effect on the books, as the venues would report it (fees left out: they are USDT and
     carry no delta). Every instruction type a REBALANCE can produce is handled; anything else fails the test."""
@@ -180,6 +205,8 @@ def apply_instruction(book: Book, instruction: Instruction) -> None:
 
     for step in instruction.steps:
         p, venue = step.params, step.venue
+        if apply_entry_step(book, step):
+            continue
         if step.action in ("INCREASE_PERP_SHORT", "REDUCE_PERP_SHORT"):
             size = d(p["amount_eth"]) * (-1 if step.action == "INCREASE_PERP_SHORT" else 1)
             book.apply(perps=(PerpChange(venue, "ETHUSDT", size, book.market.mark(venue, "ETH")),))
@@ -193,8 +220,10 @@ def apply_instruction(book: Book, instruction: Instruction) -> None:
         elif step.action == "SELL_ETH_SPOT":
             book.apply(TokenChange(venue, "ETH", -d(p["amount_eth"])),
                        TokenChange(venue, "USDT", d(p["amount_eth"]) * price), reason=Reason.SPOT_TRADE)
-        elif step.action == "ATOMIC_LEVERAGE_ENTRY":
-            book.apply(*aave(d(p["supply_eth"]), d(p["borrow_eth"])), reason=Reason.ATOMIC_LEVERAGE_EXECUTION)
+        elif step.action == "ATOMIC_LEVERAGE_ENTRY":  # the wallet's ETH (an entry's equity, 0 to re-lever) staked
+            equity = d(p["equity_eth"]) if "equity_eth" in p else Decimal(0)
+            book.apply(*aave(d(p["supply_eth"]), d(p["borrow_eth"])), TokenChange(WALLET, "ETH", -equity),
+                       reason=Reason.ATOMIC_LEVERAGE_EXECUTION)
         elif step.action == "REPAY_DEBT":  # inside REDUCE_LTV's flash loan: repay x, withdraw x of LST, swap
             book.apply(*aave(-d(p["amount_eth"]), -d(p["amount_eth"])), reason=Reason.ATOMIC_DELEVERAGE_EXECUTION)
         elif step.action in ("FLASH_BORROW", "WITHDRAW_COLLATERAL", "SWAP_LST_TO_WETH", "REPAY_FLASH"):

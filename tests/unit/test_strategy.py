@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -330,6 +331,24 @@ def test_a_re_entry_pays_the_venues_withdrawal_fees_and_leaves_a_surplus_too_sma
     withdrawn = [s.venue for s in entry.steps if s.action == "WITHDRAW_USDT_TO_WALLET"]
     assert withdrawn == ["okx"]  # bybit's 2 USDT stay there as margin; okx's surplus is worth its fee
     assert all(usdt >= 0 for usdt in held.values())
+
+
+def test_idle_capital_in_the_wallet_is_invested_again_once_trading_is_active() -> None:
+    # What a drawdown breaker's reduce leaves after `basisd resume`: a smaller book and its freed capital in
+    # the wallet. The rebalance, with nothing more urgent due, enters that capital as a deposit.
+    idle = replace(running_view(), wallet_usdt=D(30_000))
+    decision = decide(Change.REBALANCE, spec(), idle)
+    assert decision.change is Change.DEPOSIT
+    (entry,) = decision.instructions
+    assert entry.type == "ENTRY" and entry.amount_usd == D(30_000)
+    transfers = [s for s in entry.steps if "USDT" in s.action]
+    assert {s.action for s in transfers} == {"TRANSFER_USDT_TO_CEX"}  # from the wallet; venue margins untouched
+    assert sum(D(str(s.params["amount_usd"])) for s in transfers) <= D(30_000)
+    # While reducing it waits, and says so; a sliver of idle capital (rewards) is not worth an entry.
+    reducing = decide(Change.REBALANCE, spec(), replace(idle, trading=TradingState.REDUCING))
+    assert not reducing.instructions and "idle waits for trading ACTIVE" in reducing.hold_reason
+    small = decide(Change.REBALANCE, spec(), replace(running_view(), wallet_usdt=D(1_000)))
+    assert not small.instructions and small.change is Change.REBALANCE
 
 
 def test_a_flat_book_that_cannot_enter_says_why() -> None:
