@@ -9,6 +9,7 @@ reward tokens (KING, EIGEN, ETHFI) are their own assets.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -86,7 +87,24 @@ def perp_asset(instrument: str) -> str:
     return instrument
 
 
+# The same books at the same market are valued by several readers each hour (the strategy's view and its delta,
+# the recorder, the positions actor, the metrics): the last few results are kept, keyed by the identity of their
+# inputs (immutable snapshots). An entry holds the inputs themselves, so an identity cannot be reused while it
+# lives; and an Exposure is never mutated by its readers.
+_RECENT: deque[tuple[LedgerSnapshot, MarketState, Exposure]] = deque(maxlen=4)
+
+
 def compute_exposure(snapshot: LedgerSnapshot, market: MarketState) -> Exposure:
+    """Every asset's on-chain and CEX delta and every perp of `snapshot` at `market` (module docstring)."""
+    for seen, at, exposure in _RECENT:
+        if seen is snapshot and at is market:
+            return exposure
+    exposure = _compute_exposure(snapshot, market)
+    _RECENT.append((snapshot, market, exposure))
+    return exposure
+
+
+def _compute_exposure(snapshot: LedgerSnapshot, market: MarketState) -> Exposure:
     onchain = dict.fromkeys(DELTA_ASSETS, ZERO)
     cex = dict.fromkeys(DELTA_ASSETS, ZERO)
     for account, token, amount in snapshot.balances:

@@ -164,7 +164,7 @@ def daily(hourly: Hourly, capital: float) -> Daily:
 
 def _unix(ts: str) -> int:
     """`hourly.csv`'s "YYYY-MM-DD HH:MM" (UTC) as unix seconds."""
-    return int(datetime.strptime(ts[:16], "%Y-%m-%d %H:%M").replace(tzinfo=UTC).timestamp())
+    return int(datetime.fromisoformat(ts[:16]).replace(tzinfo=UTC).timestamp())  # strptime: 5× slower
 
 
 def rolling(returns: Sequence[float], window: int = ROLLING_DAYS) -> tuple[Column, Column]:
