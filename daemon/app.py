@@ -16,8 +16,6 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -42,18 +40,11 @@ from daemon.api.taps import ApiTaps
 from daemon.api.views import ViewConfig
 from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.chaos import FailingActor
-from daemon.clock import VirtualClock
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings, reload_problems
 from daemon.control import ControlError, serve_control, socket_path
-from daemon.data.bars import DuplicatesResolved, History
-from daemon.data.cache import BarCache, SeriesCache
-from daemon.data.rewards import RewardEvent, events_for_mode, read_reward_events
-from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams
-from daemon.domain.bars import MarketBar
 from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
-from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
+from daemon.domain.ledger import Ledger
 from daemon.domain.limits import ExecutionLimits
-from daemon.domain.market import MarketBoard
 from daemon.domain.messages import (
     BalancesChanged,
     Command,
@@ -72,7 +63,6 @@ from daemon.domain.messages import (
 from daemon.domain.reconcile import summarize
 from daemon.domain.risk import BreakerAction, DrawdownBreaker, RiskLimits
 from daemon.domain.strategy import Change, decide
-from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
 from daemon.domain.view import strategy_view
 from daemon.errors import BasisdError, ConfigError, ConfigProblem, IncompleteRunError
 from daemon.failures import describe
@@ -82,7 +72,6 @@ from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
 from daemon.mode_spec import mode_spec
 from daemon.operator import FlattenRefused, Operator
-from daemon.replay.feed import BarFeed
 from daemon.risk_wiring import BreakerPlanner, PositionLegs, breaker_settings, execution_limits
 from daemon.settings import RiskSettings
 from daemon.state_store import StateStore
@@ -90,8 +79,7 @@ from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.systemd import Notifier, watchdog_interval_s
 from daemon.telemetry import ReconciliationRecord, VenueStats
 from daemon.trading import StateTransition, TradingStateCell
-from daemon.venues.simulated import SimulatedExchange
-from daemon.venues.simulated_chain import SimulatedChain
+from daemon.world import aave_params, build_world
 
 log = structlog.get_logger()
 
@@ -163,38 +151,16 @@ class Daemon:
             api_market, api_snapshots = [self.api_taps.market], [self.api_taps.snapshots]
 
         replay = s.replay
-        self.clock = VirtualClock(int(replay.start.timestamp()) * 1_000_000_000, replay.speed)
-        cex = {name: v for name, v in config.venues.items() if v.kind == "cex"}
-        self.exchanges = {
-            name: SimulatedExchange(
-                name, self.clock, venue_reports,
-                taker_fee_bps=Decimal(str(v.fees.taker_bps if v.fees else 0)),
-                min_order_usd=Decimal(str(v.min_order_usd)),
-                maintenance_margin_ratio=Decimal(str(v.maintenance_margin_ratio or "0.10")),
-                liquidation_fee_bps=Decimal(str(v.liquidation_fee_bps)),
-                spot_taker_fee_bps=Decimal(str(v.spot_fees.taker_bps)) if v.spot_fees else None,
-                withdrawal_fees={asset: Decimal(str(fee)) for asset, fee in v.withdrawal_fee.items()},
-            )
-            for name, v in cex.items()
-        }
-        perp_venues = list(cex) or ["binance"]
-        spec = SyntheticMarketSpec(seed=replay.seed, start=replay.start, hours=replay.hours, venues=perp_venues,
-                                   shocks=tuple(Shock(x.at_hour, x.eth_move_fraction, x.lst_oracle_move_fraction)
-                                                for x in replay.shocks))
-        self.board = MarketBoard()  # what the simulated chain prices its transactions with
         self.spec = mode_spec(config)
         usdt_class = config.share_class.currency == "USDT"
-        self.reward_events = self._rewards()
-        self.chain = SimulatedChain(self.clock, self.board, venue_reports, self.exchanges, lst=self.spec.lst,
-                                    aave=self._aave_params(), gas_debt_allowed=usdt_class, rewards=self.reward_events,
-                                    currency=config.share_class.currency)
-        self.feed = BarFeed(self._bars(spec, perp_venues), self.clock, self.exchanges, self.board,
-                            venue_actions=(self.chain.pay_rewards, self.chain.check_liquidation))
-
+        # The world the run trades in — its clock, exchanges, chain and market feed — is built per runtime mode in
+        # one place (daemon.world); the actors and their wiring below are the same in every world.
+        self.world = build_world(config, self.spec, venue_reports)
+        self.clock, self.exchanges, self.chain = self.world.clock, self.world.exchanges, self.world.chain
+        self.board, self.feed, self.reward_events = self.world.board, self.world.feed, self.world.reward_events
+        cex = {name: v for name, v in config.venues.items() if v.kind == "cex"}
         capital = Decimal(str(s.strategy.initial_capital))
-        opening = ChangeSet(Reason.INITIAL_CAPITAL, self.clock.now_ns(),
-                            (TokenChange(WALLET, config.share_class.currency, capital),))
-        self.chain.receive(opening)  # the capital is in the wallet: on chain, and in our books
+        opening = self.world.opening
         self.market_data = MarketDataActor(self.feed, Fanout[Any]([strategy_market, positions_marks, *api_market]))
         self.strategy = StrategyActor(strategy_market, strategy_events, risk_commands, spec=self.spec,
                                       venues=tuple(cex),
@@ -248,7 +214,7 @@ class Daemon:
             lending = next((name for name, v in config.venues.items() if v.kind == "lending"), "aave_v3")
             self.api = ApiActor(
                 self.api_taps, s.api,
-                ViewConfig(config.share_class.currency, self._aave_params().liquidation_threshold, lending, capital),
+                ViewConfig(config.share_class.currency, aave_params(config).liquidation_threshold, lending, capital),
                 records=lambda: self.supervisor.records.values(), heartbeat_timeout_s=s.supervisor.heartbeat_timeout_s,
                 limits=self._risk_limits, reconciliation=lambda: self.reconciliation,
                 pnl=lambda: self.positions.pnl_totals, waiting_for=lambda: self.gate.reason)
@@ -273,42 +239,6 @@ class Daemon:
         self.operator = self._operator()
         self._drills()
         self.operator.restore(warn_if_not_persistent=s.runtime.mode in ("live", "paper"))
-
-    def _bars(self, spec: SyntheticMarketSpec, venues: list[str]) -> Iterator[MarketBar]:
-        replay = self.config.settings.replay
-        # Both sources carry the oracle rate and AAVE index of the LST the mode stakes (weETH, wstETH), and only it.
-        if replay.source == "synthetic":
-            yield from generate(replace(spec, lst=self.spec.lst))
-            return
-        assert replay.data_dir is not None  # settings validation guarantees it
-        history = History(self.config.path.parent / replay.data_dir, replay.proxies, load=SeriesCache().load,
-                          rewards=bool(self.reward_events), lst=self.spec.lst)
-        btc = self.spec.asset == "BTC"
-        start_ns = int(replay.start.timestamp()) * 1_000_000_000
-        for bar, proxied in BarCache().bars(history, start_ns, replay.hours, tuple(venues), btc):
-            for event in proxied:
-                if isinstance(event, DuplicatesResolved):  # once per series: which of its duplicated rows counts
-                    log.warning("data_duplicates_resolved", series=event.series, timestamps=event.timestamps,
-                                rule=event.rule, detail=str(event))
-                else:
-                    log.warning("data_proxied", series=event.series, proxy=event.proxy, detail=str(event))
-            yield bar
-
-    def _rewards(self) -> tuple[RewardEvent, ...]:
-        """The EtherFi reward events the mode receives: recorded ones on history, none on the synthetic market."""
-        replay, mode = self.config.settings.replay, self.config.params.rewards_mode
-        if replay.source != "history" or mode == "base_only" or not self.spec.staking or self.spec.lst != "weETH":
-            return ()
-        assert replay.data_dir is not None
-        return events_for_mode(read_reward_events(self.config.path.parent / replay.data_dir), mode)
-
-    def _aave_params(self) -> ReserveParams:
-        """E-mode parameters of the lending venue the mode uses (the catalog's values; live refreshes them)."""
-        for v in self.config.venues.values():
-            if v.kind == "lending" and v.emode_ltv is not None and v.emode_liquidation_threshold is not None:
-                return ReserveParams(Decimal(str(v.emode_ltv)), Decimal(str(v.emode_liquidation_threshold)),
-                                     Decimal(str(v.emode_liquidation_bonus or 0)))
-        return EMODE_ETH_CORRELATED
 
     @property
     def risk_settings(self) -> RiskSettings:

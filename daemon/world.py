@@ -1,0 +1,134 @@
+"""The world a run trades in, built per runtime mode in one place: its clock, its exchanges, its chain and the
+market feed that drives them, with the capital the run starts with.
+
+The actors and their wiring (`daemon.app`) are the same in every world; only this changes with the mode. Today
+there is one: the simulated world of `replay` and `backtest` — a virtual clock, simulated exchanges and chain
+that keep their own books, and a bar feed from the synthetic market or the recorded history. `paper` (the
+venues' live market data, fills simulated at the live marks) and `live` (the wall clock and the ccxt and web3
+adapters) are refused at load (`daemon.config`) until their worlds exist here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+import structlog
+
+from daemon.bus import LosslessChannel
+from daemon.clock import VirtualClock
+from daemon.config import ResolvedConfig
+from daemon.data.bars import DuplicatesResolved, History
+from daemon.data.cache import BarCache, SeriesCache
+from daemon.data.rewards import RewardEvent, events_for_mode, read_reward_events
+from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams
+from daemon.domain.bars import MarketBar
+from daemon.domain.ledger import WALLET, ChangeSet, Reason, TokenChange
+from daemon.domain.market import MarketBoard
+from daemon.domain.messages import VenueReport
+from daemon.domain.strategy import ModeSpec
+from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
+from daemon.errors import ConfigError, ConfigProblem
+from daemon.replay.feed import BarFeed
+from daemon.venues.simulated import SimulatedExchange
+from daemon.venues.simulated_chain import SimulatedChain
+
+log = structlog.get_logger()
+
+SIMULATED_MODES = ("replay", "backtest")
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    clock: VirtualClock
+    exchanges: dict[str, SimulatedExchange]  # venue name → its exchange (the ExchangeVenue port)
+    chain: SimulatedChain  # the wallet, AAVE, staking and the transfers to and from the exchanges
+    board: MarketBoard  # the market the chain prices its transactions at (the feed keeps it current)
+    feed: BarFeed  # what the market-data actor reads
+    opening: ChangeSet  # the run's capital, already in the wallet: the books start from it
+    reward_events: tuple[RewardEvent, ...]  # EtherFi distributions the run receives (recorded history only)
+
+
+def build_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessChannel[VenueReport]) -> World:
+    """The world `config`'s runtime mode trades in; its venues report to `venue_reports`."""
+    mode = config.settings.runtime.mode
+    if mode in SIMULATED_MODES:
+        return simulated_world(config, spec, venue_reports)
+    # load_config refuses these first (exit 78); this is the last line should a caller bypass it.
+    raise ConfigError([ConfigProblem(str(config.path), "runtime.mode", f"{mode!r} has no world in this build yet")])
+
+
+def simulated_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessChannel[VenueReport]) -> World:
+    s = config.settings
+    replay = s.replay
+    clock = VirtualClock(int(replay.start.timestamp()) * 1_000_000_000, replay.speed)
+    cex = {name: v for name, v in config.venues.items() if v.kind == "cex"}
+    exchanges = {
+        name: SimulatedExchange(
+            name, clock, venue_reports,
+            taker_fee_bps=Decimal(str(v.fees.taker_bps if v.fees else 0)),
+            min_order_usd=Decimal(str(v.min_order_usd)),
+            maintenance_margin_ratio=Decimal(str(v.maintenance_margin_ratio or "0.10")),
+            liquidation_fee_bps=Decimal(str(v.liquidation_fee_bps)),
+            spot_taker_fee_bps=Decimal(str(v.spot_fees.taker_bps)) if v.spot_fees else None,
+            withdrawal_fees={asset: Decimal(str(fee)) for asset, fee in v.withdrawal_fee.items()},
+        )
+        for name, v in cex.items()
+    }
+    perp_venues = list(cex) or ["binance"]
+    market = SyntheticMarketSpec(seed=replay.seed, start=replay.start, hours=replay.hours, venues=perp_venues,
+                                 shocks=tuple(Shock(x.at_hour, x.eth_move_fraction, x.lst_oracle_move_fraction)
+                                              for x in replay.shocks))
+    board = MarketBoard()  # what the simulated chain prices its transactions with
+    rewards = reward_events(config, spec)
+    chain = SimulatedChain(clock, board, venue_reports, exchanges, lst=spec.lst, aave=aave_params(config),
+                           gas_debt_allowed=config.share_class.currency == "USDT", rewards=rewards,
+                           currency=config.share_class.currency)
+    feed = BarFeed(bars(config, spec, market, perp_venues, rewards=bool(rewards)), clock, exchanges, board,
+                   venue_actions=(chain.pay_rewards, chain.check_liquidation))
+    capital = Decimal(str(s.strategy.initial_capital))
+    opening = ChangeSet(Reason.INITIAL_CAPITAL, clock.now_ns(),
+                        (TokenChange(WALLET, config.share_class.currency, capital),))
+    chain.receive(opening)  # the capital is in the wallet: on chain, and in our books
+    return World(clock, exchanges, chain, board, feed, opening, rewards)
+
+
+def bars(config: ResolvedConfig, spec: ModeSpec, market: SyntheticMarketSpec, venues: list[str],
+         rewards: bool) -> Iterator[MarketBar]:
+    """The replay's bars: from the synthetic market or the recorded history. Both carry the oracle rate and AAVE
+    index of the LST the mode stakes (weETH, wstETH), and only it."""
+    replay = config.settings.replay
+    if replay.source == "synthetic":
+        yield from generate(replace(market, lst=spec.lst))
+        return
+    assert replay.data_dir is not None  # settings validation guarantees it
+    history = History(config.path.parent / replay.data_dir, replay.proxies, load=SeriesCache().load,
+                      rewards=rewards, lst=spec.lst)
+    start_ns = int(replay.start.timestamp()) * 1_000_000_000
+    for bar, proxied in BarCache().bars(history, start_ns, replay.hours, tuple(venues), spec.asset == "BTC"):
+        for event in proxied:
+            if isinstance(event, DuplicatesResolved):  # once per series: which of its duplicated rows counts
+                log.warning("data_duplicates_resolved", series=event.series, timestamps=event.timestamps,
+                            rule=event.rule, detail=str(event))
+            else:
+                log.warning("data_proxied", series=event.series, proxy=event.proxy, detail=str(event))
+        yield bar
+
+
+def reward_events(config: ResolvedConfig, spec: ModeSpec) -> tuple[RewardEvent, ...]:
+    """The EtherFi reward events the mode receives: recorded ones on history, none on the synthetic market."""
+    replay, mode = config.settings.replay, config.params.rewards_mode
+    if replay.source != "history" or mode == "base_only" or not spec.staking or spec.lst != "weETH":
+        return ()
+    assert replay.data_dir is not None
+    return events_for_mode(read_reward_events(config.path.parent / replay.data_dir), mode)
+
+
+def aave_params(config: ResolvedConfig) -> ReserveParams:
+    """E-mode parameters of the lending venue the mode uses (the catalog's values; live refreshes them)."""
+    for v in config.venues.values():
+        if v.kind == "lending" and v.emode_ltv is not None and v.emode_liquidation_threshold is not None:
+            return ReserveParams(Decimal(str(v.emode_ltv)), Decimal(str(v.emode_liquidation_threshold)),
+                                 Decimal(str(v.emode_liquidation_bonus or 0)))
+    return EMODE_ETH_CORRELATED
