@@ -48,6 +48,7 @@ class StrategyActor:
         id_prefix: str = "i",
         gate: StartGate | None = None,
         limits: Callable[[], RiskLimits] | None = None,
+        decision_interval_s: float = 3600.0,
     ) -> None:
         self.market = market
         # Decisions wait for the start gate (daemon.gate): one made on books not yet checked against the venues
@@ -60,6 +61,9 @@ class StrategyActor:
         # The risk limits in force (SIGHUP may change them): the margin levels no short may grow past and the
         # delta act level the rebalance band may not exceed. The defaults when none are given (tests).
         self._limits = limits or RiskLimits
+        # At most one decision per interval of market time: a replay's hour (one bar), a few seconds' polls on live
+        # data. The instruction ids keep the market hour, whatever the interval.
+        self._interval_ns = int(decision_interval_s * 1_000_000_000)
         # Instruction ids (and the client order ids derived from them) must never repeat: the sequence survives
         # restarts of the actor, and the prefix carries the process's journal run, so a restarted daemon deciding
         # in the same market hour cannot reuse an id a venue has already seen for another order.
@@ -73,13 +77,14 @@ class StrategyActor:
         # instructions.csv and the report's markers. A run issues a few per day at most.
         self.issued: list[tuple[int, InstructionId, Instruction, str]] = []
         self.hold_reason = ""
+        self.missing_data = ""  # the market data the last decision waited for, if any
 
     async def run(self, ctx: ActorContext) -> None:
         board = MarketBoard()
         snapshot: PortfolioSnapshotted | None = None
         pending: set[InstructionId] = set()
         reports_due = 0
-        last_hour = -1
+        last_slot = -1
 
         async def on_market(update: MarketUpdated | PortfolioSnapshotted) -> None:
             nonlocal snapshot
@@ -108,18 +113,22 @@ class StrategyActor:
                                          f"step(s): {event.reason}", source="strategy")
 
         async def maybe_decide() -> None:
-            nonlocal last_hour
+            nonlocal last_slot
             if (snapshot is None or snapshot.ledger is None or pending or snapshot.reports_booked < reports_due
                     or self._waiting(ctx)):
                 return
-            hour = ctx.clock.now_ns() // NS_PER_HOUR
-            if hour == last_hour:
+            now = ctx.clock.now_ns()
+            slot, hour = now // self._interval_ns, now // NS_PER_HOUR
+            if slot == last_slot:
                 return
             try:
+                self._check_marks(board)
                 view = strategy_view(snapshot.ledger, board.state(), self._spec, self._venues, ctx.trading.state)
-            except MissingMarketData:
-                return  # not every series has arrived yet
-            last_hour = hour
+            except MissingMarketData as missing:
+                self._waiting_for_data(ctx, str(missing))
+                return
+            self.missing_data = ""
+            last_slot = slot
             decision = decide(next_change(self._spec, view), self._spec, view, limits=self._limits())
             await self._issue(ctx, decision, hour, pending)
 
@@ -132,6 +141,21 @@ class StrategyActor:
         if self._gate is not None and not self._gate.is_open:
             await self._gate.wait()
             await decide_now()  # on the books as they are now, checked
+
+    def _waiting_for_data(self, ctx: ActorContext, missing: str) -> None:
+        """Not every series has arrived yet (on live data: a venue may not be answering). Said once."""
+        if missing != self.missing_data:
+            self.missing_data = missing
+            ctx.log.info("waiting_for_market_data", missing=missing)
+
+    def _check_marks(self, board: MarketBoard) -> None:
+        """Every venue the hedge trades has reported its own mark (a venue whose data failed from the start has none;
+        the view would price its perp at spot, and its orders could not fill)."""
+        asset = self._spec.asset
+        missing = [v for v, w in self._spec.hedge_weights.items()
+                   if w > 0 and self._spec.hedged and v in self._venues and (v, asset) not in board.marks]
+        if missing:
+            raise MissingMarketData(f"no {asset} perp mark from {', '.join(missing)}")
 
     def _waiting(self, ctx: ActorContext) -> bool:
         """Whether the start gate is still closed (said once, as a hold with its reason)."""

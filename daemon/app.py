@@ -73,7 +73,7 @@ from daemon.metrics import MetricSources, build_registry, serve_metrics
 from daemon.mode_spec import mode_spec
 from daemon.operator import FlattenRefused, Operator
 from daemon.risk_wiring import BreakerPlanner, PositionLegs, breaker_settings, execution_limits
-from daemon.settings import RiskSettings
+from daemon.settings import RiskSettings, Settings
 from daemon.state_store import StateStore
 from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.systemd import Notifier, watchdog_interval_s
@@ -82,6 +82,13 @@ from daemon.trading import StateTransition, TradingStateCell
 from daemon.world import aave_params, build_world
 
 log = structlog.get_logger()
+
+
+def decision_interval_s(s: Settings) -> float:
+    """`strategy.decision_interval_s`, else once per market hour on a replay's hourly bars, every 60 s on live data."""
+    if s.strategy.decision_interval_s is not None:
+        return s.strategy.decision_interval_s
+    return 60.0 if s.runtime.mode in ("paper", "live") else 3600.0
 
 
 def _key(message: Any) -> str:
@@ -165,7 +172,8 @@ class Daemon:
         self.strategy = StrategyActor(strategy_market, strategy_events, risk_commands, spec=self.spec,
                                       venues=tuple(cex),
                                       id_prefix=f"r{self.journal.run}i" if self.journal is not None else "i",
-                                      gate=self.gate, limits=self._risk_limits)
+                                      gate=self.gate, limits=self._risk_limits,
+                                      decision_interval_s=decision_interval_s(s))
         self.risk = RiskActor(
             risk_commands, execution_orders, strategy_events, risk_snaps, self._risk_limits,
             DrawdownBreaker().configured(*breaker_settings(s.risk)),
@@ -282,7 +290,8 @@ class Daemon:
             log.warning("config_corrected", detail=warning)
         log.info("daemon_starting", config=str(self.config.path), runtime_mode=s.runtime.mode,
                  strategy_mode=self.config.mode.name, share_class=self.config.share_class.name,
-                 venues=list(self.config.venues), speed=s.replay.speed)
+                 venues=list(self.config.venues),
+                 speed=s.replay.speed if s.runtime.mode in ("replay", "backtest") else None)
         self.notifier.status("starting")
         try:
             async with anyio.create_task_group() as tg:
@@ -307,6 +316,8 @@ class Daemon:
             # The escalation itself, not a task-group wrapper: the CLI maps it to an exit code.
             raise group.exceptions[0] from None
         finally:
+            with CancelScope(shield=True):
+                await self.world.aclose()  # the live feed's connections (nothing to close in a simulated world)
             if self.journal is not None:
                 self.journal.close(self.stop_reason or "failure")  # the run's end marker
             self.notifier.stopping(self.stop_reason or "stopping")

@@ -119,7 +119,7 @@ def _run(path: str) -> int:
     s = config.settings
     logging_setup.configure(s.logging.format, s.logging.level)
     log = structlog.get_logger()
-    # runtime.mode live/paper is refused by load_config (check-config refuses it too).
+    # runtime.mode live is refused by load_config (check-config refuses it too); paper runs (daemon.world).
 
     from daemon.app import Daemon  # the composition root imports every actor; keep check-config light
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -37,6 +38,7 @@ from daemon.errors import ConfigError, ConfigProblem
 from daemon.settings import (
     CREDENTIAL_FILES,
     CREDENTIALS_DIRECTORY_ENV,
+    LIVE_STALENESS_S,
     MIN_CAPITAL,
     ModeDefinition,
     RiskSettings,
@@ -53,6 +55,9 @@ _CATALOG_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 # weETH): any other LST earns its oracle growth alone, so it runs with rewards_mode base_only.
 REWARDS_LST = "weETH"
 _SECRET_SECTIONS = ("credentials",)
+LIVE_DATA_MODES = ("paper", "live")  # runs on the venues' live market data, on the wall clock
+PAPER_STRATEGY_MODES = ("btc_basis", "eth_basis")  # CEX-only: what paper's simulated exchanges can carry
+MARKET_VENUES = ("binance", "bybit", "okx")  # whose public market data daemon.venues.ccxt_market reads
 
 
 @dataclass(frozen=True)
@@ -243,7 +248,18 @@ def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settin
     if settings.runtime.mode == "backtest" and not _overridden(overrides, ["runtime", "mode"]):
         _fail([ConfigProblem(blame(["runtime", "mode"]), "runtime.mode",
                              "'backtest' is set by `basisd backtest` itself; a config says 'replay'")])
-    return settings
+    return _live_staleness(settings)
+
+
+def _live_staleness(settings: Settings) -> Settings:
+    """On live market data, staleness is judged in seconds: the limits neither the file nor the environment set
+    take the live defaults (`LIVE_STALENESS_S`) instead of the replay's hours."""
+    if settings.runtime.mode not in LIVE_DATA_MODES:
+        return settings
+    unset = {k: v for k, v in LIVE_STALENESS_S.items() if k not in settings.risk.model_fields_set}
+    if not unset:
+        return settings
+    return settings.model_copy(update={"risk": settings.risk.model_copy(update=unset)})
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ResolvedConfig:
@@ -356,6 +372,7 @@ def _cross_check(
         *_hedge_problems(src, mode_file, mode, params, venues),
         *_runnable_problems(src, mode_file, settings, mode, params, share_class, venues),
         *_chaos_problems(src, settings, venues),
+        *_paper_problems(src, settings, mode, params, venues),
     ]
     if problems:
         raise ConfigError(problems)
@@ -403,6 +420,74 @@ def _chaos_problems(src: str, settings: Settings, venues: dict[str, VenueDefinit
         problems.append(ConfigProblem(src, "chaos.fail_actor", f"actor {chaos.fail_actor!r} does not run with this "
                                                                f"configuration (actors: {', '.join(actors)})"))
     return problems
+
+
+def _paper_problems(src: str, settings: Settings, mode: ModeDefinition, params: StrategyParams,
+                    venues: dict[str, VenueDefinition]) -> list[ConfigProblem]:
+    """What paper cannot run: it simulates the exchanges at live prices, and has no chain adapter for AAVE or
+    staking yet; every exchange must be one whose public data the daemon reads."""
+    if settings.runtime.mode != "paper":
+        return []
+    problems = []
+    if mode.lending or mode.borrowing or mode.staking:
+        problems.append(ConfigProblem(src, "strategy.mode", f"mode {mode.name!r} needs AAVE or staking on chain, "
+                                                            "which paper cannot run yet (no chain adapter): paper "
+                                                            f"runs {' or '.join(PAPER_STRATEGY_MODES)}"))
+    problems += _paper_venue_problems(src, mode, params, venues)
+    market, risk, sup = settings.market, settings.risk, settings.supervisor
+    if market.poll_interval_s >= risk.data_stale_after_s:
+        problems.append(ConfigProblem(src, "market.poll_interval_s", f"{market.poll_interval_s:g} s must be below "
+                                                                     f"risk.data_stale_after_s "
+                                                                     f"({risk.data_stale_after_s:g} s), or every "
+                                                                     "price is stale between two polls"))
+    if market.poll_interval_s + market.request_timeout_s >= sup.heartbeat_timeout_s:
+        problems.append(ConfigProblem(src, "market.poll_interval_s",
+                                      f"{market.poll_interval_s:g} s plus market.request_timeout_s "
+                                      f"({market.request_timeout_s:g} s) must be below "
+                                      f"supervisor.heartbeat_timeout_s ({sup.heartbeat_timeout_s:g} s): the "
+                                      "market-data actor beats once per poll"))
+    if market.paper_gas_gwei > risk.max_gas_price_gwei:
+        problems.append(ConfigProblem(src, "market.paper_gas_gwei", f"{market.paper_gas_gwei:g} gwei is above "
+                                                                    f"risk.max_gas_price_gwei "
+                                                                    f"({risk.max_gas_price_gwei:g}): no entry "
+                                                                    "would ever start"))
+    if settings.venue_redirect.ca_file is not None:
+        problems += _ca_file_problems(src, Path(src).parent / settings.venue_redirect.ca_file)
+    return problems
+
+
+def _paper_venue_problems(src: str, mode: ModeDefinition, params: StrategyParams,
+                          venues: dict[str, VenueDefinition]) -> list[ConfigProblem]:
+    """Every exchange must be one whose public data paper reads, listing the symbols it reads."""
+    problems = []
+    for i, (name, v) in enumerate(venues.items()):
+        if v.kind != "cex":
+            continue
+        if name not in MARKET_VENUES:
+            problems.append(ConfigProblem(src, f"strategy.venues[{i}]", f"paper reads market data from "
+                                                                      f"{', '.join(MARKET_VENUES)} only, not {name!r}"))
+        elif params.asset not in v.perp_symbols:
+            problems.append(ConfigProblem(src, f"strategy.venues[{i}]", f"{name!r} lists no {params.asset} perpetual "
+                                                                      "(perp_symbols) to read marks from"))
+    exchanges = [name for name, v in venues.items() if v.kind == "cex"]
+    spot = mode.spot_venue if mode.spot_venue in exchanges else next(iter(exchanges), None)
+    for asset in dict.fromkeys((params.asset, "ETH")):  # ETH values the wallet's gas in every mode
+        if spot is not None and asset not in venues[spot].spot_symbols:
+            problems.append(ConfigProblem(src, "strategy.venues", f"{spot!r} lists no {asset} spot pair "
+                                                                  "(spot_symbols) to read the spot price from"))
+    return problems
+
+
+def _ca_file_problems(src: str, path: Path) -> list[ConfigProblem]:
+    """The certificate the redirected venues must present: loaded here as the run will load it."""
+    if not path.is_file():
+        return [ConfigProblem(src, "venue_redirect.ca_file", f"{path} is not a file")]
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return [ConfigProblem(src, "venue_redirect.ca_file", f"{path} cannot be loaded as a PEM certificate: "
+                                                             f"{shorten(str(exc))}")]
+    return []
 
 
 def _share_class_problems(

@@ -131,6 +131,83 @@ class FatalVenueError(VenueError):
     """The venue cannot be used any more (bad credentials, account disabled); trading must halt."""
 
 
+# --- a venue's answers as ccxt reports them, mapped once at the edge (daemon.venues.ccxt_errors) ----------
+
+
+class UnknownOrderOutcome(VenueError):
+    """A request that may have changed the venue's state (an order, a cancel, a transfer) got no answer we can
+    trust: a timeout, a dropped connection, a 5xx after it was received, OKX's "timed out, check the status".
+    It is neither done nor failed: its fate is looked up by client order id before anything is sent again (and
+    a resend reuses the id). Not a `RetryableVenueError` on purpose: a blind retry could place it twice."""
+
+    def __init__(self, message: str, client_order_id: str | None = None, venue_degraded: bool = False) -> None:
+        super().__init__(message)
+        self.client_order_id = client_order_id
+        self.venue_degraded = venue_degraded  # the venue itself said it is struggling (5xx, not available)
+
+
+class DuplicateClientOrderId(UnknownOrderOutcome):
+    """The venue refused an order because it already has one with this client id: the first one was placed
+    (a resend after an unknown outcome). Its fate is looked up, never treated as a rejection."""
+
+
+class VenueRateLimited(RetryableVenueError):
+    """The venue refused the request for its rate: nothing was done. `retry_after_s` is the wait the venue asked
+    for (Retry-After, or the rest of Binance's 418 ban), `banned_until_ms` the end of a ban if it named one."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None, banned_until_ms: int | None = None) -> None:
+        super().__init__(message, retry_after_s)
+        self.banned_until_ms = banned_until_ms
+
+
+class VenueDegraded(RetryableVenueError):
+    """The venue is not available or under maintenance: no new orders there until it answers normally again."""
+
+
+class VenueClockSkew(RetryableVenueError):
+    """The venue refused the request's timestamp (outside its receive window): nothing was done; the clock offset
+    must be measured again before the next signed request."""
+
+
+class VenueBadPayload(RetryableVenueError):
+    """A venue's answer we cannot read exactly (a missing field, a number that is not a decimal string, a value that
+    disagrees with ccxt's own reading of it): nothing is booked from it, and it is asked for again."""
+
+
+class VenueRejected(NonRetryableVenueError):
+    """The venue refused the request on its merits (insufficient funds, an invalid order, a bad symbol), with the
+    venue's own reason; nothing was done."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class VenueInsufficientFunds(VenueRejected):
+    """The venue refused an order or a withdrawal for lack of balance or margin."""
+
+
+class VenueOrderNotFound(VenueRejected):
+    """The venue has no such order: never placed, or long gone (what a lookup by client id may conclude)."""
+
+
+class VenueCredentialsRejected(FatalVenueError):
+    """The venue refused our credentials at start-up: the configuration is wrong, restarting will not help. Names
+    the venue and the setting that holds the key, never the secret."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, message: str, venue: str, key: str) -> None:
+        super().__init__(message)
+        self.venue = venue
+        self.key = key
+
+
+class VenueAccessLost(FatalVenueError):
+    """The venue refused credentials it had accepted (revoked, permissions changed, account suspended) while
+    trading: trading halts until an operator looks."""
+
+
 def find_basisd_error(exc: BaseException) -> BasisdError | None:
     """The first error raised on purpose inside `exc` (itself, or inside nested exception groups)."""
     if isinstance(exc, BasisdError):

@@ -358,7 +358,9 @@ class BasisdCollector:
         yield from (margin, drawdown, breaker, solvency, divergence, limits)
 
     def _strategy_metrics(self) -> Iterator[Metric]:
-        decisions = CounterMetricFamily("basisd_strategy_decisions", "Decisions the strategy manager took (hourly)")
+        decisions = CounterMetricFamily("basisd_strategy_decisions",
+                                        "Decisions the strategy manager took (once a market hour on a replay, every "
+                                        "strategy.decision_interval_s on live data)")
         issued = CounterMetricFamily("basisd_instructions_issued", "Instructions the strategy sent to risk")
         failed = CounterMetricFamily("basisd_instructions_failed", "Instructions that did not complete (refused "
                                      "by risk, or a step failed)")

@@ -76,9 +76,9 @@ class RuntimeSettings(Frozen):
     @field_validator("mode")
     @classmethod
     def _available(cls, v: str) -> str:
-        # The live and paper adapters are not built yet: refused here, so check-config refuses what run refuses.
-        if v in ("live", "paper"):
-            raise ValueError(f"{v!r} is not available in this build yet; use 'replay'")
+        # The live adapters are not wired yet: refused here, so check-config refuses what run refuses.
+        if v == "live":
+            raise ValueError(f"{v!r} is not available in this build yet; use 'paper' or 'replay'")
         return v
 
 
@@ -322,6 +322,48 @@ class ReplaySettings(Frozen):
         return v
 
 
+# --- live market data (paper; live later) ----------------------------------------------------------------
+
+
+class MarketSettings(Frozen):
+    """The venues' public market data in paper mode: REST polling through ccxt (streams come later)."""
+
+    poll_interval_s: float = Field(
+        2.0, ge=0.5, le=60, description="Seconds between polls of every venue's marks, funding and spot: half a "
+                                        "second at least (the venues' rate limits), a minute at most")
+    request_timeout_s: float = Field(
+        5.0, ge=0.1, le=60, description="A venue that has not answered a poll within this many seconds is "
+                                        "degraded for that poll")
+    paper_gas_gwei: float = Field(
+        10.0, ge=0.01, le=10_000, description="The gas price paper's simulated wallet pays (there is no chain "
+                                              "adapter yet); published with every poll")
+
+
+# The settings' defaults for staleness are the replay's (hourly bars); a run on live data judges it in seconds
+# (seed 001/004: 60 s). Applied by `daemon.config.load_settings` where the file and the environment set neither.
+LIVE_STALENESS_S = {"data_stale_after_s": 60.0, "funding_stale_after_s": 300.0}
+
+
+class VenueRedirectSettings(Frozen):
+    """Tests and demos only: the venues' host names resolve to a local address (the exchange fake), every other
+    name is refused, and TLS is verified against `ca_file` alone — never relaxed. Unset: the real venues."""
+
+    address: str | None = Field(None, description="host:port on loopback, e.g. 127.0.0.1:8443")
+    ca_file: PathText | None = Field(None, description="PEM certificate the redirected venues must present")
+
+    @model_validator(mode="after")
+    def _both_on_loopback(self) -> VenueRedirectSettings:
+        if (self.address is None) != (self.ca_file is None):
+            raise ValueError("address and ca_file go together (both set, or neither)")
+        if self.address is not None:
+            host, sep, port = self.address.rpartition(":")
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"address must be host:port, was {self.address!r}")
+            if not is_loopback(host):
+                raise ValueError(f"address must be on loopback (a local fake), was {host!r}")
+        return self
+
+
 # --- risk: the thresholds SIGHUP may change while running -----------------------------------------------
 
 
@@ -471,6 +513,9 @@ class StrategySettings(Frozen):
     catalog_dir: PathText = Field(".", description="Directory holding modes/, venues/, share_classes/, "
                                               "relative to the config file")
     params: dict[str, Any] = Field(default_factory=dict, description="Overrides of the mode's params")
+    decision_interval_s: float | None = Field(
+        None, ge=1, le=DAY_S, description="Seconds between the strategy's decisions (None: once per market hour in "
+                                          "replay and backtest, every 60 s in paper)")
 
 
 # --- secrets ------------------------------------------------------------------------------------------
@@ -649,6 +694,8 @@ class Settings(BaseSettings):
     control: ControlSettings = ControlSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     replay: ReplaySettings = ReplaySettings()
+    market: MarketSettings = MarketSettings()
+    venue_redirect: VenueRedirectSettings = VenueRedirectSettings()
     risk: RiskSettings = RiskSettings()
     strategy: StrategySettings
     credentials: CredentialsSettings = CredentialsSettings()

@@ -1,23 +1,28 @@
 """The world a run trades in, built per runtime mode in one place: its clock, its exchanges, its chain and the
 market feed that drives them, with the capital the run starts with.
 
-The actors and their wiring (`daemon.app`) are the same in every world; only this changes with the mode. Today
-there is one: the simulated world of `replay` and `backtest` — a virtual clock, simulated exchanges and chain
-that keep their own books, and a bar feed from the synthetic market or the recorded history. `paper` (the
-venues' live market data, fills simulated at the live marks) and `live` (the wall clock and the ccxt and web3
-adapters) are refused at load (`daemon.config`) until their worlds exist here.
+The actors and their wiring (`daemon.app`) are the same in every world; only this changes with the mode:
+
+* `replay` and `backtest` — the simulated world: a virtual clock, simulated exchanges and chain that keep their own
+  books, and a bar feed from the synthetic market or the recorded history.
+* `paper` — the wall clock, the venues' real public market data (`daemon.replay.live_feed`, REST polling through
+  ccxt, no keys), and the same simulated exchanges filling at the live marks. The wallet is the simulated chain
+  (transfers to and from the exchanges, gas at `market.paper_gas_gwei`): paper runs the CEX-only modes
+  (`eth_basis`, `btc_basis`); the AAVE and staking modes are refused at load until the chain adapter exists.
+* `live` (the ccxt and web3 adapters) is refused at load (`daemon.config`) until its world exists here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from pathlib import Path
 
 import structlog
 
 from daemon.bus import LosslessChannel
-from daemon.clock import VirtualClock
+from daemon.clock import Clock, VirtualClock, WallClock
 from daemon.config import ResolvedConfig
 from daemon.data.bars import DuplicatesResolved, History
 from daemon.data.cache import BarCache, SeriesCache
@@ -31,6 +36,7 @@ from daemon.domain.strategy import ModeSpec
 from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
 from daemon.errors import ConfigError, ConfigProblem
 from daemon.replay.feed import BarFeed
+from daemon.replay.live_feed import LiveFeed, MarketSource
 from daemon.venues.simulated import SimulatedExchange
 from daemon.venues.simulated_chain import SimulatedChain
 
@@ -41,13 +47,18 @@ SIMULATED_MODES = ("replay", "backtest")
 
 @dataclass(frozen=True, slots=True)
 class World:
-    clock: VirtualClock
+    clock: Clock
     exchanges: dict[str, SimulatedExchange]  # venue name → its exchange (the ExchangeVenue port)
     chain: SimulatedChain  # the wallet, AAVE, staking and the transfers to and from the exchanges
     board: MarketBoard  # the market the chain prices its transactions at (the feed keeps it current)
-    feed: BarFeed  # what the market-data actor reads
+    feed: BarFeed | LiveFeed  # what the market-data actor reads
     opening: ChangeSet  # the run's capital, already in the wallet: the books start from it
     reward_events: tuple[RewardEvent, ...]  # EtherFi distributions the run receives (recorded history only)
+    closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # connections to close when the run ends
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            await close()
 
 
 def build_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessChannel[VenueReport]) -> World:
@@ -55,16 +66,16 @@ def build_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessC
     mode = config.settings.runtime.mode
     if mode in SIMULATED_MODES:
         return simulated_world(config, spec, venue_reports)
+    if mode == "paper":
+        return paper_world(config, spec, venue_reports)
     # load_config refuses these first (exit 78); this is the last line should a caller bypass it.
     raise ConfigError([ConfigProblem(str(config.path), "runtime.mode", f"{mode!r} has no world in this build yet")])
 
 
-def simulated_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessChannel[VenueReport]) -> World:
-    s = config.settings
-    replay = s.replay
-    clock = VirtualClock(int(replay.start.timestamp()) * 1_000_000_000, replay.speed)
-    cex = {name: v for name, v in config.venues.items() if v.kind == "cex"}
-    exchanges = {
+def simulated_exchanges(config: ResolvedConfig, clock: Clock,
+                        venue_reports: LosslessChannel[VenueReport]) -> dict[str, SimulatedExchange]:
+    """One simulated exchange per CEX venue of the config, with the venue's fees and margin rules."""
+    return {
         name: SimulatedExchange(
             name, clock, venue_reports,
             taker_fee_bps=Decimal(str(v.fees.taker_bps if v.fees else 0)),
@@ -74,8 +85,25 @@ def simulated_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: Lossl
             spot_taker_fee_bps=Decimal(str(v.spot_fees.taker_bps)) if v.spot_fees else None,
             withdrawal_fees={asset: Decimal(str(fee)) for asset, fee in v.withdrawal_fee.items()},
         )
-        for name, v in cex.items()
+        for name, v in config.venues.items() if v.kind == "cex"
     }
+
+
+def opening_capital(config: ResolvedConfig, clock: Clock, chain: SimulatedChain) -> ChangeSet:
+    """The run's capital, in the wallet: on chain, and in our books."""
+    capital = Decimal(str(config.settings.strategy.initial_capital))
+    opening = ChangeSet(Reason.INITIAL_CAPITAL, clock.now_ns(),
+                        (TokenChange(WALLET, config.share_class.currency, capital),))
+    chain.receive(opening)
+    return opening
+
+
+def simulated_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessChannel[VenueReport]) -> World:
+    s = config.settings
+    replay = s.replay
+    clock = VirtualClock(int(replay.start.timestamp()) * 1_000_000_000, replay.speed)
+    cex = {name: v for name, v in config.venues.items() if v.kind == "cex"}
+    exchanges = simulated_exchanges(config, clock, venue_reports)
     perp_venues = list(cex) or ["binance"]
     market = SyntheticMarketSpec(seed=replay.seed, start=replay.start, hours=replay.hours, venues=perp_venues,
                                  shocks=tuple(Shock(x.at_hour, x.eth_move_fraction, x.lst_oracle_move_fraction)
@@ -87,11 +115,48 @@ def simulated_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: Lossl
                            currency=config.share_class.currency)
     feed = BarFeed(bars(config, spec, market, perp_venues, rewards=bool(rewards)), clock, exchanges, board,
                    venue_actions=(chain.pay_rewards, chain.check_liquidation))
-    capital = Decimal(str(s.strategy.initial_capital))
-    opening = ChangeSet(Reason.INITIAL_CAPITAL, clock.now_ns(),
-                        (TokenChange(WALLET, config.share_class.currency, capital),))
-    chain.receive(opening)  # the capital is in the wallet: on chain, and in our books
+    opening = opening_capital(config, clock, chain)
     return World(clock, exchanges, chain, board, feed, opening, rewards)
+
+
+def paper_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessChannel[VenueReport]) -> World:
+    """The wall clock, the venues' live public market data, simulated exchanges filling at the live marks, and the
+    simulated chain as the wallet (CEX-only modes: it only moves USDT and ETH between the wallet and the exchanges,
+    at the gas price `market.paper_gas_gwei`)."""
+    from daemon.venues.ccxt_market import CcxtMarketSource  # ccxt is imported by the worlds that use it only
+    from daemon.venues.endpoints import redirected_session
+
+    s = config.settings
+    clock = WallClock()
+    exchanges = simulated_exchanges(config, clock, venue_reports)
+    board = MarketBoard()
+    chain = SimulatedChain(clock, board, venue_reports, exchanges, lst=spec.lst, aave=aave_params(config),
+                           gas_debt_allowed=config.share_class.currency == "USDT", currency=config.share_class.currency)
+    asset = config.params.asset
+    spot_assets = (asset,) if asset == "ETH" else (asset, "ETH")  # ETH values the wallet's gas in every mode
+    spot_venue = config.mode.spot_venue if config.mode.spot_venue in exchanges else next(iter(exchanges))
+    redirect = s.venue_redirect
+    session = None
+    if redirect.address is not None and redirect.ca_file is not None:
+        ca_file = config.path.parent / redirect.ca_file
+        log.warning("venue_redirect", address=redirect.address, ca_file=str(ca_file),
+                    detail="the venues' host names go to a local address (tests and demos only)")
+        session = redirected_session(redirect.address, Path(ca_file))
+    sources: dict[str, MarketSource] = {
+        name: CcxtMarketSource(name, {asset: v.perp_symbols[asset]},
+                               {a: v.spot_symbols[a] for a in spot_assets} if name == spot_venue else None,
+                               timeout_s=s.market.request_timeout_s, session=session)
+        for name, v in config.venues.items() if name in exchanges
+    }
+    feed = LiveFeed(sources, clock, exchanges, board, assets=(asset,), spot_assets=spot_assets, spot_venue=spot_venue,
+                    poll_interval_s=s.market.poll_interval_s, request_timeout_s=s.market.request_timeout_s,
+                    gas_gwei=Decimal(str(s.market.paper_gas_gwei)), venue_actions=(chain.check_liquidation,))
+    closers: tuple[Callable[[], Awaitable[None]], ...] = (feed.close,)
+    if session is not None:
+        closers += (session.close,)
+    log.info("paper_world", venues=list(sources), asset=asset, spot_venue=spot_venue,
+             poll_interval_s=s.market.poll_interval_s)
+    return World(clock, exchanges, chain, board, feed, opening_capital(config, clock, chain), (), closers)
 
 
 def bars(config: ResolvedConfig, spec: ModeSpec, market: SyntheticMarketSpec, venues: list[str],

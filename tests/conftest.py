@@ -9,6 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The exchange fake's fixtures (exchange_fake, binanceusdm, binance_spot): tests/fakes/exchange/plugin.py.
+pytest_plugins = ["tests.fakes.exchange.plugin"]
+
 # Tests (and the daemons they start, which inherit the environment) never write into the user's own cache.
 os.environ.setdefault("BASISD_CACHE_DIR", tempfile.mkdtemp(prefix="basisd-test-cache-"))
 # Nor do they bind the positions API's fixed port: an in-process daemon, or one beside another run, picks a free one.

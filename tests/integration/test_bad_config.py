@@ -262,10 +262,16 @@ def test_check_config_refuses_infinite_capital(catalog: Path) -> None:
                                                       "number (was '1e400'); no setting may be infinite or NaN")
 
 
-def test_check_config_refuses_the_paper_config_as_run_does() -> None:
-    path = ROOT / "configs" / "paper.yaml"
-    message = f"{path.relative_to(ROOT)}: runtime.mode: 'paper' is not available in this build yet; use 'replay'"
-    for argv in (["check-config", str(path.relative_to(ROOT))], ["run", "--config", str(path.relative_to(ROOT))]):
+def test_check_config_refuses_a_paper_config_of_an_aave_mode_as_run_does(tmp_path: Path) -> None:
+    path = tmp_path / "paper.yaml"
+    data = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
+    data["strategy"].update({"mode": "usdt_market_neutral", "venues": ["binance", "bybit", "okx", "aave_v3",
+                                                                      "etherfi"],
+                             "catalog_dir": str(ROOT / "configs")})
+    path.write_text(yaml.safe_dump(data))
+    message = (f"{path}: strategy.mode: mode 'usdt_market_neutral' needs AAVE or staking on chain, which paper "
+               "cannot run yet (no chain adapter): paper runs btc_basis or eth_basis")
+    for argv in (["check-config", str(path)], ["run", "--config", str(path)]):
         assert_refused(basisd(*argv), message)
 
 

@@ -10,10 +10,12 @@ import anyio
 import pytest
 
 from daemon.bus import LosslessChannel
+from daemon.clock import WallClock
 from daemon.config import load_config
 from daemon.domain.ledger import WALLET
 from daemon.errors import ConfigError
 from daemon.mode_spec import mode_spec
+from daemon.replay.live_feed import LiveFeed
 from daemon.world import build_world
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -31,7 +33,22 @@ def test_a_replay_trades_in_the_simulated_world_holding_its_capital_in_the_walle
     anyio.run(main)
 
 
-@pytest.mark.parametrize("mode", ["live", "paper"])
+def test_paper_trades_simulated_exchanges_on_the_wall_clock_fed_by_every_venue_s_live_data() -> None:
+    async def main() -> None:
+        config = load_config(CONFIGS / "paper.yaml")
+        world = build_world(config, mode_spec(config), LosslessChannel("reports", 64))
+        try:
+            assert isinstance(world.clock, WallClock) and isinstance(world.feed, LiveFeed)
+            assert set(world.exchanges) == set(world.feed.health) == {"binance", "bybit", "okx"}
+            capital = Decimal(str(config.settings.strategy.initial_capital))
+            assert world.chain.book.balance(WALLET, "USDT") == capital
+        finally:
+            await world.aclose()
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("mode", ["live"])
 def test_a_mode_without_a_world_is_a_config_error_naming_the_key(mode: str) -> None:
     # load_config refuses these modes first; the world is the last line, should a caller bypass it.
     config = load_config(CONFIGS / "replay.yaml")
