@@ -24,7 +24,6 @@ from daemon.domain.messages import (
     VenueReport,
 )
 from daemon.domain.risk import RiskLimits, stale_series
-from daemon.errors import RetryableVenueError
 from daemon.replay.live_feed import LiveFeed
 from daemon.venues.ccxt_market import CLIENTS, CcxtMarketSource
 from daemon.venues.simulated import SimulatedExchange
@@ -199,8 +198,6 @@ async def test_okx_s_spot_price_is_read_exactly(exchange_fake: FakeExchange) -> 
     assert spot.price == Decimal("3290.25")
 
 
-@pytest.mark.xfail(reason="the fake does not serve OKX GET /api/v5/public/mark-price yet (requested)", strict=True,
-                   raises=RetryableVenueError)
 async def test_okx_s_mark_and_funding_are_read_exactly(exchange_fake: FakeExchange) -> None:
     st = exchange_fake.okx
     st.set_mark("ETH-USDT-SWAP", Decimal("3291.5"))

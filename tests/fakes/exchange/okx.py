@@ -101,6 +101,7 @@ class OkxRoutes:
             ("GET", "/api/v5/public/time"): self.time,
             ("GET", "/api/v5/public/instruments"): self.instruments,
             ("GET", "/api/v5/public/funding-rate"): self.funding_rate,
+            ("GET", "/api/v5/public/mark-price"): self.mark_price,
             ("GET", "/api/v5/market/ticker"): self.ticker,
         }
         private: dict[tuple[str, str], Route] = {
@@ -204,6 +205,14 @@ class OkxRoutes:
                  "fundingTime": str(nxt), "nextFundingTime": str(nxt + 8 * 3600 * 1000), "method": "current_period",
                  "maxFundingRate": "0.0075", "minFundingRate": "-0.0075", "premium": "0", "settState": "settled",
                  "settFundingRate": rate, "ts": str(self.state.now_ms())}]
+
+    async def mark_price(self, call: Call, p: dict[str, Any]) -> Json:
+        """`GET /api/v5/public/mark-price`: the swap's mark (ccxt's `fetch_mark_price` reads `markPx`)."""
+        inst = str(p.get("instId", ""))
+        if inst not in self.state.marks:
+            raise OkxError("51001", "Instrument ID does not exist.")
+        return [{"instType": "SWAP", "instId": inst, "markPx": _s(self.state.marks[inst]),
+                 "ts": str(self.state.now_ms())}]
 
     async def ticker(self, call: Call, p: dict[str, Any]) -> Json:
         inst = str(p.get("instId", ""))
