@@ -15,7 +15,6 @@ import pytest
 from actors.execution import ExecutionActor
 from daemon.bus import LosslessChannel
 from daemon.clock import VirtualClock
-from daemon.domain.aave import atomic_entry
 from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId, VenueId
 from daemon.domain.ledger import WALLET, ChangeSet, Reason, TokenChange
 from daemon.domain.limits import ExecutionLimits
@@ -41,6 +40,7 @@ from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.trading import TradingStateCell
 from daemon.venues.simulated import SimulatedExchange
 from daemon.venues.simulated_chain import SimulatedChain
+from tests.actors.test_execution_actor import entry_instruction as entry
 
 D = Decimal
 
@@ -114,19 +114,6 @@ async def running(limits: ExecutionLimits) -> AsyncIterator[Rig]:
         await tg.start(sup.run)
         yield Rig(orders, reports, events, exchange, hanging, trading, board, current, legs, actor)
         tg.cancel_scope.cancel()
-
-
-def entry(long_eth: Decimal) -> Instruction:
-    lev = atomic_entry(long_eth, D("0.9"))
-    steps = (
-        Step(1, "TRANSFER_USDT_TO_CEX", Executor.WALLET, "binance", {"amount_usd": long_eth * 3000 + 10_000}),
-        Step(2, "BUY_SPOT", Executor.CEX, "binance", {"amount": long_eth}),
-        Step(3, "OPEN_PERP_SHORT", Executor.CEX, "binance", {"amount": long_eth}),
-        Step(4, "WITHDRAW_TO_WALLET", Executor.CEX, "binance", {"amount_eth": long_eth}),
-        Step(5, "ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3",
-             {"equity_eth": long_eth, "supply_eth": lev.supplied, "borrow_eth": lev.borrowed}),
-    )
-    return Instruction(1, "ENTRY", "test", long_eth * 3000, steps, False, "entry")
 
 
 async def finished(rig: Rig) -> InstructionFinished:

@@ -68,6 +68,23 @@ async def serve_connection(conn: _Connection, on_text: Any) -> None:
             await pump
 
 
+class SubscribedConnections:
+    """Open private-stream connections of a venue, each with what it subscribed to (Bybit and OKX streams)."""
+
+    subscribed: dict[_Connection, Any]
+
+    async def close_all(self) -> None:
+        for conn in list(self.subscribed):
+            await conn.ws.close(code=1001, message=b"fake: stopping")
+
+    async def drop_connections(self) -> int:
+        """Drop every connection (a fault): the client must reconnect and re-subscribe."""
+        conns = list(self.subscribed)
+        for conn in conns:
+            await conn.ws.close(code=1000, message=b"fake: dropped")
+        return len(conns)
+
+
 class BinanceStreams:
     def __init__(self, state: BinanceState, routes: BinanceRoutes) -> None:
         self.state = state

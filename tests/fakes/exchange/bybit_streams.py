@@ -14,14 +14,14 @@ from typing import Any
 from aiohttp import web
 
 from .binance_model import BinanceState, Order, Trade
-from .binance_streams import _Connection, serve_connection
+from .binance_streams import SubscribedConnections, _Connection, serve_connection
 from .bybit import _execution, _order
 from .call import Credentials
 
 STREAM = "stream.bybit.com"
 
 
-class BybitStreams:
+class BybitStreams(SubscribedConnections):
     def __init__(self, state: BinanceState, credentials: Credentials) -> None:
         self.state = state
         self.credentials = credentials
@@ -31,16 +31,6 @@ class BybitStreams:
 
     def ws_routes(self) -> dict[tuple[str, str], Any]:
         return {(STREAM, "/v5/private"): self.private}
-
-    async def close_all(self) -> None:
-        for conn in list(self.subscribed):
-            await conn.ws.close(code=1001, message=b"fake: stopping")
-
-    async def drop_connections(self) -> int:
-        conns = list(self.subscribed)
-        for conn in conns:
-            await conn.ws.close(code=1000, message=b"fake: dropped")
-        return len(conns)
 
     async def private(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True)

@@ -17,14 +17,14 @@ from aiohttp import web
 
 from .binance_model import BinanceState, Order, Trade
 from .binance_routes import _s
-from .binance_streams import _Connection, serve_connection
+from .binance_streams import SubscribedConnections, _Connection, serve_connection
 from .call import Credentials
 from .okx import OkxRoutes
 
 WS = "ws.okx.com"
 
 
-class OkxStreams:
+class OkxStreams(SubscribedConnections):
     def __init__(self, state: BinanceState, routes: OkxRoutes, credentials: Credentials) -> None:
         self.state = state
         self.routes = routes
@@ -35,16 +35,6 @@ class OkxStreams:
 
     def ws_routes(self) -> dict[tuple[str, str], Any]:
         return {(WS, "/ws/v5/private"): self.private}
-
-    async def close_all(self) -> None:
-        for conn in list(self.subscribed):
-            await conn.ws.close(code=1001, message=b"fake: stopping")
-
-    async def drop_connections(self) -> int:
-        conns = list(self.subscribed)
-        for conn in conns:
-            await conn.ws.close(code=1000, message=b"fake: dropped")
-        return len(conns)
 
     async def private(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True)
