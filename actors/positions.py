@@ -52,8 +52,7 @@ class PositionsActor:
         self._opening_snapshot = ledger.snapshot()  # empty books: the opening capital is the first flow
         self._step_changes: list[ChangeSet] = []
         for change in opening():
-            ledger.apply(change)
-            self._step_changes.append(change)
+            self.book_opening(change)
         self.board = MarketBoard()
         self._booked: set[str] = set()
         self.latest: PortfolioSnapshotted | None = None
@@ -64,6 +63,12 @@ class PositionsActor:
         self.max_abs_residual = Decimal(0)
         self.hours_attributed = 0
         self._open_hour = -1  # the market hour whose changes are being gathered
+
+    def book_opening(self, change: ChangeSet) -> None:
+        """Book the run's opening capital (before the actor runs): the first flow of the first hour. A live run
+        books it once the venues have been read (daemon.live_accounts)."""
+        self.ledger.apply(change)
+        self._step_changes.append(change)
 
     async def run(self, ctx: ActorContext) -> None:
         async def on_report(report: OrderFilled | BalancesChanged) -> None:

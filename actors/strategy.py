@@ -49,6 +49,7 @@ class StrategyActor:
         gate: StartGate | None = None,
         limits: Callable[[], RiskLimits] | None = None,
         decision_interval_s: float = 3600.0,
+        failure_backoff_max_s: float | None = None,
     ) -> None:
         self.market = market
         # Decisions wait for the start gate (daemon.gate): one made on books not yet checked against the venues
@@ -64,6 +65,12 @@ class StrategyActor:
         # At most one decision per interval of market time: a replay's hour (one bar), a few seconds' polls on live
         # data. The instruction ids keep the market hour, whatever the interval.
         self._interval_ns = int(decision_interval_s * 1_000_000_000)
+        # On live venues an instruction refused whole (a venue's rejection, a limit) is not re-sent every interval:
+        # the next decision waits one interval more after each refusal in a row, up to `failure_backoff_max_s`
+        # (None: no wait, the replay's rule — a refusal there is retried on the next bar).
+        self._backoff_max_ns = None if failure_backoff_max_s is None else int(failure_backoff_max_s * 1_000_000_000)
+        self._refusals = 0
+        self.retry_at_ns = 0
         # Instruction ids (and the client order ids derived from them) must never repeat: the sequence survives
         # restarts of the actor, and the prefix carries the process's journal run, so a restarted daemon deciding
         # in the same market hour cannot reuse an id a venue has already seen for another order.
@@ -102,11 +109,14 @@ class StrategyActor:
                 reports_due += event.reports
                 if event.completed:
                     self.completed_instructions += 1
+                    self._refusals = 0
                 else:
                     self.failed_instructions += 1
                     ctx.log.warning("instruction_failed", instruction_id=event.instruction_id, reason=event.reason,
                                     steps_done=event.steps_done)
-                    if event.steps_done > 0:
+                    if event.steps_done == 0:
+                        self._back_off(ctx)
+                    else:
                         # Half an instruction is a position nobody designed (DOMAIN §8 #20): keep what is held,
                         # send nothing new, and leave the next move to a human.
                         ctx.trading.halt(f"instruction {event.instruction_id} stopped after {event.steps_done} "
@@ -119,7 +129,7 @@ class StrategyActor:
                 return
             now = ctx.clock.now_ns()
             slot, hour = now // self._interval_ns, now // NS_PER_HOUR
-            if slot == last_slot:
+            if slot == last_slot or now < self.retry_at_ns:
                 return
             try:
                 self._check_marks(board)
@@ -136,6 +146,16 @@ class StrategyActor:
             tg.start_soon(serve, ctx, self.market, on_market)
             tg.start_soon(serve, ctx, self.events, on_event)
             tg.start_soon(self._decide_once_open, maybe_decide)
+
+    def _back_off(self, ctx: ActorContext) -> None:
+        """An instruction refused whole: on live venues, wait longer before each attempt in a row."""
+        if self._backoff_max_ns is None:
+            return
+        self._refusals += 1
+        wait_ns = min(self._interval_ns * 2 ** min(self._refusals - 1, 32), self._backoff_max_ns)
+        self.retry_at_ns = ctx.clock.now_ns() + wait_ns
+        ctx.log.info("decisions_backing_off", refusals_in_a_row=self._refusals, wait_s=wait_ns / 1e9,
+                     detail="the next decision waits before trying again")
 
     async def _decide_once_open(self, decide_now: Callable[[], Awaitable[None]]) -> None:
         if self._gate is not None and not self._gate.is_open:

@@ -79,7 +79,7 @@ from daemon.supervisor import RestartPolicy, Supervisor
 from daemon.systemd import Notifier, watchdog_interval_s
 from daemon.telemetry import ReconciliationRecord, VenueStats
 from daemon.trading import StateTransition, TradingStateCell
-from daemon.world import aave_params, build_world
+from daemon.world import SimulatedVenues, aave_params, build_world
 
 log = structlog.get_logger()
 
@@ -100,6 +100,10 @@ def _merge(pending: Any, newer: Any) -> Any:
     if isinstance(pending, MarketUpdated) and isinstance(newer, MarketUpdated):
         return pending.merged_with(newer)
     return newer
+
+
+# On live data, the longest wait between attempts at an instruction the venues or the limits keep refusing.
+FAILURE_BACKOFF_MAX_S = 900.0
 
 
 class Daemon:
@@ -167,13 +171,14 @@ class Daemon:
         self.board, self.feed, self.reward_events = self.world.board, self.world.feed, self.world.reward_events
         cex = {name: v for name, v in config.venues.items() if v.kind == "cex"}
         capital = Decimal(str(s.strategy.initial_capital))
-        opening = self.world.opening
         self.market_data = MarketDataActor(self.feed, Fanout[Any]([strategy_market, positions_marks, *api_market]))
         self.strategy = StrategyActor(strategy_market, strategy_events, risk_commands, spec=self.spec,
                                       venues=tuple(cex),
                                       id_prefix=f"r{self.journal.run}i" if self.journal is not None else "i",
                                       gate=self.gate, limits=self._risk_limits,
-                                      decision_interval_s=decision_interval_s(s))
+                                      decision_interval_s=decision_interval_s(s),
+                                      failure_backoff_max_s=FAILURE_BACKOFF_MAX_S if s.runtime.mode in
+                                      ("paper", "live") else None)
         self.risk = RiskActor(
             risk_commands, execution_orders, strategy_events, risk_snaps, self._risk_limits,
             DrawdownBreaker().configured(*breaker_settings(s.risk)),
@@ -205,7 +210,8 @@ class Daemon:
         self.positions = PositionsActor(
             positions_reports, positions_marks,
             Fanout[Any]([strategy_market, status_snaps, risk_snaps, *api_snapshots, *reconcile_snaps]),
-            Ledger(tuple(cex), gas_debt_allowed=usdt_class), lambda: [opening],
+            Ledger(tuple(cex), gas_debt_allowed=usdt_class),
+            lambda: [self.world.opening] if self.world.start is None else [],  # live: once the venues are read
             currency=config.share_class.currency, attributions=attributions,
         )
         self.status = StatusActor(status_snaps, s.runtime.status_interval_s, self._status_extra,
@@ -247,6 +253,13 @@ class Daemon:
         self.operator = self._operator()
         self._drills()
         self.operator.restore(warn_if_not_persistent=s.runtime.mode in ("live", "paper"))
+
+    @property
+    def simulated(self) -> SimulatedVenues:
+        """The simulated exchanges and chain (replay, backtest, paper); a live run has none."""
+        if self.world.simulated_chain is None:
+            raise RuntimeError(f"a {self.config.settings.runtime.mode} run has no simulated venues")
+        return SimulatedVenues(self.world.simulated, self.world.simulated_chain)
 
     @property
     def risk_settings(self) -> RiskSettings:
@@ -302,6 +315,14 @@ class Daemon:
                 # configuration error (exit 78) found before an order, not a failure after one.
                 await self._bind_listeners(tg)
                 self.gate.passed(LISTENERS)
+                if self.world.start is not None:
+                    # Live: every venue's start-up checks, and the books' opening read from their accounts, before
+                    # any actor runs (a venue that cannot be traded stops the run here: nothing was sent).
+                    self.notifier.status("starting: checking the venues")
+                    await self.world.start()
+                    self.positions.book_opening(self.world.opening)
+                for service in self.world.services:
+                    tg.start_soon(service)
                 await tg.start(self.supervisor.run)
                 await self._startup_reconciliation()
                 self.gate.passed(RECONCILIATION)
@@ -383,15 +404,15 @@ class Daemon:
         reconciler, resting orders for the emergency stop to cancel."""
         chaos = self.config.settings.chaos
         for name, amount in chaos.unreported_usdt.items():
-            if name not in self.exchanges:
-                problem = f"no simulated exchange named {name!r} (exchanges: {', '.join(self.exchanges)})"
+            if name not in self.world.simulated:
+                problem = f"no simulated exchange named {name!r} (exchanges: {', '.join(self.world.simulated)})"
                 raise ConfigError([ConfigProblem(str(self.config.path), "chaos.unreported_usdt", problem)])
-            self.exchanges[name].credit_unreported("USDT", Decimal(str(amount)))
+            self.world.simulated[name].credit_unreported("USDT", Decimal(str(amount)))
             log.warning("chaos_unreported_credit", venue=name, usdt=amount)
         for name in chaos.unreachable_accounts:
-            self.exchanges[name].account_queries_time_out = True  # names checked by load_config
+            self.world.simulated[name].account_queries_time_out = True  # names checked by load_config
             log.warning("chaos_unreachable_account", venue=name)
-        for name, exchange in self.exchanges.items():
+        for name, exchange in self.world.simulated.items():
             for n in range(chaos.resting_orders_per_venue):
                 exchange.rest_order(SubmitOrder(ClientOrderId(f"drill-{name}-{n}"), InstructionId("drill"),
                                                 InstrumentId(f"{name}:Perp:ETHUSDT"), Side.BUY, Decimal("0.01"),
@@ -606,7 +627,7 @@ class Daemon:
         records = self.supervisor.records.values()
         depth = max((len(ch) for ch in self.channels.values()), default=0)
         return {"restarts": sum(r.restarts for r in records), "max_queue": depth,
-                "orders": sum(e.orders_received for e in self.exchanges.values())}
+                "orders": sum(e.orders_received for e in self.world.simulated.values())}
 
     def _metric_sources(self) -> MetricSources:
         lending = next((name for name, v in self.config.venues.items() if v.kind == "lending"), "aave_v3")
@@ -617,8 +638,8 @@ class Daemon:
             risk_limits=lambda: self.risk_settings.model_dump(), strategy=self.strategy, risk_gate=self.risk,
             venues=self.venue_stats, reconciliation=self.reconciliation, operator=self.operator, journal=self.journal,
             lending_venue=lending,
-            liquidations=lambda: {lending: self.chain.liquidations,
-                                  **{name: e.liquidations for name, e in self.exchanges.items()}},
+            liquidations=lambda: {lending: getattr(self.chain, "liquidations", 0),
+                                  **{name: e.liquidations for name, e in self.world.simulated.items()}},
             gauges={
                 "basisd_execution_limit_stops": (
                     "Instructions seed 004's limits stopped: refused or deferred before their first step (gas above "

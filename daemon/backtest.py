@@ -173,7 +173,7 @@ def build_summary(daemon: Daemon) -> dict[str, Any]:
     initial: dict[str, Any] = {}
     if recorder.first is not None:
         ledger, market = recorder.first
-        view = strategy_view(ledger, market, daemon.spec, tuple(daemon.exchanges))
+        view = strategy_view(ledger, market, daemon.spec, tuple(daemon.simulated.exchanges))
         ltv = view.aave_debt / view.aave_collateral if view.aave_collateral else Decimal(0)
         initial = {
             "aave_collateral_eth": _s(view.aave_collateral), "aave_debt_eth": _s(view.aave_debt),
@@ -197,17 +197,17 @@ def build_summary(daemon: Daemon) -> dict[str, Any]:
         # venues saw before acting, and every liquidation with its time: daemon.backtest_risk.
         "min_health_factor": _s(recorder.min_hf) if recorder.min_hf.is_finite() else "inf",
         "min_margin_ratio": {v: _s(r) for v, r in sorted(recorder.min_margin.items())},
-        "worst_before_action": worst_before_action(daemon.chain, daemon.exchanges),
-        "liquidation_events": liquidation_events(daemon.chain, daemon.exchanges),
+        "worst_before_action": worst_before_action(daemon.simulated.chain, daemon.simulated.exchanges),
+        "liquidation_events": liquidation_events(daemon.simulated.chain, daemon.simulated.exchanges),
         # The same at each hour's worst price (candle highs for shorts), where the history records them.
         "min_margin_ratio_intrabar": {name: _s(e.min_margin_ratio_intrabar)
-                                      for name, e in sorted(daemon.exchanges.items())
+                                      for name, e in sorted(daemon.simulated.exchanges.items())
                                       if e.min_margin_ratio_intrabar is not None},
         "instructions": daemon.strategy.instructions, "failed_instructions": daemon.strategy.failed_instructions,
         "delta_bands": delta_bands(daemon, recorder.drifts),
         "total_costs": _s(positions.pnl_totals["transaction_costs"]),
-        "liquidations": {"aave_v3": daemon.chain.liquidations,
-                         **{name: e.liquidations for name, e in sorted(daemon.exchanges.items())}},
+        "liquidations": {"aave_v3": daemon.simulated.chain.liquidations,
+                         **{name: e.liquidations for name, e in sorted(daemon.simulated.exchanges.items())}},
         "initial_positions": initial,
         "stopped": daemon.stop_reason or "failure", "trading_state_at_end": daemon.trading.state.value,
         # Each drawdown breaker level that acted, in order (actors.risk): level, action, market time, drawdown

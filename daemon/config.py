@@ -45,6 +45,7 @@ from daemon.settings import (
     Settings,
     ShareClassDefinition,
     StrategyParams,
+    VenueCredentials,
     VenueDefinition,
 )
 
@@ -424,15 +425,19 @@ def _chaos_problems(src: str, settings: Settings, venues: dict[str, VenueDefinit
 
 def _paper_problems(src: str, settings: Settings, mode: ModeDefinition, params: StrategyParams,
                     venues: dict[str, VenueDefinition]) -> list[ConfigProblem]:
-    """What paper cannot run: it simulates the exchanges at live prices, and has no chain adapter for AAVE or
-    staking yet; every exchange must be one whose public data the daemon reads."""
-    if settings.runtime.mode != "paper":
+    """What paper and live cannot run: there is no chain adapter for AAVE or staking yet (paper simulates the
+    exchanges at live prices, live trades them through ccxt); every exchange must be one whose data the daemon
+    reads. Live also needs each venue's keys, and a state directory for the journal that numbers its runs."""
+    runtime = settings.runtime.mode
+    if runtime not in LIVE_DATA_MODES:
         return []
     problems = []
     if mode.lending or mode.borrowing or mode.staking:
         problems.append(ConfigProblem(src, "strategy.mode", f"mode {mode.name!r} needs AAVE or staking on chain, "
-                                                            "which paper cannot run yet (no chain adapter): paper "
-                                                            f"runs {' or '.join(PAPER_STRATEGY_MODES)}"))
+                                                            f"which {runtime} cannot run yet (no chain adapter): "
+                                                            f"{runtime} runs {' or '.join(PAPER_STRATEGY_MODES)}"))
+    if runtime == "live":
+        problems += _live_problems(src, settings, venues)
     problems += _paper_venue_problems(src, mode, params, venues)
     market, risk, sup = settings.market, settings.risk, settings.supervisor
     if market.poll_interval_s >= risk.data_stale_after_s:
@@ -446,13 +451,38 @@ def _paper_problems(src: str, settings: Settings, mode: ModeDefinition, params: 
                                       f"({market.request_timeout_s:g} s) must be below "
                                       f"supervisor.heartbeat_timeout_s ({sup.heartbeat_timeout_s:g} s): the "
                                       "market-data actor beats once per poll"))
-    if market.paper_gas_gwei > risk.max_gas_price_gwei:
+    if runtime == "paper" and market.paper_gas_gwei > risk.max_gas_price_gwei:
         problems.append(ConfigProblem(src, "market.paper_gas_gwei", f"{market.paper_gas_gwei:g} gwei is above "
                                                                     f"risk.max_gas_price_gwei "
                                                                     f"({risk.max_gas_price_gwei:g}): no entry "
                                                                     "would ever start"))
     if settings.venue_redirect.ca_file is not None:
         problems += _ca_file_problems(src, Path(src).parent / settings.venue_redirect.ca_file)
+    return problems
+
+
+def _live_problems(src: str, settings: Settings, venues: dict[str, VenueDefinition]) -> list[ConfigProblem]:
+    """Live trades real accounts: every exchange needs its keys (named, never shown), client order ids must never
+    repeat across restarts (the journal under runtime.state_dir numbers each run and prefixes its ids), and the
+    drills that plant things on simulated exchanges have nothing to plant them on."""
+    problems = []
+    for name, v in venues.items():
+        if v.kind != "cex" or name not in MARKET_VENUES:
+            continue
+        keys: VenueCredentials = getattr(settings.credentials, name)
+        needed = ["api_key", "api_secret"] + (["passphrase"] if name == "okx" else [])
+        problems += [ConfigProblem(src, f"credentials.{name}.{key}",
+                                   f"live trades {name} with its API keys: set it (env "
+                                   f"{'__'.join(('BASISD', 'CREDENTIALS', name, key)).upper()}, or the credential "
+                                   f"file {name}_{key})") for key in needed if getattr(keys, key) is None]
+    if not settings.runtime.state_dir:
+        problems.append(ConfigProblem(src, "runtime.state_dir", "live needs a state directory: its journal numbers "
+                                                                "each run, so that no client order id is ever "
+                                                                "reused after a restart"))
+    chaos = settings.chaos
+    if chaos.unreported_usdt or chaos.unreachable_accounts or chaos.resting_orders_per_venue:
+        problems.append(ConfigProblem(src, "chaos", "the drills plant balances and orders on simulated exchanges; "
+                                                    "live trades real accounts: remove them"))
     return problems
 
 

@@ -31,4 +31,16 @@ def mode_spec(config: ResolvedConfig) -> ModeSpec:
         max_leverage_iterations=p.max_leverage_iterations,
         withdrawal_fees_usdt={name: Decimal(str(v.withdrawal_fee.get("USDT", 0))) for name, v in config.venues.items()
                               if v.kind == "cex"},
+        # `live` has no chain adapter yet: capital stays on the venues it was deposited to (daemon.world).
+        wallet_transfers=config.settings.runtime.mode != "live",
+        lot_steps={name: Decimal(str(v.lot_step[p.asset])) for name, v in config.venues.items()
+                   if v.kind == "cex" and p.asset in v.lot_step},
+        spot_lot_step=_spot_lot_step(config),
     )
+
+
+def _spot_lot_step(config: ResolvedConfig) -> Decimal:
+    """The lot step of the asset's spot pair on the mode's spot venue (QTY, 0.001, where the catalog names none)."""
+    venue = config.venues.get(config.mode.spot_venue or "")
+    step = venue.spot_lot_step.get(config.params.asset) if venue is not None else None
+    return Decimal(str(step)) if step is not None else Decimal("0.001")

@@ -73,14 +73,6 @@ class RuntimeSettings(Frozen):
                           "restart starts afresh, as a replay should. Live: the unit's StateDirectory."
     )
 
-    @field_validator("mode")
-    @classmethod
-    def _available(cls, v: str) -> str:
-        # The live adapters are not wired yet: refused here, so check-config refuses what run refuses.
-        if v == "live":
-            raise ValueError(f"{v!r} is not available in this build yet; use 'paper' or 'replay'")
-        return v
-
 
 class SupervisorSettings(Frozen):
     # Floors of 10 ms: below, a restart or heartbeat loop spins the event loop; ceilings of an hour: longer, a
@@ -337,6 +329,29 @@ class MarketSettings(Frozen):
     paper_gas_gwei: float = Field(
         10.0, ge=0.01, le=10_000, description="The gas price paper's simulated wallet pays (there is no chain "
                                               "adapter yet); published with every poll")
+
+
+class ExchangeSettings(Frozen):
+    """The live exchange accounts (`runtime.mode: live`, daemon/venues/ccxt_exchange.py)."""
+
+    leverage: int = Field(3, ge=1, le=20, description="Leverage set on every traded perpetual at start-up (the "
+                                                      "margin the venue asks per order; the books size margin "
+                                                      "themselves)")
+    max_clock_skew_ms: int = Field(1000, ge=10, le=60_000,
+                                   description="A venue whose clock is further from ours than this is not traded "
+                                               "(signed requests would be refused or mistimed)")
+    request_timeout_s: float = Field(10.0, ge=0.5, le=120,
+                                     description="A signed request unanswered this long has an unknown outcome (an "
+                                                 "order is then looked up by its client id, never resent blindly)")
+    fills_poll_interval_s: float = Field(5.0, ge=0.5, le=3600,
+                                         description="Seconds between reads of the trades since the last one seen "
+                                                     "on every venue: the backstop that finds a fill whatever else "
+                                                     "missed it")
+    startup_timeout_s: float = Field(60.0, ge=1, le=HOUR_S,
+                                     description="Every venue must pass its start-up checks within this long, or "
+                                                 "the daemon does not start")
+    market_cache_dir: PathText | None = Field(
+        None, description="Where the venues' market rules are cached per UTC day (None: runtime.state_dir/markets)")
 
 
 # The settings' defaults for staleness are the replay's (hourly bars); a run on live data judges it in seconds
@@ -696,6 +711,7 @@ class Settings(BaseSettings):
     replay: ReplaySettings = ReplaySettings()
     market: MarketSettings = MarketSettings()
     venue_redirect: VenueRedirectSettings = VenueRedirectSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
     risk: RiskSettings = RiskSettings()
     strategy: StrategySettings
     credentials: CredentialsSettings = CredentialsSettings()
@@ -756,6 +772,11 @@ class VenueDefinition(Frozen):
     funding_interval_h: int | None = Field(None, ge=1, le=24)
     perp_symbols: dict[str, str] = Field(default_factory=dict, description="asset -> venue symbol")
     spot_symbols: dict[str, str] = Field(default_factory=dict)
+    lot_step: dict[str, Annotated[float, Field(gt=0, le=1000)]] = Field(
+        default_factory=dict, description="asset -> the perp's lot step in the asset (the venue's own; live checks it "
+                                          "at start-up); 0.001 where absent")
+    spot_lot_step: dict[str, Annotated[float, Field(gt=0, le=1000)]] = Field(
+        default_factory=dict, description="asset -> the spot pair's lot step in the asset; 0.001 where absent")
     emode_ltv: float | None = Field(None, ge=0, lt=1)
     emode_liquidation_threshold: float | None = Field(None, gt=0, lt=1)
     emode_liquidation_bonus: float | None = Field(None, ge=0, lt=0.5)

@@ -9,15 +9,19 @@ The actors and their wiring (`daemon.app`) are the same in every world; only thi
   ccxt, no keys), and the same simulated exchanges filling at the live marks. The wallet is the simulated chain
   (transfers to and from the exchanges, gas at `market.paper_gas_gwei`): paper runs the CEX-only modes
   (`eth_basis`, `btc_basis`); the AAVE and staking modes are refused at load until the chain adapter exists.
-* `live` (the ccxt and web3 adapters) is refused at load (`daemon.config`) until its world exists here.
+* `live` — the wall clock, the venues' real accounts through ccxt (`daemon.live_accounts`: started together, the
+  books opening on what they hold, a REST backstop for fills), the same public market data as paper, and no wallet
+  (`daemon.venues.no_chain`) until the chain adapter exists: the CEX-only modes, each venue trading with the
+  capital it holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -35,6 +39,7 @@ from daemon.domain.messages import VenueReport
 from daemon.domain.strategy import ModeSpec
 from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
 from daemon.errors import ConfigError, ConfigProblem
+from daemon.ports import ChainVenue, ExchangeVenue
 from daemon.replay.feed import BarFeed
 from daemon.replay.live_feed import LiveFeed, MarketSource
 from daemon.venues.simulated import SimulatedExchange
@@ -45,20 +50,33 @@ log = structlog.get_logger()
 SIMULATED_MODES = ("replay", "backtest")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class World:
     clock: Clock
-    exchanges: dict[str, SimulatedExchange]  # venue name → its exchange (the ExchangeVenue port)
-    chain: SimulatedChain  # the wallet, AAVE, staking and the transfers to and from the exchanges
+    exchanges: Mapping[str, ExchangeVenue]  # venue name → its exchange account
+    chain: ChainVenue  # the wallet, AAVE, staking and the transfers to and from the exchanges
     board: MarketBoard  # the market the chain prices its transactions at (the feed keeps it current)
     feed: BarFeed | LiveFeed  # what the market-data actor reads
-    opening: ChangeSet  # the run's capital, already in the wallet: the books start from it
+    opening: ChangeSet  # the run's capital, where it is: the books start from it (live: once `start` has read it)
     reward_events: tuple[RewardEvent, ...]  # EtherFi distributions the run receives (recorded history only)
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # connections to close when the run ends
+    simulated: dict[str, SimulatedExchange] = field(default_factory=dict)  # the exchanges that are simulated
+    simulated_chain: SimulatedChain | None = None  # the chain, where it is simulated
+    start: Callable[[], Awaitable[None]] | None = None  # before any actor runs: the venues' start-up checks
+    services: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()  # run beside the actors for the whole session
 
     async def aclose(self) -> None:
         for close in self.closers:
             await close()
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedVenues:
+    """The simulated exchanges and chain of a simulated or paper world, for what only they can tell: their own
+    books, liquidations and intrabar margin (a backtest's summary, the tests)."""
+
+    exchanges: dict[str, SimulatedExchange]
+    chain: SimulatedChain
 
 
 def build_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessChannel[VenueReport]) -> World:
@@ -68,6 +86,8 @@ def build_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessC
         return simulated_world(config, spec, venue_reports)
     if mode == "paper":
         return paper_world(config, spec, venue_reports)
+    if mode == "live":
+        return live_world(config, spec, venue_reports)
     # load_config refuses these first (exit 78); this is the last line should a caller bypass it.
     raise ConfigError([ConfigProblem(str(config.path), "runtime.mode", f"{mode!r} has no world in this build yet")])
 
@@ -116,16 +136,13 @@ def simulated_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: Lossl
     feed = BarFeed(bars(config, spec, market, perp_venues, rewards=bool(rewards)), clock, exchanges, board,
                    venue_actions=(chain.pay_rewards, chain.check_liquidation))
     opening = opening_capital(config, clock, chain)
-    return World(clock, exchanges, chain, board, feed, opening, rewards)
+    return World(clock, exchanges, chain, board, feed, opening, rewards, simulated=exchanges, simulated_chain=chain)
 
 
 def paper_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessChannel[VenueReport]) -> World:
     """The wall clock, the venues' live public market data, simulated exchanges filling at the live marks, and the
     simulated chain as the wallet (CEX-only modes: it only moves USDT and ETH between the wallet and the exchanges,
     at the gas price `market.paper_gas_gwei`)."""
-    from daemon.venues.ccxt_market import CcxtMarketSource  # ccxt is imported by the worlds that use it only
-    from daemon.venues.endpoints import redirected_session
-
     s = config.settings
     clock = WallClock()
     exchanges = simulated_exchanges(config, clock, venue_reports)
@@ -135,19 +152,8 @@ def paper_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessC
     asset = config.params.asset
     spot_assets = (asset,) if asset == "ETH" else (asset, "ETH")  # ETH values the wallet's gas in every mode
     spot_venue = config.mode.spot_venue if config.mode.spot_venue in exchanges else next(iter(exchanges))
-    redirect = s.venue_redirect
-    session = None
-    if redirect.address is not None and redirect.ca_file is not None:
-        ca_file = config.path.parent / redirect.ca_file
-        log.warning("venue_redirect", address=redirect.address, ca_file=str(ca_file),
-                    detail="the venues' host names go to a local address (tests and demos only)")
-        session = redirected_session(redirect.address, Path(ca_file))
-    sources: dict[str, MarketSource] = {
-        name: CcxtMarketSource(name, {asset: v.perp_symbols[asset]},
-                               {a: v.spot_symbols[a] for a in spot_assets} if name == spot_venue else None,
-                               timeout_s=s.market.request_timeout_s, session=session)
-        for name, v in config.venues.items() if name in exchanges
-    }
+    session = venue_session(config)
+    sources = market_sources(config, list(exchanges), spot_assets, spot_venue, session)
     feed = LiveFeed(sources, clock, exchanges, board, assets=(asset,), spot_assets=spot_assets, spot_venue=spot_venue,
                     poll_interval_s=s.market.poll_interval_s, request_timeout_s=s.market.request_timeout_s,
                     gas_gwei=Decimal(str(s.market.paper_gas_gwei)), venue_actions=(chain.check_liquidation,))
@@ -156,7 +162,70 @@ def paper_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessC
         closers += (session.close,)
     log.info("paper_world", venues=list(sources), asset=asset, spot_venue=spot_venue,
              poll_interval_s=s.market.poll_interval_s)
-    return World(clock, exchanges, chain, board, feed, opening_capital(config, clock, chain), (), closers)
+    return World(clock, exchanges, chain, board, feed, opening_capital(config, clock, chain), (), closers,
+                 simulated=exchanges, simulated_chain=chain)
+
+
+def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessChannel[VenueReport]) -> World:
+    """The wall clock, the venues' real accounts through ccxt (their keys from `credentials`), their public market
+    data as in paper, and no wallet: the CEX-only modes, each venue trading with what it holds."""
+    from daemon.live_accounts import LiveAccounts  # ccxt is imported by the worlds that use it only
+    from daemon.venues.no_chain import NoChain
+
+    s = config.settings
+    clock = WallClock()
+    cex = [name for name, v in config.venues.items() if v.kind == "cex"]
+    asset = config.params.asset
+    spot_venue = config.mode.spot_venue if config.mode.spot_venue in cex else cex[0]
+    session = venue_session(config)
+    accounts = LiveAccounts(config, spot_venue, clock, venue_reports, session=session)
+    board = MarketBoard()
+    spot_assets = (asset,)  # no wallet: no gas to value
+    feed = LiveFeed(market_sources(config, cex, spot_assets, spot_venue, session), clock, {}, board,
+                    assets=(asset,), spot_assets=spot_assets, spot_venue=spot_venue,
+                    poll_interval_s=s.market.poll_interval_s, request_timeout_s=s.market.request_timeout_s,
+                    gas_gwei=None)
+    closers: tuple[Callable[[], Awaitable[None]], ...] = (feed.close, accounts.close)
+    if session is not None:
+        closers += (session.close,)
+    world = World(clock, accounts.exchanges, NoChain(clock), board, feed, accounts.opening, (), closers)
+
+    async def start() -> None:
+        await accounts.start()
+        world.opening = accounts.opening
+
+    world.start = start
+    world.services = (accounts.backstop,)
+    log.info("live_world", venues=cex, asset=asset, spot_venue=spot_venue, poll_interval_s=s.market.poll_interval_s,
+             fills_poll_interval_s=s.exchange.fills_poll_interval_s)
+    return world
+
+
+def venue_session(config: ResolvedConfig) -> Any:
+    """Tests and demos only: a session whose venue hosts go to a local fake (`venue_redirect`); None: the venues."""
+    from daemon.venues.endpoints import redirected_session
+
+    redirect = config.settings.venue_redirect
+    if redirect.address is None or redirect.ca_file is None:
+        return None
+    ca_file = config.path.parent / redirect.ca_file
+    log.warning("venue_redirect", address=redirect.address, ca_file=str(ca_file),
+                detail="the venues' host names go to a local address (tests and demos only)")
+    return redirected_session(redirect.address, Path(ca_file))
+
+
+def market_sources(config: ResolvedConfig, venues: list[str], spot_assets: tuple[str, ...], spot_venue: str,
+                   session: Any) -> dict[str, MarketSource]:
+    """Each venue's public market data (its perp; spot on the valuation venue), through ccxt."""
+    from daemon.venues.ccxt_market import CcxtMarketSource
+
+    asset, timeout_s = config.params.asset, config.settings.market.request_timeout_s
+    return {
+        name: CcxtMarketSource(name, {asset: v.perp_symbols[asset]},
+                               {a: v.spot_symbols[a] for a in spot_assets} if name == spot_venue else None,
+                               timeout_s=timeout_s, session=session)
+        for name, v in config.venues.items() if name in venues
+    }
 
 
 def bars(config: ResolvedConfig, spec: ModeSpec, market: SyntheticMarketSpec, venues: list[str],

@@ -100,6 +100,17 @@ class ModeSpec:
     leverage: str = "atomic"  # "atomic" (flash loan) | "sequential" (round after round, DOMAIN §3)
     min_loop_usd: Decimal = Decimal(10_000)  # a sequential loop stops when the next borrow would be smaller
     max_leverage_iterations: int | None = None  # sequential: at most this many borrows
+    # Capital may move between the venues through the wallet (withdraw to it, transfer on chain). False in `live`
+    # until the chain adapter exists: each venue then trades with what it holds, and nothing plans a transfer.
+    wallet_transfers: bool = True
+    # Each venue's lot step for the mode's perp, in the asset (Bybit's ETHUSDT: 0.01), and the spot pair's: every
+    # quantity the strategy plans is a multiple of the step of the market it goes to (a venue refuses the rest,
+    # and an order is never rounded into another at the venue). QTY where the catalog names none.
+    lot_steps: Mapping[str, Decimal] = field(default_factory=dict)
+    spot_lot_step: Decimal = QTY
+
+    def lot(self, venue: str) -> Decimal:
+        return self.lot_steps.get(venue, QTY)
 
     def __post_init__(self) -> None:
         if self.share_class == "ETH" and self.hedged:
@@ -185,8 +196,8 @@ def desired_state(spec: ModeSpec, equity: Decimal, price: Decimal) -> DesiredSta
         return DesiredState(eth, ZERO, ZERO, ZERO, zero_shorts, {}, usd)
     if spec.name in ("btc_basis", "eth_basis"):
         notional = equity / (ONE + spec.margin_ratio_target)  # N = E / (1 + r)
-        size = _qty(notional / price)
-        return DesiredState(ZERO, ZERO, ZERO, size, {v: -_qty(size * w) for v, w in weights.items()},
+        size = _qty(notional / price, spec.spot_lot_step)
+        return DesiredState(ZERO, ZERO, ZERO, size, {v: -_qty(size * w, spec.lot(v)) for v, w in weights.items()},
                             {v: (equity - notional) * w for v, w in weights.items()}, ZERO)
     if spec.name == "eth_staking_only":
         return DesiredState(ZERO, ZERO, equity, ZERO, zero_shorts, {}, ZERO)
@@ -195,7 +206,7 @@ def desired_state(spec: ModeSpec, equity: Decimal, price: Decimal) -> DesiredSta
         return DesiredState(entry.supplied, entry.borrowed, ZERO, ZERO, zero_shorts, {}, ZERO)
     long_eth = equity * spec.stake_allocation / price  # USDT staking modes: a·E of the equity goes long
     margin = equity * (ONE - spec.stake_allocation)
-    shorts = {v: -_qty(long_eth * w) for v, w in weights.items()}
+    shorts = {v: -_qty(long_eth * w, spec.lot(v)) for v, w in weights.items()}
     margins = {v: margin * w for v, w in weights.items()}
     if spec.name == "usdt_market_neutral_no_leverage":
         return DesiredState(ZERO, ZERO, long_eth, ZERO, shorts, margins, ZERO)
@@ -205,8 +216,11 @@ def desired_state(spec: ModeSpec, equity: Decimal, price: Decimal) -> DesiredSta
     raise ValueError(f"unknown mode {spec.name!r}")
 
 
-def _qty(x: Decimal) -> Decimal:
-    return x.quantize(QTY, rounding=ROUND_DOWN)
+def _qty(x: Decimal, step: Decimal = QTY) -> Decimal:
+    """`x` rounded down to a multiple of `step`."""
+    if step == QTY:
+        return x.quantize(QTY, rounding=ROUND_DOWN)
+    return (x / step).to_integral_value(rounding=ROUND_DOWN) * step
 
 
 # --- the entry point ----------------------------------------------------------------------------------
@@ -385,7 +399,7 @@ def hedge_targets(spec: ModeSpec, long_leg: Decimal) -> dict[str, Decimal]:
     """
     if not spec.hedged:
         return {}
-    return {v: -_qty(long_leg * w) for v, w in spec.hedge_weights.items() if w > 0}
+    return {v: -_qty(long_leg * w, spec.lot(v)) for v, w in spec.hedge_weights.items() if w > 0}
 
 
 def _margin(venue: str, v: VenueView, limits: RiskLimits) -> MarginReading:
@@ -408,7 +422,7 @@ def add_margin_to_cex(spec: ModeSpec, view: StrategyView, venue: str, amount_usd
     the venue's margin ratio rises. The AAVE leg is freed at constant LTV: repay p·D, withdraw p·C with
     p = x / (C − D), which frees p·(C − D) = x of equity."""
     price = view.price_usd
-    eth = _qty(amount_usd / price)
+    eth = _qty(amount_usd / price, spec.lot(venue))
     if spec.borrowing:
         equity = view.aave_collateral - view.aave_debt
         p = min(ONE, eth / equity) if equity > 0 else ZERO
@@ -423,11 +437,13 @@ def add_margin_to_cex(spec: ModeSpec, view: StrategyView, venue: str, amount_usd
     elif not spec.staking:
         # Basis modes hold the long as spot on the spot venue: sell some there, move the USDT to the venue that
         # needs it (through the wallet), and shrink that venue's short by as much.
-        asset, qty = spec.asset, _qty(amount_usd / price)
+        # One quantity for both legs: a multiple of the spot pair's step and of the venue's perp step.
+        asset, qty = spec.asset, _qty(amount_usd / price, max(spec.spot_lot_step, spec.lot(venue)))
         spot = spec.spot_venue or venue
         usd = qty * price
         basis_steps = [Step(1, "SELL_SPOT", Executor.CEX, spot, {"amount": qty, "asset": asset})]
-        if spot != venue:
+        # Without wallet transfers the proceeds stay on the spot venue; the smaller short alone lifts the ratio.
+        if spot != venue and spec.wallet_transfers:
             basis_steps += [Step(2, "WITHDRAW_USDT_TO_WALLET", Executor.WALLET, spot, {"amount_usd": usd}),
                             Step(3, "TRANSFER_USDT_TO_CEX", Executor.WALLET, venue, {"amount_usd": usd})]
         basis_steps.append(Step(len(basis_steps) + 1, "REDUCE_PERP_SHORT", Executor.CEX, venue,
@@ -509,18 +525,19 @@ def hedge_orders(spec: ModeSpec, view: StrategyView, gaps: Gaps, limits: RiskLim
         for v in takers:
             change = changes.get(v, ZERO) + left * spec.hedge_weights[v] / weight
             changes[v] = min(change, held(v)) if change > 0 else change
-    orders = {v: c for v, c in changes.items() if _qty(abs(c)) * price >= minimum}
+    orders = {v: c for v, c in changes.items() if _qty(abs(c), spec.lot(v)) * price >= minimum}
     small = sum((c for v, c in changes.items() if v not in orders), ZERO)
     if orders and small:
         largest = max(orders, key=lambda v: abs(orders[v]))
         merged = orders[largest] + small
         if (merged > 0) == (orders[largest] > 0) and merged <= held(largest):
             orders[largest] = merged
-    elif small and _qty(abs(small)) * price >= minimum:
+    elif small and _qty(abs(small), max(spec.lot(v) for v in changes)) * price >= minimum:
         able = [v for v in spec.hedge_weights if (may_grow(v) if small < 0 else held(v) >= small)]
         if able:
             orders[max(able, key=lambda v: spec.hedge_weights[v])] = small
-    return {v: _qty(abs(c)) * (ONE if c > 0 else -ONE) for v, c in orders.items() if _qty(abs(c)) > 0}
+    return {v: _qty(abs(c), spec.lot(v)) * (ONE if c > 0 else -ONE) for v, c in orders.items()
+            if _qty(abs(c), spec.lot(v)) > 0}
 
 
 def _delta_adjust(spec: ModeSpec, view: StrategyView, gaps: Gaps, limits: RiskLimits) -> Instruction | None:
@@ -677,6 +694,8 @@ def _funded_entry(spec: ModeSpec, view: StrategyView, amount: Decimal, spot_venu
     off the entry, or the last transfer would find the wallet short by it; iterated because a smaller entry
     can turn a surplus left in place into one worth withdrawing."""
     held = {venue: v.usdt for venue, v in view.venues.items()}
+    if not spec.wallet_transfers:
+        return _entry_in_place(spec, view, amount, spot_venue, held), []
     haircut = ZERO
     for _ in range(4):
         d = desired_state(spec, amount - haircut, view.price_usd)
@@ -685,6 +704,23 @@ def _funded_entry(spec: ModeSpec, view: StrategyView, amount: Decimal, spot_venu
             break
         haircut = lost
     return d, moves
+
+
+def _entry_in_place(spec: ModeSpec, view: StrategyView, amount: Decimal, spot_venue: str,
+                    held: Mapping[str, Decimal]) -> DesiredState:
+    """The largest entry each venue can fund from the USDT it holds, with no transfer between them: the mode's
+    shape at `amount`, scaled by the scarcest venue's share (what the others hold beyond it stays as extra margin).
+    Iterated because lot rounding can leave a venue a cent short of the scaled want."""
+    scaled = amount
+    d = desired_state(spec, scaled, view.price_usd)
+    for _ in range(4):
+        wanted = _wanted_usdt(d, spot_venue, _long_leg(spec, d) * view.price_usd)
+        factor = min((held.get(venue, ZERO) / want for venue, want in wanted.items() if want > 0), default=ONE)
+        if factor >= ONE:
+            return d
+        scaled = max(ZERO, scaled * factor)
+        d = desired_state(spec, scaled, view.price_usd)
+    return d
 
 
 def _add_sequential_entry(add: Callable[..., None], spec: ModeSpec, equity_eth: Decimal, price: Decimal) -> None:
@@ -727,8 +763,9 @@ def _exit(spec: ModeSpec, view: StrategyView, fraction: Decimal) -> list[Instruc
         if v.perp_size != 0:
             # The mode's own asset (btc_basis holds BTC perps and spot): without it execution trades ETH.
             add("REDUCE_PERP_SHORT" if v.perp_size < 0 else "REDUCE_PERP_LONG", Executor.CEX, venue,
-                amount=_qty(abs(v.perp_size) * fraction), asset=spec.asset)
+                amount=_qty(abs(v.perp_size) * fraction, spec.lot(venue)), asset=spec.asset)
         if v.spot > 0:
-            add("SELL_SPOT", Executor.CEX, venue, amount=_qty(v.spot * fraction), asset=spec.asset)
+            add("SELL_SPOT", Executor.CEX, venue, amount=_qty(v.spot * fraction, spec.spot_lot_step),
+                asset=spec.asset)
     kind = "UNWIND" if fraction == ONE else "WITHDRAWAL"
     return [Instruction(0, kind, spec.name, view.equity * fraction, tuple(steps), True, kind.lower())] if steps else []

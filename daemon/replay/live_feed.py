@@ -67,7 +67,8 @@ class LiveFeed:
         self, sources: Mapping[str, MarketSource], clock: Clock, exchanges: Mapping[str, SimulatedExchange],
         board: MarketBoard, *, assets: Sequence[str], spot_venue: str, poll_interval_s: float,
         spot_assets: Sequence[str] | None = None,
-        request_timeout_s: float, gas_gwei: Decimal, venue_actions: Sequence[Callable[[], Awaitable[object]]] = (),
+        request_timeout_s: float, gas_gwei: Decimal | None,
+        venue_actions: Sequence[Callable[[], Awaitable[object]]] = (),
     ) -> None:
         self._sources = dict(sources)
         self._clock = clock
@@ -175,7 +176,8 @@ class LiveFeed:
                 for each in self._exchanges.values():
                     each.set_price("Spot", spot.price, spot.asset)
                 out.append(PriceTicked(spot_instrument(venue, spot.asset), spot.price, spot.ts_ns, now))
-        out.append(GasPriceReported(self._gas, now, now))
+        if self._gas is not None:  # None: no wallet to pay gas (live without a chain adapter)
+            out.append(GasPriceReported(self._gas, now, now))
         for update in out:
             self._board.update(update)
         for exchange in self._exchanges.values():

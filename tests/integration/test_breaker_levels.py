@@ -42,9 +42,9 @@ def test_the_stress_scenario_shows_each_breaker_level_acting_in_order(tmp_path: 
     assert "UNWIND: ATOMIC_DELEVERAGE_AAVE" in actions[2]["sent"]
     assert actions[2]["reason"].endswith("then halted")
     # After level 3 nothing is held: no debt, no LST, no perp, on the venues' own books as on ours.
-    chain = daemon.chain.book
+    chain = daemon.simulated.chain.book
     assert chain.balance(WALLET, "variableDebtWETH") == 0 and chain.balance(WALLET, "aWeETH") == 0
-    assert all(e.book.perp(v, "ETHUSDT").quantity == 0 for v, e in daemon.exchanges.items())
+    assert all(e.book.perp(v, "ETHUSDT").quantity == 0 for v, e in daemon.simulated.exchanges.items())
     assert summary["trading_state_at_end"] == TradingState.HALTED.value
     assert daemon.strategy.failed_instructions == summary["failed_instructions"]
     # The attribution still explains the whole loss.

@@ -33,5 +33,5 @@ def test_an_entry_waits_for_gas_under_the_cap_and_then_goes_out_whole(tmp_path: 
     # One deferral per hour above the cap, no step done, nothing halted; then the whole entry went out.
     assert summary["instructions_refused_by_limits"] == cheap == summary["failed_instructions"]
     assert summary["trading_state_at_end"] == "ACTIVE"
-    assert all(e.book.perp(v, "ETHUSDT").quantity < 0 for v, e in daemon.exchanges.items())
+    assert all(e.book.perp(v, "ETHUSDT").quantity < 0 for v, e in daemon.simulated.exchanges.items())
     assert daemon.execution.timed_out == 0

@@ -19,23 +19,23 @@ def test_a_price_gap_and_a_depeg_liquidate_on_the_venues_and_the_books_follow(tm
     daemon, summary = run_backtest(config)
     # ETH +90 % at hour 48 is past every venue's liquidation line (100 % margin ≈ +82 %): each exchange closes
     # the short at its own mark. The weETH de-peg of 6 % at hour 120 takes HF below 1: AAVE liquidates.
-    assert all(daemon.exchanges[v].liquidations >= 1 for v in ("binance", "bybit", "okx"))
-    assert daemon.chain.liquidations >= 1
-    assert summary["liquidations"]["aave_v3"] == daemon.chain.liquidations
+    assert all(daemon.simulated.exchanges[v].liquidations >= 1 for v in ("binance", "bybit", "okx"))
+    assert daemon.simulated.chain.liquidations >= 1
+    assert summary["liquidations"]["aave_v3"] == daemon.simulated.chain.liquidations
     assert Decimal(summary["pnl_by_component"]["liquidation_losses"]) < 0
     # The first liquidation halted trading, and nothing reopened a position afterwards.
     assert summary["trading_state_at_end"] == TradingState.HALTED.value
     assert "liquidated on" in daemon.trading.reason
-    assert all(daemon.exchanges[v].book.perp(v, "ETHUSDT").quantity == 0 for v in daemon.exchanges)
+    assert all(daemon.simulated.exchanges[v].book.perp(v, "ETHUSDT").quantity == 0 for v in daemon.simulated.exchanges)
     # What each venue holds is what our books say it holds, to the last digit.
     ours = daemon.positions.ledger
-    for name, exchange in daemon.exchanges.items():
+    for name, exchange in daemon.simulated.exchanges.items():
         for token in ("USDT", "ETH"):
             assert ours.balance(name, token) == exchange.book.balance(name, token), (name, token)
         assert ours.perp(name, "ETHUSDT").quantity == exchange.book.perp(name, "ETHUSDT").quantity
     for token in ("ETH", "USDT", "weETH", "aWeETH", "variableDebtWETH"):
-        assert ours.balance(WALLET, token) == daemon.chain.book.balance(WALLET, token), token
-    assert daemon.chain.health_factor() >= 1  # the liquidators stopped once health was restored
+        assert ours.balance(WALLET, token) == daemon.simulated.chain.book.balance(WALLET, token), token
+    assert daemon.simulated.chain.health_factor() >= 1  # the liquidators stopped once health was restored
     # The attribution explains the whole loss, liquidations included.
     assert Decimal(summary["pnl_residual_max_abs"]) < Decimal("1e-12")
     total = sum(Decimal(v) for v in summary["pnl_by_component"].values())
@@ -50,7 +50,7 @@ def test_the_report_shows_the_breach_each_venue_acted_on_and_when(tmp_path: Path
                                                            out=str(tmp_path)))
     daemon, summary = run_backtest(config)
     worst, events = summary["worst_before_action"], summary["liquidation_events"]
-    assert len(events) == daemon.chain.liquidations + sum(e.liquidations for e in daemon.exchanges.values())
+    assert len(events) == daemon.simulated.chain.liquidations + sum(e.liquidations for e in daemon.simulated.exchanges.values())
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
     by_venue = {e["venue"]: e for e in events}
     # ETH gapped up at hour 48 (2024-06-03 00:00): every short was liquidated there, below the 10 % line, while

@@ -440,10 +440,9 @@ def test_a_command_line_override_is_blamed_on_the_command_line(catalog: Path) ->
 # --- check-config refuses what run refuses ------------------------------------------------------------------------
 
 
-def test_modes_this_build_cannot_run_are_a_config_problem(catalog: Path) -> None:
-    path = root(catalog, runtime={"mode": "live"})
-    assert refused_settings(path) == [f"{path}: runtime.mode: 'live' is not available in this build yet; "
-                                      "use 'paper' or 'replay'"]
+def test_live_is_a_runtime_mode_the_settings_accept(catalog: Path) -> None:
+    # What a live run lacks (keys, a state directory) is named by load_config (tests/integration/test_paper_config).
+    assert load_settings(root(catalog), {"runtime": {"mode": "live"}}).runtime.mode == "live"
 
 
 def test_the_backtest_mode_comes_from_basisd_backtest_only(catalog: Path) -> None:

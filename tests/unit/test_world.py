@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from daemon.bus import LosslessChannel
 from daemon.clock import WallClock
 from daemon.config import load_config
 from daemon.domain.ledger import WALLET
-from daemon.errors import ConfigError
 from daemon.mode_spec import mode_spec
 from daemon.replay.live_feed import LiveFeed
 from daemon.world import build_world
@@ -27,7 +25,8 @@ def test_a_replay_trades_in_the_simulated_world_holding_its_capital_in_the_walle
         world = build_world(config, mode_spec(config), LosslessChannel("reports", 64))
         assert set(world.exchanges) == {n for n, v in config.venues.items() if v.kind == "cex"}
         capital = Decimal(str(config.settings.strategy.initial_capital))
-        assert world.chain.book.balance(WALLET, "USDT") == capital
+        assert world.simulated_chain is not None
+        assert world.simulated_chain.book.balance(WALLET, "USDT") == capital
         assert world.opening.tokens[0].delta == capital and world.opening.ts_ns <= world.clock.now_ns()
 
     anyio.run(main)
@@ -41,19 +40,37 @@ def test_paper_trades_simulated_exchanges_on_the_wall_clock_fed_by_every_venue_s
             assert isinstance(world.clock, WallClock) and isinstance(world.feed, LiveFeed)
             assert set(world.exchanges) == set(world.feed.health) == {"binance", "bybit", "okx"}
             capital = Decimal(str(config.settings.strategy.initial_capital))
-            assert world.chain.book.balance(WALLET, "USDT") == capital
+            assert world.simulated_chain is not None
+            assert world.simulated_chain.book.balance(WALLET, "USDT") == capital
         finally:
             await world.aclose()
 
     anyio.run(main)
 
 
-@pytest.mark.parametrize("mode", ["live"])
-def test_a_mode_without_a_world_is_a_config_error_naming_the_key(mode: str) -> None:
-    # load_config refuses these modes first; the world is the last line, should a caller bypass it.
-    config = load_config(CONFIGS / "replay.yaml")
-    runtime = config.settings.runtime.model_copy(update={"mode": mode})
-    bypassed = replace(config, settings=config.settings.model_copy(update={"runtime": runtime}))
-    with pytest.raises(ConfigError) as refused:
-        build_world(bypassed, mode_spec(bypassed), LosslessChannel("reports", 64))
-    assert "runtime.mode" in str(refused.value) and mode in str(refused.value)
+def test_live_trades_the_venues_accounts_on_the_wall_clock_with_no_wallet_and_opens_once_they_are_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.venues.ccxt_exchange import CcxtExchange
+    from daemon.venues.no_chain import ChainUnavailable, NoChain
+
+    for venue in ("binance", "bybit", "okx"):
+        for key in ("api_key", "api_secret", "passphrase"):
+            monkeypatch.setenv(f"BASISD_CREDENTIALS__{venue.upper()}__{key.upper()}", f"{venue}-{key}-0123456789")
+    monkeypatch.setenv("BASISD_RUNTIME__STATE_DIR", "/tmp/basisd-test-state")
+
+    async def main() -> None:
+        config = load_config(CONFIGS / "live.yaml")
+        world = build_world(config, mode_spec(config), LosslessChannel("reports", 64))
+        try:
+            assert isinstance(world.clock, WallClock) and isinstance(world.feed, LiveFeed)
+            assert all(isinstance(e, CcxtExchange) for e in world.exchanges.values())
+            assert set(world.exchanges) == {"binance", "bybit", "okx"} and not world.simulated
+            assert isinstance(world.chain, NoChain) and world.simulated_chain is None
+            assert world.start is not None  # nothing was asked of a venue yet: the books open once it has run
+            assert world.opening.tokens == () and world.opening.perps == ()
+            with pytest.raises(ChainUnavailable, match="live has no chain adapter yet"):
+                await world.chain.transfer_usdt_to_cex("bybit", Decimal(10), "ref")
+        finally:
+            await world.aclose()
+
+    anyio.run(main)

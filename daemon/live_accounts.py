@@ -1,0 +1,145 @@
+"""The live run's exchange accounts: one `CcxtExchange` per venue of the config, started together, and the books'
+opening read from what they hold.
+
+`start()` runs every venue's start-up checks concurrently (markets, clock, account modes, leverage) within
+`exchange.startup_timeout_s`; any venue that cannot be traded stops the run before anything is sent (exit 78 for
+what a human must fix: keys, clock, account modes). It then reads every account: the books open on exactly that —
+each wallet's balances and each open perp at the venue's own entry price — so a restart comes back to what the
+venues hold, not to `strategy.initial_capital`. (Resolving the journal's open intents against the venues at a
+restart is the recovery issue's; here a start is always from the venues' truth.)
+
+`backstop()` runs for the whole session: the trades since the last one seen, on every venue, every
+`exchange.fills_poll_interval_s` — whatever else missed a fill (a lost answer, a dropped stream), this finds it,
+and the fills actor books each trade once (by venue and trade id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from daemon.bus import LosslessChannel
+from daemon.clock import Clock
+from daemon.config import ResolvedConfig
+from daemon.domain.ledger import ChangeSet, PerpChange, Reason, TokenChange
+from daemon.domain.messages import VenueReport
+from daemon.errors import FatalVenueError, VenueError
+from daemon.venues.ccxt_exchange import CcxtExchange, CcxtVenueConfig, Credentials, VenueStartupError
+
+log = structlog.get_logger()
+
+# Our venue → kind of market → the ccxt exchange that trades it (daemon.venues.ccxt_exchange).
+EXCHANGE_IDS: dict[str, dict[str, str]] = {
+    "binance": {"Perp": "binanceusdm", "Spot": "binance"},
+    "bybit": {"Perp": "bybit", "Spot": "bybit"},
+    "okx": {"Perp": "okx", "Spot": "okx"},
+}
+
+
+class LiveAccounts:
+    def __init__(self, config: ResolvedConfig, spot_venue: str, clock: Clock,
+                 reports: LosslessChannel[VenueReport], session: Any = None) -> None:
+        s = config.settings
+        self._settings = s.exchange
+        self._clock = clock
+        cache = s.exchange.market_cache_dir or (str(Path(s.runtime.state_dir) / "markets") if s.runtime.state_dir
+                                                else None)
+        asset = self._asset = config.params.asset
+        self._venues = config.venues
+        self.exchanges: dict[str, CcxtExchange] = {}
+        self._instruments: dict[str, tuple[str, ...]] = {}
+        for name, v in config.venues.items():
+            if v.kind != "cex":
+                continue
+            kinds = ("Perp", "Spot") if name == spot_venue else ("Perp",)
+            keys = getattr(s.credentials, name)
+            credentials = Credentials(
+                keys.api_key.get_secret_value(), keys.api_secret.get_secret_value(),
+                keys.passphrase.get_secret_value() if keys.passphrase is not None else None)
+            venue_config = CcxtVenueConfig(
+                venue=name, exchanges={k: EXCHANGE_IDS[name][k] for k in kinds},
+                instruments=tuple(f"{name}:{k}:{asset}USDT" for k in kinds), credentials=credentials,
+                key_setting=f"credentials.{name}", leverage=s.exchange.leverage,
+                max_clock_skew_ms=s.exchange.max_clock_skew_ms, timeout_ms=int(s.exchange.request_timeout_s * 1000),
+                market_cache_dir=Path(cache) if cache else None)
+            self.exchanges[name] = CcxtExchange(venue_config, clock, reports, session=session)
+            self._instruments[name] = venue_config.instruments
+        self.opening = ChangeSet(Reason.INITIAL_CAPITAL, clock.now_ns())
+        self.started = False
+
+    async def start(self) -> None:
+        """Every venue's start-up checks, concurrently, then the opening books from their accounts."""
+        names = list(self.exchanges)
+        try:
+            with anyio.fail_after(self._settings.startup_timeout_s):
+                await asyncio.gather(*(self.exchanges[n].start() for n in names))
+                details = await asyncio.gather(*(self.exchanges[n].fetch_account_detail() for n in names))
+        except TimeoutError:
+            raise FatalVenueError(f"the venues did not pass their start-up checks within "
+                                  f"{self._settings.startup_timeout_s:g} s (exchange.startup_timeout_s)") from None
+        tokens: list[TokenChange] = []
+        perps: list[PerpChange] = []
+        for name, detail in zip(names, details, strict=True):
+            tokens += [TokenChange(name, token, amount) for token, amount in detail.report.balances]
+            for p in detail.positions:
+                if p.quantity and p.entry_price:
+                    perps.append(PerpChange(name, p.instrument, p.quantity, p.entry_price))
+            log.info("live_account_opened", venue=name,
+                     balances={token: str(amount) for token, amount in detail.report.balances},
+                     perps={p.instrument: str(p.quantity) for p in detail.positions if p.quantity})
+            if any(p.quantity for p in detail.positions):
+                log.warning("live_positions_adopted", venue=name,
+                            positions={p.instrument: {"quantity": str(p.quantity), "entry": str(p.entry_price)}
+                                       for p in detail.positions if p.quantity},
+                            detail="the venue holds open perps: the books open on them at the venue's entry price")
+        for name in names:
+            self._check_lot_steps(name)
+        now = self._clock.now_ns()
+        self.opening = ChangeSet(Reason.INITIAL_CAPITAL, now, tuple(tokens), tuple(perps), ref="live-opening")
+        self.started = True
+
+    def _check_lot_steps(self, name: str) -> None:
+        """The strategy plans every quantity in the catalog's lot step (`lot_step`, `spot_lot_step`): each must be a
+        multiple of the venue's own, or its orders would be refused one by one after the first leg had filled."""
+        venue = self._venues[name]
+        for instrument in self._instruments[name]:
+            kind = instrument.split(":")[1]
+            planned = Decimal(str((venue.lot_step if kind == "Perp" else venue.spot_lot_step).get(self._asset, 0.001)))
+            step = self.exchanges[name].rules(instrument).amount_step
+            if planned % step:
+                key = "lot_step" if kind == "Perp" else "spot_lot_step"
+                raise VenueStartupError(name, f"{instrument} trades in lots of {step} {self._asset}; the catalog "
+                                              f"plans in {planned}: set {key}.{self._asset} to {step} (or a multiple "
+                                              f"of it) in the venue's catalog entry (configs/venues/{name}.yaml)")
+
+    def equity_usdt(self) -> Decimal:
+        return sum((c.delta for c in self.opening.tokens if c.token == "USDT"), Decimal(0))
+
+    async def backstop(self) -> None:
+        """The trades since the last one seen on every venue, on a timer, for the whole session."""
+        while True:
+            await anyio.sleep(self._settings.fills_poll_interval_s)
+            for name, exchange in self.exchanges.items():
+                try:
+                    new = await exchange.poll_fills()
+                except VenueError as exc:
+                    log.warning("fills_backstop_failed", venue=name, error=str(exc), kind=type(exc).__name__)
+                    continue
+                if new:
+                    log.info("fills_backstop_found", venue=name, fills=new)
+
+    async def close(self) -> None:
+        for exchange in self.exchanges.values():
+            await exchange.close()
+
+    def __getitem__(self, name: str) -> CcxtExchange:
+        return self.exchanges[name]
+
+    def venues(self) -> Mapping[str, CcxtExchange]:
+        return self.exchanges

@@ -1,0 +1,175 @@
+"""`basisd run --config configs/live.yaml` in a child process against the exchange fake: real ccxt, signed requests
+to the venues' real host names over TLS (venue_redirect), `eth_basis` on Binance, Bybit and OKX with the capital
+each account holds. The fake is the venues: what it holds at the end is the truth the books must equal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.fakes.exchange.server import FakeExchange
+from tests.integration.daemon_process import ROOT, DaemonProcess
+
+pytestmark = [pytest.mark.exchange_fake, pytest.mark.subprocess]
+
+LIVE = ROOT / "configs" / "live.yaml"
+PERPS = {"binance": "ETHUSDT", "bybit": "ETHUSDT", "okx": "ETH-USDT-SWAP"}  # the fake's own market ids
+T = TypeVar("T")
+
+
+class ThreadedFake:
+    """The fake on its own event loop in a thread: the test waits on the daemon with blocking calls."""
+
+    def __init__(self, cert_dir: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.fake = FakeExchange(cert_dir=cert_dir)
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """`fn()` on the fake's loop (its state is not thread-safe)."""
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def venues(tmp_path: Path) -> Iterator[ThreadedFake]:
+    fake = ThreadedFake(tmp_path / "fake-tls")
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def live_env(fake: FakeExchange, state_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "BASISD_VENUE_REDIRECT__ADDRESS": f"127.0.0.1:{fake.port}",
+        "BASISD_VENUE_REDIRECT__CA_FILE": str(fake.tls.cert_path),
+        "BASISD_RUNTIME__STATE_DIR": str(state_dir),
+        "BASISD_LOGGING__FORMAT": "json",
+        "BASISD_STRATEGY__DECISION_INTERVAL_S": "1",
+        "BASISD_MARKET__POLL_INTERVAL_S": "0.5",
+        "BASISD_EXCHANGE__FILLS_POLL_INTERVAL_S": "1",
+    }
+    for venue in ("binance", "bybit", "okx"):
+        keys = fake.credentials(venue)
+        env[f"BASISD_CREDENTIALS__{venue.upper()}__API_KEY"] = keys.api_key
+        env[f"BASISD_CREDENTIALS__{venue.upper()}__API_SECRET"] = keys.secret
+    env["BASISD_CREDENTIALS__OKX__PASSPHRASE"] = fake.credentials("okx").passphrase
+    return {**env, **extra}
+
+
+def basisd(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "daemon", *args, "--config", str(LIVE), "--json"], cwd=ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+
+
+def venue_truth(fake: FakeExchange) -> dict[str, Any]:
+    """What the fake holds: each venue's short, Binance's spot ETH, and every client id it was sent."""
+    shorts = {v: (p.amount if (p := getattr(fake, v).position(sym)) is not None else Decimal(0))
+              for v, sym in PERPS.items()}
+    client_ids = [o.client_id for v in PERPS for o in getattr(fake, v).orders.values()]
+    return {"shorts": shorts, "spot_eth": fake.binance.balance("ETH", "spot"), "client_ids": client_ids}
+
+
+def finished(daemon: DaemonProcess, kind: str) -> list[dict[str, Any]]:
+    return [e for e in daemon.events() if e.get("event") == "instruction_finished" and e.get("type") == kind]
+
+
+def test_live_eth_basis_enters_rebalances_on_a_reconciled_drift_and_is_flattened_against_the_venues(
+        venues: ThreadedFake, tmp_path: Path) -> None:
+    fake = venues.fake
+    # The reconciler books a drift up to this much to the venues' figures instead of halting (the drift below is
+    # 0.5 ETH, about 1,500 USD at the fake's 3,000).
+    env = live_env(fake, tmp_path / "state", BASISD_RECONCILE__HALT_ABOVE_USD="5000")
+    daemon = DaemonProcess(LIVE, tmp_path, env=env)
+    try:
+        daemon.wait_ready(timeout_s=60)
+        opened = {e["venue"]: e["balances"] for e in daemon.events() if e.get("event") == "live_account_opened"}
+        assert opened == {"binance": {"USDT": "20000.00000000"}, "bybit": {"USDT": "10000.00000000"},
+                          "okx": {"USDT": "10000.00000000"}}
+        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+        entry = finished(daemon, "ENTRY")[0]
+        assert entry["completed"] is True, entry
+        truth = venues.call(lambda: venue_truth(fake))
+        # Long spot on Binance, short on all three, each within what its account held (no transfer between them).
+        assert truth["spot_eth"] > 0 and all(s < 0 for s in truth["shorts"].values()), truth
+        hedged = -sum(truth["shorts"].values(), Decimal(0))
+        assert abs(truth["spot_eth"] - hedged) < Decimal("0.05"), truth  # lot rounding and the spot fee only
+        # Bybit trades ETH in lots of 0.01 (its catalog entry says so and start-up checked it against the venue).
+        assert truth["shorts"]["bybit"] % Decimal("0.01") == 0
+
+        # The venue's books and ours agree: one reconciliation now, on demand.
+        answer = basisd(env, "reconcile")
+        assert answer.returncode == 0, answer.stderr
+        report = json.loads(answer.stdout)
+        assert report["trading"] == "ACTIVE" and not report.get("drifts"), report
+
+        # The venue's spot balance moves without a trade: the reconciler books the venue's figure, and the delta it
+        # leaves is traded away by a rebalance of the shorts.
+        venues.call(lambda: fake.binance.drift_balance("ETH", Decimal("0.5"), wallet="spot"))
+        answer = basisd(env, "reconcile")
+        assert answer.returncode == 0, answer.stderr
+        drifted = json.loads(answer.stdout)
+        assert any("binance:ETH" in d for d in drifted["drifts"]), drifted
+        daemon.wait_for(lambda: any(e["completed"] for e in finished(daemon, "DELTA_ADJUST")), 60, "the rebalance")
+        truth = venues.call(lambda: venue_truth(fake))
+        hedged = -sum(truth["shorts"].values(), Decimal(0))
+        assert abs(truth["spot_eth"] - hedged) < Decimal("0.05"), truth
+
+        # The operator's flatten: every leg unwound on the venues, reduce-only.
+        answer = basisd(env, "flatten", "--reason", "test over")
+        assert answer.returncode == 0, answer.stderr
+        daemon.wait_for(lambda: any(e["completed"] for e in finished(daemon, "UNWIND")), 60, "the unwind")
+        truth = venues.call(lambda: venue_truth(fake))
+        assert all(s == 0 for s in truth["shorts"].values()), truth
+        assert truth["spot_eth"] < Decimal("0.001"), truth  # what is left is below the spot pair's lot
+
+        # The books after the flatten are the venues' truth, to the last unit.
+        answer = basisd(env, "reconcile")
+        assert answer.returncode == 0, answer.stderr
+        assert not json.loads(answer.stdout).get("drifts"), answer.stdout
+
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
+    finally:
+        daemon.close()
+    # No client order id was ever sent twice, and every one is the daemon's own (its journal run prefixes them).
+    ids = truth["client_ids"]
+    assert len(ids) == len(set(ids)) and all(i.startswith("bd1") or i.startswith("r1") for i in ids), ids
+
+
+def test_live_refuses_to_start_with_keys_a_venue_rejects_naming_the_key_never_the_secret(
+        venues: ThreadedFake, tmp_path: Path) -> None:
+    fake = venues.fake
+    env = live_env(fake, tmp_path / "state", BASISD_CREDENTIALS__BYBIT__API_SECRET="not-the-right-secret-at-all")
+    daemon = DaemonProcess(LIVE, tmp_path, env=env)
+    try:
+        code = daemon.wait_exit(60)
+        output = daemon.output()
+    finally:
+        daemon.close()
+    assert code == 78, output[-3000:]
+    assert "bybit" in output and "credentials.bybit" in output, output[-3000:]
+    assert "not-the-right-secret-at-all" not in output and fake.credentials("bybit").secret not in output
+    assert not any(getattr(fake, v).orders for v in PERPS)  # nothing was sent anywhere
