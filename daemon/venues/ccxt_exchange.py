@@ -23,12 +23,18 @@ anything is re-sent, and a resend carries the same client id, so the venue's dup
 Fills are read from REST (`fetch_my_trades` since the last trade seen, page by page) and published as
 `FillReport`s on the report channel, de-duplicated by (venue, trade id): after every order that filled, and
 whenever `poll_fills()` is called (the stream path comes later).
+
+Every request passes its host's gate (`daemon.venues.request_gate`): nothing is sent into a rate limit or a ban, a
+degraded host takes no new orders, lost credentials stop every later request, and an answer that cannot be read is
+never booked. With Binance's split wallets the quote an order needs is first moved to the wallet it draws on
+(`daemon.venues.wallet_funding`). `gates`, `degraded`, `internal_transfers` and `counters()` are for the metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +45,7 @@ from types import TracebackType
 from typing import Any
 
 import ccxt.async_support as ccxt
+import structlog
 
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
@@ -52,6 +59,7 @@ from daemon.errors import (
     NonRetryableVenueError,
     RetryableVenueError,
     UnknownOrderOutcome,
+    VenueAccessLost,
     VenueError,
     VenueRejected,
 )
@@ -65,7 +73,10 @@ from daemon.venues.ccxt_parse import (
     parse_position,
     parse_trade,
 )
+from daemon.venues.ccxt_quirks import corrected
 from daemon.venues.client_ids import ClientIdError, from_venue, to_venue
+from daemon.venues.request_gate import GatedClient, GatePolicy, RequestGate
+from daemon.venues.wallet_funding import InternalTransfer, WalletFunding
 
 ZERO = Decimal(0)
 QUOTES = ("USDT", "USDC")  # the quote currencies our symbols end with ("ETHUSDT")
@@ -133,6 +144,11 @@ class CcxtVenueConfig:
     enable_rate_limit: bool = True  # ccxt's own limiter; off only against the local fake
     fills_since_ms: int | None = None  # where the first fill poll starts; None: the start-up time
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # extra ccxt options per exchange id
+    gate: GatePolicy = field(default_factory=GatePolicy)  # rate limits, bans, degraded hosts: request_gate
+    # Split wallets (Binance: spot and USDⓈ-M): the quote an order needs is moved from the other wallet first.
+    funding_margin: Decimal = Decimal("0.05")  # initial margin moved to futures, plus this share on top
+    funding_slippage: Decimal = Decimal("0.01")  # a market order without a cap is funded at the reference plus this
+    sweep_spot_proceeds: bool = True  # a filled spot sell's proceeds go back to the futures wallet (its margin)
 
 
 # --- orders against a market's rules (pure) ------------------------------------------------------------------------
@@ -247,6 +263,7 @@ class AccountDetail:
 
 
 ExchangeFactory = Callable[[str, dict[str, Any]], Any]
+log = structlog.get_logger()
 
 
 def _default_factory(exchange_id: str, settings: dict[str, Any]) -> Any:
@@ -256,9 +273,11 @@ def _default_factory(exchange_id: str, settings: dict[str, Any]) -> Any:
 class CcxtExchange:
     def __init__(self, config: CcxtVenueConfig, clock: Clock, reports: LosslessChannel[VenueReport],
                  session: Any = None, factory: ExchangeFactory = _default_factory,
-                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
         """`session`: an aiohttp session every client uses (a test's resolver to the fake); ccxt does not close
-        a session it did not make, so its owner does."""
+        a session it did not make, so its owner does. `wall_ms`, `sleep` and `rng` drive the request gates (the
+        venue's waits, backoff and jitter): a test injects its own."""
         self.venue = VenueId(config.venue)
         self._config = config
         self._clock = clock
@@ -266,6 +285,7 @@ class CcxtExchange:
         self._wall_ms = wall_ms
         # One client per ccxt exchange (a unified account, Bybit's or OKX's, serves spot and perps with one).
         self._by_id: dict[str, Any] = {}
+        self._client_settings: dict[str, dict[str, Any]] = {}  # per exchange id: what its client was made with
         for exchange_id in dict.fromkeys(config.exchanges.values()):
             settings: dict[str, Any] = {
                 "apiKey": config.credentials.api_key, "secret": config.credentials.secret,
@@ -280,13 +300,28 @@ class CcxtExchange:
             client = factory(exchange_id, settings)
             if exchange_id in ("bybit", "okx"):
                 client.has["fetchCurrencies"] = False  # these ignore options.fetchCurrencies (a private call at load)
-            self._by_id[exchange_id] = client
+            # Every request passes its host's gate (rate limits, bans, degraded venue, lost access, unreadable
+            # answers): daemon.venues.request_gate.
+            gate = RequestGate(config.venue, exchange_id, now_ms=wall_ms, rng=rng or random.Random(),
+                               policy=config.gate)
+            self._by_id[exchange_id] = GatedClient(client, gate, self._classifier(client), sleep)
+            self._client_settings[exchange_id] = settings
         self._clients = {kind: self._by_id[exchange_id] for kind, exchange_id in config.exchanges.items()}
+        # Separate spot and futures wallets under one account of ours (Binance): orders are funded across them.
+        self.funding: WalletFunding | None = None
+        if "Spot" in self._clients and "Perp" in self._clients and self._clients["Spot"] is not self._clients["Perp"]:
+            self.funding = WalletFunding(config.venue, self._clients, leverage=config.leverage,
+                                         margin=config.funding_margin, slippage=config.funding_slippage,
+                                         sweep=config.sweep_spot_proceeds, clock=clock,
+                                         error=lambda exc, call, client, what: self._error(exc, call, client=client,
+                                                                                           what=what))
         self._markets: dict[InstrumentId, MarketRules] = {}  # instrument id → rules
         self._orders: dict[ClientOrderId, OrderStatusReport] = {}
         self._unknown: set[ClientOrderId] = set()  # sent, outcome not known yet
         self._order_clients: dict[VenueOrderId, ClientOrderId] = {}
         self._seen_trades: set[tuple[str, str]] = set()
+        # One trade at a time: a stream and a REST poll may hold the same trade at once (daemon.venues.ccxt_streams).
+        self._publish_lock = asyncio.Lock()
         self._since_ms: dict[InstrumentId, int] = {}
         self.reports_sent = 0
         self.fills_overdue = False  # a fill poll after an order failed: poll_fills() soon
@@ -295,6 +330,39 @@ class CcxtExchange:
     def __repr__(self) -> str:
         key = self._config.credentials.key_hint
         return f"CcxtExchange({self.venue!r}, {dict(self._config.exchanges)!r}, key {key})"
+
+    # guest (money): the clients, for the funding poller and the funds desk (ccxt_funding, ccxt_transfers)
+    @property
+    def ccxt_clients(self) -> Mapping[str, Any]:
+        """The ccxt client per exchange id (`binanceusdm`, `binance`; `bybit`; `okx`); this adapter closes them."""
+        return dict(self._by_id)
+
+    # --- for the metrics -----------------------------------------------------------------------------------------
+
+    @property
+    def gates(self) -> dict[str, RequestGate]:
+        """The request gate of each ccxt exchange (host): state and counters."""
+        return {exchange_id: client.gate for exchange_id, client in self._by_id.items()}
+
+    @property
+    def degraded(self) -> bool:
+        return any(gate.degraded for gate in self.gates.values())
+
+    @property
+    def internal_transfers(self) -> tuple[InternalTransfer, ...]:
+        return () if self.funding is None else tuple(self.funding.transfers)
+
+    def counters(self) -> dict[str, Any]:
+        """Per host: gate state and counters; and the internal transfers made (done / failed)."""
+        transfers = self.internal_transfers
+        return {"gates": {exchange_id: gate.counters() for exchange_id, gate in self.gates.items()},
+                "internal_transfers": sum(1 for t in transfers if t.ok),
+                "internal_transfers_failed": sum(1 for t in transfers if not t.ok)}
+
+    def _classifier(self, client: Any) -> Callable[[BaseException, Call], VenueError]:
+        def classify(exc: BaseException, call: Call) -> VenueError:
+            return self._error(exc, call, starting=not self.started, client=client)
+        return classify
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -455,11 +523,12 @@ class CcxtExchange:
         refusal, price, venue_cid = self._check(order, self._config.exchanges[kind])
         if refusal is not None:
             return self._record(self._report(cid, None, "rejected", refusal))
-        if cid in self._unknown:  # sent before, fate unknown: never re-send before the venue has been asked
-            found = await self._look_up(client, symbol, venue_cid, order)
-            if found is not None:
-                return await self._settled(order, found)
+        what = f"order {cid} on {order.instrument_id}"
+        early = await self._before_send(client, order, kind, symbol, price, venue_cid, what)
+        if early is not None:
+            return early
         for _ in range(self._config.resend_attempts + 1):
+            client.gate.admit_order(what, risk_reducing=order.reduce_only)
             self._unknown.add(cid)  # from here until an answer, the order may exist on the venue
             try:
                 raw = await self._create(client, kind, symbol, order, price, venue_cid)
@@ -470,17 +539,40 @@ class CcxtExchange:
                     if isinstance(error, VenueRejected):
                         return self._record(self._report(cid, None, "rejected", error.reason))
                     raise error from None
-                # A timeout, a dropped connection, a 5xx, or "duplicate client id": find out what the venue has.
+                # A timeout, a dropped connection, a 5xx, an unreadable answer, or "duplicate client id": find out
+                # what the venue has.
                 found = await self._look_up(client, symbol, venue_cid, order)
                 if found is not None:
-                    return await self._settled(order, found)
-                if isinstance(error, DuplicateClientOrderId):
-                    raise error from None  # it says it has the id, but cannot show it: stay unknown, ask again
+                    return await self._done(order, kind, symbol, found)
+                if _stays_unknown(error, exc):
+                    raise error from None
                 continue  # not on the venue: resend, with the same client id
-            return await self._settled(order, raw)
+            return await self._done(order, kind, symbol, raw)
         self._unknown.discard(cid)
         raise RetryableVenueError(f"{self.venue}: order {cid} was not placed: the venue did not answer, and did not "
                                   f"have it when asked ({self._config.resend_attempts + 1} attempts)")
+
+    async def _before_send(self, client: Any, order: SubmitOrder, kind: str, symbol: str, price: Decimal | None,
+                           venue_cid: str, what: str) -> OrderStatusReport | None:
+        """The order's outcome if it is settled before anything is sent (found on the venue, or refused for lack
+        of funds); None: send it. Raises if it may not go now: a banned or throttled host, or a degraded one for new
+        exposure, refuses it here, raising so that the same client id can go later — never queued, never sent into
+        a ban. With split wallets (Binance) the quote it needs is first moved to the wallet it draws on."""
+        if order.client_order_id in self._unknown:  # sent before, fate unknown: ask the venue before any re-send
+            found = await self._look_up(client, symbol, venue_cid, order)
+            if found is not None:
+                return await self._done(order, kind, symbol, found)
+        client.gate.admit_order(what, risk_reducing=order.reduce_only)
+        unfunded = None if self.funding is None else \
+            await self.funding.fund(order, kind, symbol, order.quantity, price)
+        return None if unfunded is None else self._record(self._report(order.client_order_id, None, "rejected",
+                                                                       unfunded))
+
+    async def _done(self, order: SubmitOrder, kind: str, symbol: str, raw: Mapping[str, Any]) -> OrderStatusReport:
+        report = await self._settled(order, raw)
+        if self.funding is not None and kind == "Spot" and raw.get("filled"):
+            await self.funding.sweep(order, symbol, raw)  # a spot sell's proceeds back to futures margin
+        return report
 
     def _check(self, order: SubmitOrder, exchange_id: str) -> tuple[str | None, Decimal | None, str]:
         """(why the order cannot be sent as it is, or None; its limit price on the tick; its client id in the
@@ -538,7 +630,7 @@ class CcxtExchange:
                     if candidate.get("clientOrderId") == venue_cid:
                         return dict(candidate)
             return None
-        except ccxt.BaseError as exc:
+        except (ccxt.BaseError, RetryableVenueError) as exc:  # RetryableVenueError: the gate refused to ask now
             raise UnknownOrderOutcome(f"{self.venue}: order {cid} on {order.instrument_id} was sent and its outcome "
                                       f"is unknown (the look-up failed: {type(exc).__name__}); it is looked up "
                                       "again before anything is re-sent", cid) from None
@@ -687,19 +779,54 @@ class CcxtExchange:
                 continue
             return new
 
-    async def _publish(self, client: Any, instrument: InstrumentId, symbol: str, trade: Mapping[str, Any]) -> int:
+    async def _publish(self, client: Any, instrument: InstrumentId, symbol: str, trade: Mapping[str, Any],
+                       advance: bool = True) -> int:
         key = (self._config.venue, str(trade["id"]))
-        stamp = int(trade["timestamp"] or 0)
-        self._since_ms[instrument] = max(self._since_ms.get(instrument, 0), stamp)
-        if key in self._seen_trades:
-            return 0
-        fill = await self._fill(client, instrument, symbol, trade)
-        self._seen_trades.add(key)
-        if fill is None:
-            return 0
-        self.reports_sent += 1
-        await self._reports.send(fill)
-        return 1
+        if advance:  # REST only: a stream's trade must not move the poll past an earlier trade the stream lost
+            stamp = int(trade["timestamp"] or 0)
+            self._since_ms[instrument] = max(self._since_ms.get(instrument, 0), stamp)
+        async with self._publish_lock:  # else both could pass the check while one awaits the order look-up
+            if key in self._seen_trades:
+                return 0
+            fill = await self._fill(client, instrument, symbol, trade)
+            self._seen_trades.add(key)
+            if fill is None:
+                return 0
+            self.reports_sent += 1
+            await self._reports.send(fill)
+            return 1
+
+    # --- for the private streams (daemon.venues.ccxt_streams; guest edit by the streams helper) -----------------
+
+    @property
+    def exchange_ids(self) -> tuple[str, ...]:
+        """The ccxt exchanges this account trades through: one stream client each."""
+        return tuple(self._by_id)
+
+    def client_settings(self, exchange_id: str) -> dict[str, Any]:
+        """A copy of what the REST client of `exchange_id` was made with (credentials, session, timeout, options),
+        for a ccxt.pro client of the same account. Holds the secret: never log it."""
+        settings = dict(self._client_settings[exchange_id])
+        settings["options"] = json.loads(json.dumps(settings["options"]))  # ccxt extends it in place
+        return settings
+
+    def loaded_markets(self, exchange_id: str) -> dict[str, Any]:
+        """The markets `start()` loaded for `exchange_id` (a stream client reuses them: no second load)."""
+        return dict(self._by_id[exchange_id].markets or {})
+
+    async def publish_trade(self, exchange_id: str, trade: Mapping[str, Any]) -> int:
+        """Publish a trade a private stream delivered (a ccxt unified trade of `exchange_id`), de-duplicated with
+        the REST poll by (venue, trade id); 1 if it was new. A trade in a market not traded here is ignored."""
+        client = self._by_id[exchange_id]
+        symbol = str(trade.get("symbol"))
+        for instrument, rules in self._markets.items():
+            if rules.symbol == symbol and self._clients[ccxt_symbol(instrument)[0]] is client:
+                try:
+                    return await self._publish(client, instrument, symbol, trade, advance=False)
+                except ccxt.BaseError as exc:
+                    raise self._error(exc, Call.READ, what=f"reading the order of a streamed trade on {symbol}") \
+                        from None
+        return 0
 
     async def _fill(self, client: Any, instrument: InstrumentId, symbol: str,
                     trade: Mapping[str, Any]) -> FillReport | None:
@@ -724,7 +851,7 @@ class CcxtExchange:
     def _error(self, exc: BaseException, call: Call, *, starting: bool = False, what: str = "",
                client: Any = None, client_order_id: str | None = None) -> VenueError:
         creds = self._config.credentials
-        error = map_error(exc, venue=self._config.venue, call=call, starting=starting,
+        error = map_error(corrected(exc), venue=self._config.venue, call=call, starting=starting,
                           key_setting=self._config.key_setting, client_order_id=client_order_id,
                           headers=getattr(client, "last_response_headers", None) or None,
                           now_ms=self._wall_ms(), secrets=(creds.secret, creds.password or ""))
@@ -732,6 +859,12 @@ class CcxtExchange:
             error.args = (f"{error} (while {what})",)
         elif what:
             error.args = (f"{error} (at start-up, while {what})",)
+        if isinstance(error, VenueAccessLost) and not any(g.access_lost for g in self.gates.values()):
+            # The key worked at start-up and no longer does: no request with it again, on any host of this account.
+            log.error("venue_access_lost", venue=self._config.venue, key=self._config.credentials.key_hint,
+                      error=str(error))
+            for gate in self.gates.values():
+                gate.access_lost = error
         return error
 
 
@@ -748,6 +881,13 @@ def _lean_options(exchange_id: str, kinds: list[str]) -> dict[str, Any]:
                 "defaultType": "spot"}
     types = {"bybit": {"Perp": "linear", "Spot": "spot"}, "okx": {"Perp": "swap", "Spot": "spot"}}.get(exchange_id)
     return {} if types is None else {"fetchMarkets": {"types": [types[k] for k in kinds if k in types]}}
+
+
+def _stays_unknown(error: VenueError, exc: BaseException) -> bool:
+    """After a look-up that did not find the order: whether it must stay unknown rather than be re-sent. The venue
+    says it has the id, or it answered 200 with a body we cannot read (the order most likely stands, and may not be
+    listed yet): ask again before anything is re-sent."""
+    return isinstance(error, DuplicateClientOrderId) or isinstance(exc, ccxt.BadResponse)
 
 
 def _client_id_params(client: Any, venue_cid: str) -> dict[str, Any]:

@@ -57,6 +57,7 @@ GAS_UNITS: dict[str, int] = {  # DOMAIN §3, from operation_gas_costs_summary
 MAX_SEQUENTIAL_ROUNDS = 200  # a deleverage that needs more rounds than this is not converging: stop and say so
 MIN_HF_BETWEEN_ROUNDS = Decimal("1.01")
 GWEI = Decimal("1e-9")
+WEI = Decimal("1e-18")
 ZERO = Decimal(0)
 HOUR_NS = 3_600 * 1_000_000_000
 MAX_LIQUIDATIONS_PER_CHECK = 20  # liquidators act block after block; an hour has ~300 blocks
@@ -181,11 +182,20 @@ class SimulatedChain:
             raise NonRetryableVenueError(f"deleverage withdraws {withdraw_eth} ETH of collateral, too little to "
                                          f"repay {repay_eth} after the swap fee")
         await self._book(Reason.ATOMIC_DELEVERAGE_EXECUTION, "ATOMIC_DELEVERAGE", ref, (
-            TokenChange(WALLET, self._a_token, -scaled_from_native(lst, self._index(self._lst))),
-            TokenChange(WALLET, "variableDebtWETH", -scaled_from_native(repay_eth, self._debt_index())),
+            TokenChange(WALLET, self._a_token, -self._all_if_whole(self._a_token,
+                                                                   scaled_from_native(lst, self._index(self._lst)))),
+            TokenChange(WALLET, "variableDebtWETH",
+                        -self._all_if_whole("variableDebtWETH", scaled_from_native(repay_eth, self._debt_index()))),
             TokenChange(WALLET, "ETH", freed),
         ))
         return freed
+
+    def _all_if_whole(self, token: str, scaled: Decimal) -> Decimal:
+        """`scaled`, or all that is held when it is that within a wei: an unwind of the whole position asks for all
+        of it (AAVE's `type(uint256).max` for withdraw and repay), and must not leave 1e-26 of dust because the ETH
+        amounts it was sized in went through the oracle rate and the index and back."""
+        held = self.book.balance(WALLET, token)
+        return held if held > 0 and abs(held - scaled) <= WEI else scaled
 
     async def sequential_leverage_entry(self, equity_eth: Decimal, target_ltv: Decimal, min_borrow_eth: Decimal,
                                         max_iterations: int | None, ref: str) -> int:

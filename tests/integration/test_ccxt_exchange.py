@@ -3,6 +3,9 @@ against the stateful exchange fake (`tests/fakes/exchange`): Binance USDⓈ-M fu
 
 from __future__ import annotations
 
+import asyncio
+import json
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -19,9 +22,13 @@ from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
 from daemon.domain.messages import FillReport, Side, SubmitOrder, VenueReport
 from daemon.errors import (
     ExitCode,
+    FatalVenueError,
     RetryableVenueError,
     UnknownOrderOutcome,
+    VenueAccessLost,
+    VenueBadPayload,
     VenueCredentialsRejected,
+    VenueDegraded,
     VenueRateLimited,
 )
 from daemon.venues.ccxt_exchange import (
@@ -32,6 +39,7 @@ from daemon.venues.ccxt_exchange import (
     Credentials,
 )
 from daemon.venues.client_ids import to_venue
+from daemon.venues.request_gate import GateClosed, GatePolicy
 
 pytestmark = [pytest.mark.exchange_fake, pytest.mark.asyncio]
 
@@ -50,9 +58,31 @@ def config(fake: Any, **changes: Any) -> CcxtVenueConfig:
     return replace(base, **changes)
 
 
-def adapter(fake: Any, **changes: Any) -> tuple[CcxtExchange, LosslessChannel[VenueReport]]:
+class Schedule:
+    """The request gates' clock and sleep: wall-clock time plus what they slept, which is recorded and never
+    waited for (backoff, Retry-After and bans cost a test nothing, and their lengths can be asserted)."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+        self.slept: list[float] = []
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.offset_ms
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.offset_ms += int(seconds * 1000) + 1
+
+    def advance_to(self, ms: int) -> None:
+        self.offset_ms += max(0, ms - self.now_ms())
+
+
+def adapter(fake: Any, schedule: Schedule | None = None,
+            **changes: Any) -> tuple[CcxtExchange, LosslessChannel[VenueReport]]:
     reports: LosslessChannel[VenueReport] = LosslessChannel("venue-reports", 1000)
-    return CcxtExchange(config(fake, **changes), WallClock(), reports, session=fake.session()), reports
+    schedule = schedule or Schedule()
+    return CcxtExchange(config(fake, **changes), WallClock(), reports, session=fake.session(),
+                        wall_ms=schedule.now_ms, sleep=schedule.sleep, rng=random.Random(12)), reports
 
 
 @pytest_asyncio.fixture
@@ -301,7 +331,8 @@ async def test_an_unknown_outcome_is_looked_up_before_a_resend(exchange_fake: An
     The next submit of the same client id asks first and finds it — no second order."""
     venue, reports = binance
     exchange_fake.faults.timeout_after_place(path="/fapi/v1/order", delay=10.0)
-    exchange_fake.faults.http_error(503, body="<html>unavailable</html>", path="/fapi/v1/order", method="GET")
+    exchange_fake.faults.http_error(503, body="<html>unavailable</html>", path="/fapi/v1/order", method="GET",
+                                    times=None)  # every look-up attempt (they are retried with backoff)
     venue_cid = to_venue(ClientOrderId("i14-1-1"), "binanceusdm")
     with pytest.raises(UnknownOrderOutcome, match="outcome is unknown"):
         await venue.submit_order(order("i14-1-1", PERP, Side.BUY, "0.020"))
@@ -336,7 +367,8 @@ async def test_poll_fills_finds_a_later_fill_of_an_order_from_an_earlier_run(
 async def test_a_fill_read_that_fails_after_the_order_is_left_to_the_backstop(
         exchange_fake: Any, binance: tuple[CcxtExchange, Any]) -> None:
     venue, reports = binance
-    exchange_fake.faults.http_error(503, body="<html>unavailable</html>", path="/fapi/v1/userTrades")
+    # As many times as a read is tried (GatePolicy.read_attempts): the read fails, not just its first attempt.
+    exchange_fake.faults.http_error(503, body="<html>unavailable</html>", path="/fapi/v1/userTrades", times=3)
     report = await venue.submit_order(order("i21-1-1", PERP, Side.BUY, "0.010"))
     assert report.status == "filled" and not fills(reports) and venue.fills_overdue  # filled, never "failed"
     assert await venue.poll_fills() == 1 and not venue.fills_overdue
@@ -375,32 +407,335 @@ async def test_cancel_all_orders_cancels_the_resting_ones(exchange_fake: Any,
     assert await venue.cancel_all_orders() == 0
 
 
-async def test_a_rate_limit_is_retryable_after_the_venues_wait_and_places_nothing(
-        exchange_fake: Any, binance: tuple[CcxtExchange, Any]) -> None:
-    venue, reports = binance
-    exchange_fake.faults.rate_limit(retry_after=7, path="/fapi/v1/order")
-    with pytest.raises(VenueRateLimited) as caught:
-        await venue.submit_order(order("i16-1-1", PERP, Side.BUY, "0.010"))
-    assert caught.value.retry_after_s == 7
-    assert not exchange_fake.binance.orders and not fills(reports)
-    # Nothing was placed, so the same order goes out at once next time (no look-up first).
-    assert (await venue.submit_order(order("i16-1-1", PERP, Side.BUY, "0.010"))).status == "filled"
-    assert not [r for r in exchange_fake.requests if r.method == "GET" and r.path == "/fapi/v1/order"]
+async def test_a_rate_limit_closes_the_gate_for_the_venues_wait_and_places_nothing(exchange_fake: Any) -> None:
+    schedule = Schedule()
+    venue, reports = adapter(exchange_fake, schedule)
+    async with venue:
+        gate = venue.gates["binanceusdm"]
+        exchange_fake.faults.rate_limit(retry_after=7, path="/fapi/v1/order")
+        limited_at = schedule.now_ms()
+        with pytest.raises(VenueRateLimited) as caught:
+            await venue.submit_order(order("i16-1-1", PERP, Side.BUY, "0.010"))
+        assert caught.value.retry_after_s == 7
+        assert not exchange_fake.binance.orders and not fills(reports)
+        # The gate's own schedule: closed for at least the 7 s the venue asked for (plus jitter, at most 1 s).
+        assert limited_at + 7_000 <= gate.closed_until_ms <= schedule.now_ms() + 8_000
+        sent = len(exchange_fake.requests)
+        # Before then nothing goes: an order is refused unsent (not queued), a read that would wait > 2 s too.
+        with pytest.raises(GateClosed, match=r"no request to fapi\.binance\.com until .* asked for 7 s") as refused:
+            await venue.submit_order(order("i16-1-1", PERP, Side.BUY, "0.010"))
+        assert refused.value.retry_after_s is not None and refused.value.retry_after_s > 6
+        with pytest.raises(GateClosed):
+            await venue.fetch_open_orders()
+        assert len(exchange_fake.requests) == sent and gate.requests_refused == 2 and gate.rate_limits_seen == 1
+        # Once the wait is down to 2 s a read sleeps it out, then goes: the next request waits at least that long.
+        schedule.advance_to(gate.closed_until_ms - 2_000)
+        slept = len(schedule.slept)
+        assert await venue.fetch_open_orders() == ()
+        assert schedule.slept[slept:] and 1.9 <= sum(schedule.slept[slept:]) <= 2.1
+        assert schedule.now_ms() >= gate.closed_until_ms
+        # Nothing was placed, so the same order goes out at once now (no look-up first).
+        assert (await venue.submit_order(order("i16-1-1", PERP, Side.BUY, "0.010"))).status == "filled"
+        assert not [r for r in exchange_fake.requests if r.method == "GET" and r.path == "/fapi/v1/order"]
+
+
+async def test_a_short_rate_limit_on_a_read_is_waited_out_and_the_read_succeeds(exchange_fake: Any) -> None:
+    schedule = Schedule()
+    venue, _ = adapter(exchange_fake, schedule)
+    async with venue:
+        exchange_fake.faults.rate_limit(retry_after=1, path="/fapi/v3/account")
+        before = len(exchange_fake.requests_to(path_prefix="/fapi/v3/account"))
+        assert dict((await venue.fetch_account()).balances)["USDT"] == 2 * USDT
+        # Two requests: the 429, then — at least the 1 s the venue asked for later — the one that answered.
+        statuses = [r.status for r in exchange_fake.requests_to(path_prefix="/fapi/v3/account")[before:]]
+        assert statuses == [429, 200] and sum(schedule.slept) >= 1.0
+
+
+async def test_a_ban_stops_every_request_to_that_host_until_it_ends_then_trading_resumes(exchange_fake: Any) -> None:
+    schedule = Schedule()
+    venue, reports = adapter(exchange_fake, schedule)
+    async with venue:
+        gate = venue.gates["binanceusdm"]
+        exchange_fake.faults.ban(seconds=120, host="fapi.binance.com")
+        with pytest.raises(VenueRateLimited) as caught:
+            await venue.submit_order(order("i50-1-1", PERP, Side.SELL, "0.050"))
+        banned_until = caught.value.banned_until_ms
+        assert banned_until is not None and banned_until > schedule.now_ms() + 100_000
+        assert gate.bans_seen == 1 and gate.state == "banned" and not exchange_fake.binance.orders
+        on_futures = len(exchange_fake.requests_to(host="fapi.binance.com"))
+        # During the ban: reads fail at once saying until when, orders are refused unsent; not one request goes.
+        with pytest.raises(GateClosed, match="banned by the venue until") as refused:
+            await venue.fetch_account()
+        assert refused.value.banned_until_ms == banned_until
+        for attempt in range(3):
+            with pytest.raises(GateClosed):
+                await venue.submit_order(order("i50-1-1", PERP, Side.SELL, "0.050"))
+            with pytest.raises(GateClosed):
+                await venue.cancel_all_orders()
+            with pytest.raises(GateClosed):
+                await venue.poll_fills()
+            schedule.advance_to(banned_until - 30_000 + attempt * 10_000)
+        assert len(exchange_fake.requests_to(host="fapi.binance.com")) == on_futures  # none reached the fake
+        assert gate.requests_refused >= 10
+        # The spot host is not banned: it still answers.
+        assert (await venue.submit_order(order("i50-2-1", SPOT, Side.BUY, "0.0100"))).status == "filled"
+        # The ban ends (the fake's too), and the gate reopens after it plus its jitter: trading resumes.
+        exchange_fake.faults.clear()
+        schedule.advance_to(gate.closed_until_ms)
+        assert gate.closed_until_ms >= banned_until
+        assert (await venue.submit_order(order("i50-1-1", PERP, Side.SELL, "0.050"))).status == "filled"
+        assert gate.state == "open" and gate.bans_seen == 1
+        assert [f.client_order_id for f in fills(reports)] == ["i50-2-1", "i50-1-1"]
+        assert exchange_fake.binance.position("ETHUSDT").amount == Decimal("-0.050")
+
+
+async def test_a_real_ban_is_sat_out_on_the_wall_clock_and_the_gate_reopens_only_after_the_venues(
+        exchange_fake: Any) -> None:
+    """The same on the wall clock, with the fake's own ban left to end by itself: had the gate reopened before the
+    venue's ban ended, the fake would have answered 418 again."""
+    reports: LosslessChannel[VenueReport] = LosslessChannel("venue-reports", 1000)
+    venue = CcxtExchange(config(exchange_fake, gate=GatePolicy(jitter_s=0.2)), WallClock(), reports,
+                         session=exchange_fake.session())
+    async with venue:
+        gate = venue.gates["binanceusdm"]
+        exchange_fake.faults.ban(seconds=1, host="fapi.binance.com")
+        # A read answered 418 with a ban this short (≤ GatePolicy.max_read_wait_s) sleeps it out and asks again.
+        assert await venue.fetch_open_orders() == ()
+        assert gate.bans_seen == 1 and gate.read_retries == 1
+        assert [r.status for r in exchange_fake.requests_to(host="fapi.binance.com")][-2:] == [418, 200]
+        # A longer one: orders are refused while it lasts, and go once it is over.
+        exchange_fake.faults.ban(seconds=3, host="fapi.binance.com")
+        with pytest.raises(VenueRateLimited):
+            await venue.submit_order(order("i61-1-1", PERP, Side.BUY, "0.010"))
+        with pytest.raises(GateClosed):
+            await venue.submit_order(order("i61-1-1", PERP, Side.BUY, "0.010"))
+        await asyncio.sleep(gate.wait_s())
+        assert (await venue.submit_order(order("i61-1-1", PERP, Side.BUY, "0.010"))).status == "filled"
+        assert [r.status for r in exchange_fake.requests_to(host="fapi.binance.com")].count(418) == 2
+        assert gate.bans_seen == 2
+
+
+async def test_maintenance_sends_no_new_order_until_a_read_succeeds_again(exchange_fake: Any) -> None:
+    schedule = Schedule()
+    venue, reports = adapter(exchange_fake, schedule)
+    async with venue:
+        assert (await venue.submit_order(order("i51-1-1", PERP, Side.BUY, "0.100"))).status == "filled"
+        gate = venue.gates["binanceusdm"]
+        exchange_fake.faults.maintenance(host="fapi.binance.com")
+        with pytest.raises(VenueDegraded, match="reading the account"):
+            await venue.fetch_account()
+        assert venue.degraded and gate.degraded and gate.degraded_episodes == 1
+        # The read was retried with backoff before it gave up (sleeps recorded, not waited).
+        # (twice each for the balance and the positions, read concurrently)
+        assert gate.read_retries >= 2 and len(schedule.slept) == gate.read_retries
+        posts = len(order_posts(exchange_fake))
+        with pytest.raises(VenueDegraded, match="no new orders there"):
+            await venue.submit_order(order("i51-2-1", PERP, Side.BUY, "0.050"))
+        assert len(order_posts(exchange_fake)) == posts  # not sent
+        # Reducing risk is still tried (a desk wants out on a bad day); the venue's 503 makes it unknown.
+        with pytest.raises(UnknownOrderOutcome):
+            await venue.submit_order(order("i51-3-1", PERP, Side.SELL, "0.050", reduce_only=True))
+        assert len([r for r in exchange_fake.requests_to(path_prefix="/fapi/v1/order")
+                    if r.method == "POST" and r.status == 503]) >= 1
+        # Maintenance over: the first read that succeeds ends the degraded state, and new orders go again.
+        exchange_fake.faults.clear()
+        assert (await venue.fetch_account()).perps == (("ETHUSDT", Decimal("0.1")),)
+        assert not venue.degraded
+        assert (await venue.submit_order(order("i51-2-1", PERP, Side.BUY, "0.050"))).status == "filled"
+        # The reduce-only order whose outcome was unknown is looked up before anything is re-sent.
+        assert (await venue.submit_order(order("i51-3-1", PERP, Side.SELL, "0.050", reduce_only=True))).status \
+            == "filled"
+        assert exchange_fake.binance.position("ETHUSDT").amount == Decimal("0.100")
+        assert [f.client_order_id for f in fills(reports)] == ["i51-1-1", "i51-2-1", "i51-3-1"]
+        assert venue.counters()["gates"]["binanceusdm"]["degraded"] is False
+
+
+async def test_credentials_revoked_after_start_up_halt_with_access_lost_and_no_further_request(
+        exchange_fake: Any) -> None:
+    venue, _ = adapter(exchange_fake)
+    async with venue:
+        # What Binance answers a key that was deleted, lost a permission, or no longer matches the IP allow-list.
+        # (ccxt calls it DDoSProtection once a call has succeeded; the adapter knows better.)
+        exchange_fake.faults.binance_error(-2015, "Invalid API-key, IP, or permissions for action.", status=401,
+                                           host="fapi.binance.com", times=None)
+        with pytest.raises(VenueAccessLost) as caught:
+            await venue.fetch_account()
+        message = str(caught.value)
+        assert "binance" in message and "venues.binance.api_key" in message and "trading halts" in message
+        creds = exchange_fake.credentials("binance")
+        assert creds.secret not in message and creds.api_key not in message
+        assert isinstance(caught.value, FatalVenueError)
+        sent = len(exchange_fake.requests)
+        # Lost for the whole account, on every host: nothing is sent with that key again.
+        with pytest.raises(VenueAccessLost):
+            await venue.submit_order(order("i52-1-1", SPOT, Side.BUY, "0.0100"))
+        with pytest.raises(VenueAccessLost):
+            await venue.poll_fills()
+        assert len(exchange_fake.requests) == sent and not exchange_fake.binance.orders
+        assert all(g.state == "access_lost" for g in venue.gates.values())
+
+
+async def test_a_wrong_secret_after_start_up_is_access_lost_too(exchange_fake: Any) -> None:
+    venue, _ = adapter(exchange_fake)
+    async with venue:
+        # The venue's signature check now fails (a rotated secret): -1022, an AuthenticationError.
+        exchange_fake.faults.binance_error(-1022, "Signature for this request is not valid.", status=400,
+                                           host="api.binance.com", times=None)
+        with pytest.raises(VenueAccessLost, match="no longer accepts"):
+            await venue.submit_order(order("i53-1-1", SPOT, Side.BUY, "0.0100"))
+        assert not exchange_fake.binance.orders
+
+
+async def test_bad_credentials_at_start_up_exit_78_without_the_secret(exchange_fake: Any) -> None:
+    creds = exchange_fake.credentials("binance")
+    venue, _ = adapter(exchange_fake, credentials=Credentials("fake-binance-unknown-key-1234", creds.secret))
+    with pytest.raises(VenueCredentialsRejected) as caught:
+        await venue.start()
+    await venue.close()
+    assert caught.value.exit_code == ExitCode.CONFIG and int(caught.value.exit_code) == 78
+    assert "-2015" in str(caught.value) and "venues.binance.api_key" in str(caught.value)
+    assert creds.secret not in str(caught.value) and creds.secret not in repr(venue)
+
+
+async def test_an_unreadable_answer_to_an_order_is_looked_up_not_duplicated(exchange_fake: Any) -> None:
+    venue, reports = adapter(exchange_fake)
+    async with venue:
+        exchange_fake.faults.malformed(path="/fapi/v1/order", method="POST")
+        report = await venue.submit_order(order("i54-1-1", PERP, Side.BUY, "0.020"))
+        assert report.status == "filled" and report.venue_order_id is not None
+        venue_cid = to_venue(ClientOrderId("i54-1-1"), "binanceusdm")
+        assert len([o for o in exchange_fake.binance.orders.values() if o.client_id == venue_cid]) == 1
+        assert len(order_posts(exchange_fake)) == 1  # looked up, never re-sent
+        looked_up = [r for r in exchange_fake.requests_to(path_prefix="/fapi/v1/order") if r.method == "GET"]
+        assert looked_up and looked_up[0].params.get("origClientOrderId") == venue_cid
+        assert [f.quantity for f in fills(reports)] == [Decimal("0.02")]
+        assert venue.gates["binanceusdm"].bad_payloads == 1
+
+
+async def test_an_unreadable_answer_to_a_read_is_a_bad_payload_naming_the_call(exchange_fake: Any) -> None:
+    venue, _ = adapter(exchange_fake)
+    async with venue:
+        await venue.submit_order(order("i55-1-1", PERP, Side.BUY, "0.020"))
+        # ccxt itself turns a truncated positionRisk into "no positions" without a word: that must not read as flat.
+        exchange_fake.faults.malformed(path="/fapi/v3/positionRisk", times=None)
+        with pytest.raises(VenueBadPayload, match=r"fetch_positions with a body that is not JSON .*positionRisk"):
+            await venue.fetch_account()
+        exchange_fake.faults.clear()
+        exchange_fake.faults.malformed(path="/fapi/v3/account", times=None)
+        with pytest.raises(VenueBadPayload, match="fetch_balance"):
+            await venue.fetch_account()
+        exchange_fake.faults.clear()
+        assert (await venue.fetch_account()).perps == (("ETHUSDT", Decimal("0.02")),)
+
+
+async def test_a_spot_buy_with_all_usdt_in_futures_moves_the_shortfall_first(exchange_fake: Any) -> None:
+    state = exchange_fake.binance
+    state.set_balance("USDT", Decimal(0), wallet="spot")
+    state.set_balance("USDT", Decimal(20_000), wallet="futures")
+    venue, reports = adapter(exchange_fake)
+    async with venue:
+        before = dict((await venue.fetch_account()).balances)["USDT"]
+        report = await venue.submit_order(order("i56-1-1", SPOT, Side.BUY, "0.5000", limit_price="3030"))
+        assert report.status == "filled"
+        # 0.5 ETH at the cap 3030 with the 0.1 % taker fee: 1516.515 → 1516.52 moved, spot to futures, before it.
+        [transfer] = venue.internal_transfers
+        assert (transfer.asset, transfer.amount, transfer.from_wallet, transfer.to_wallet, transfer.ok) == \
+            ("USDT", Decimal("1516.52"), "futures", "spot", True)
+        posts = [r for r in exchange_fake.requests if r.method == "POST" and r.path in ("/sapi/v1/asset/transfer",
+                                                                                         "/api/v3/order")]
+        assert [p.path for p in posts] == ["/sapi/v1/asset/transfer", "/api/v3/order"]
+        assert posts[0].params["type"] == "UMFUTURE_MAIN" and posts[0].params["amount"] == "1516.52"
+        # The books: one account, so the transfer is no change; only the fill is (1500 USDT for 0.5 ETH at 3000).
+        [fill] = fills(reports)
+        assert (fill.quantity, fill.price) == (Decimal("0.5"), Decimal(3000))
+        after = dict((await venue.fetch_account()).balances)["USDT"]
+        assert after == before - Decimal(1500)
+        assert venue.counters()["internal_transfers"] == 1
+
+
+async def test_a_perp_order_draws_its_margin_from_spot_when_futures_lacks_it(exchange_fake: Any) -> None:
+    state = exchange_fake.binance
+    state.set_balance("USDT", Decimal(100), wallet="futures")
+    venue, reports = adapter(exchange_fake)  # leverage 3
+    async with venue:
+        report = await venue.submit_order(order("i57-1-1", PERP, Side.SELL, "0.500", limit_price="2970"))
+        assert report.status == "filled"
+        # Initial margin 0.5 × 2970 / 3 = 495, plus 5 %, plus the 0.05 % taker fee: 520.49…; 100 there already.
+        [transfer] = venue.internal_transfers
+        assert (transfer.from_wallet, transfer.to_wallet, transfer.amount) == ("spot", "futures", Decimal("420.50"))
+        assert state.balance("USDT", wallet="spot") == USDT - Decimal("420.50")
+        # A reduce-only order needs no margin: nothing moves.
+        assert (await venue.submit_order(order("i57-2-1", PERP, Side.BUY, "0.100", reduce_only=True))).status \
+            == "filled"
+        assert len(venue.internal_transfers) == 1 and len(fills(reports)) == 2
+
+
+async def test_an_order_neither_wallet_can_fund_is_refused_before_it_is_sent(exchange_fake: Any) -> None:
+    state = exchange_fake.binance
+    state.set_balance("USDT", Decimal(10), wallet="spot")
+    state.set_balance("USDT", Decimal(50), wallet="futures")
+    venue, _ = adapter(exchange_fake)
+    async with venue:
+        report = await venue.submit_order(order("i58-1-1", SPOT, Side.BUY, "0.1000", limit_price="3030"))
+        assert report.status == "rejected"
+        assert report.reason == ("needs 303.31 USDT in the spot wallet, which has 10.0; the futures wallet has 50.0, "
+                                 "short of the 293.31 to move")
+        assert not venue.internal_transfers and not order_posts(exchange_fake, "/api/v3/order")
+
+
+async def test_a_transfer_that_fails_refuses_the_order_with_the_reason(exchange_fake: Any) -> None:
+    state = exchange_fake.binance
+    state.set_balance("USDT", Decimal(0), wallet="spot")
+    venue, _ = adapter(exchange_fake)
+    async with venue:
+        exchange_fake.faults.binance_error(-5002, "You have insufficient balance.", path="/sapi/v1/asset/transfer")
+        report = await venue.submit_order(order("i59-1-1", SPOT, Side.BUY, "0.1000", limit_price="3030"))
+        assert report.status == "rejected" and "moving 303.31 USDT from the futures wallet to the spot wallet " \
+            "failed" in report.reason and "-5002" in report.reason
+        [transfer] = venue.internal_transfers
+        assert not transfer.ok and venue.counters()["internal_transfers_failed"] == 1
+        assert not order_posts(exchange_fake, "/api/v3/order")
+
+
+async def test_a_spot_sells_proceeds_are_swept_back_to_futures(exchange_fake: Any) -> None:
+    state = exchange_fake.binance
+    venue, _ = adapter(exchange_fake)
+    async with venue:
+        assert (await venue.submit_order(order("i60-1-1", SPOT, Side.BUY, "0.2000"))).status == "filled"
+        assert not venue.internal_transfers  # the spot wallet had enough
+        futures = state.balance("USDT", wallet="futures")
+        assert (await venue.submit_order(order("i60-2-1", SPOT, Side.SELL, "0.1000", reduce_only=True))).status \
+            == "filled"
+        [sweep] = venue.internal_transfers
+        # 0.1 ETH at 3000 = 300 USDT, less the 0.1 % fee charged in USDT: 299.70 back to futures.
+        assert (sweep.from_wallet, sweep.to_wallet, sweep.amount, sweep.why) == \
+            ("spot", "futures", Decimal("299.70"), "sweep i60-2-1")
+        assert state.balance("USDT", wallet="futures") == futures + Decimal("299.70")
 
 
 async def test_insufficient_margin_is_a_rejection_with_the_venues_reason(exchange_fake: Any,
                                                                         binance: tuple[CcxtExchange, Any]) -> None:
     venue, _ = binance
-    report = await venue.submit_order(order("i17-1-1", PERP, Side.BUY, "100.000"))  # 300 000 USDT at 3x: too much
+    # 300 000 USDT at 3x is more than both wallets hold: refused here, before anything is sent or moved.
+    report = await venue.submit_order(order("i17-1-1", PERP, Side.BUY, "100.000"))
+    # (the mark 3000 plus 1 % for a market order, / 3, plus 5 %, plus the taker fee)
+    assert report.status == "rejected" and report.reason.startswith("needs 106201.50 USDT in the futures wallet")
+    assert not order_posts(exchange_fake) and not venue.internal_transfers
+    # Where the venue itself says no (margin it counts differently), its reason is the rejection's.
+    exchange_fake.faults.binance_error(-2019, "Margin is insufficient.", path="/fapi/v1/order")
+    report = await venue.submit_order(order("i17-2-1", PERP, Side.BUY, "1.000"))
     assert report.status == "rejected" and report.reason.startswith("-2019")
 
 
 async def test_an_account_read_that_fails_is_a_venue_error_the_reconciler_retries(
         exchange_fake: Any, binance: tuple[CcxtExchange, Any]) -> None:
     venue, _ = binance
-    exchange_fake.faults.maintenance(host="fapi.binance.com", times=1)
+    exchange_fake.faults.maintenance(host="fapi.binance.com", times=1)  # one failed attempt: retried at once
+    assert (await venue.fetch_account()).balances
+    exchange_fake.faults.maintenance(host="fapi.binance.com")  # every attempt
     with pytest.raises(RetryableVenueError, match="reading the account"):
         await venue.fetch_account()
+    exchange_fake.faults.clear()
     assert (await venue.fetch_account()).balances
 
 
@@ -448,7 +783,9 @@ def bybit_adapter(fake: Any, **changes: Any) -> tuple[CcxtExchange, LosslessChan
     settings = {"venue": "bybit", "exchanges": {"Perp": "bybit", "Spot": "bybit"},
                 "instruments": (BYBIT_PERP, BYBIT_SPOT), "credentials": Credentials(creds.api_key, creds.secret),
                 "key_setting": "venues.bybit.api_key", **changes}
-    return CcxtExchange(config(fake, **settings), WallClock(), reports, session=fake.session()), reports
+    schedule = Schedule()
+    return CcxtExchange(config(fake, **settings), WallClock(), reports, session=fake.session(),
+                        wall_ms=schedule.now_ms, sleep=schedule.sleep, rng=random.Random(12)), reports
 
 
 @pytest_asyncio.fixture
@@ -488,6 +825,8 @@ async def test_bybit_round_trips_book_fills_and_the_account_matches(exchange_fak
                                       "ETH": state.balance("ETH", wallet="futures")}  # one unified wallet, once
     assert account.perps == (("ETHUSDT", Decimal("-0.1")),)
     assert await venue.poll_fills() == 0
+    assert venue.funding is None and not venue.internal_transfers  # one unified wallet: nothing to move
+    assert not [r for r in exchange_fake.requests if "transfer" in r.path]
 
 
 async def test_bybit_refuses_a_quantity_off_its_lot_step(exchange_fake: Any, bybit: tuple[CcxtExchange, Any]) -> None:
@@ -541,7 +880,9 @@ def okx_adapter(fake: Any, **changes: Any) -> tuple[CcxtExchange, LosslessChanne
     settings = {"venue": "okx", "exchanges": {"Perp": "okx", "Spot": "okx"}, "instruments": (OKX_PERP, OKX_SPOT),
                 "credentials": Credentials(creds.api_key, creds.secret, creds.passphrase),
                 "key_setting": "venues.okx.api_key", **changes}
-    return CcxtExchange(config(fake, **settings), WallClock(), reports, session=fake.session()), reports
+    schedule = Schedule()
+    return CcxtExchange(config(fake, **settings), WallClock(), reports, session=fake.session(),
+                        wall_ms=schedule.now_ms, sleep=schedule.sleep, rng=random.Random(12)), reports
 
 
 @pytest_asyncio.fixture
@@ -603,3 +944,45 @@ async def test_okx_open_orders_are_read_in_the_base_asset_and_cancelled(exchange
     assert (resting.instrument_id, resting.client_order_id, resting.quantity, resting.price) == \
         (OKX_PERP, "i43-1-1", Decimal("0.2"), Decimal(2500))  # 2 contracts of 0.1 ETH
     assert await venue.cancel_all_orders() == 1 and await venue.fetch_open_orders() == ()
+
+
+async def test_okx_order_timed_out_is_an_unknown_outcome_looked_up_then_resent_under_the_same_id(
+        exchange_fake: Any, okx: tuple[CcxtExchange, Any]) -> None:
+    """OKX's sCode 51149 ("Order timed out, please try again later"): neither placed nor refused (ccxt 4.5.90 calls
+    it a plain ExchangeError, which would read as a refusal). Here the venue did not place it: the look-up finds
+    nothing, and the resend carries the same clOrdId."""
+    venue, reports = okx
+    venue_cid = to_venue(ClientOrderId("i44-1-1"), "okx")
+    body = json.dumps({"code": "1", "msg": "All operations failed", "data": [
+        {"clOrdId": venue_cid, "ordId": "", "sCode": "51149", "sMsg": "Order timed out, please try again later.",
+         "tag": ""}]})
+    exchange_fake.faults.http_error(200, body, host="okx.com", path="/api/v5/trade/*", method="POST",
+                                    content_type="application/json")
+    report = await venue.submit_order(order("i44-1-1", OKX_PERP, Side.BUY, "0.3"))
+    assert report.status == "filled"
+    posts = [r for r in exchange_fake.requests if r.method == "POST" and r.path.startswith("/api/v5/trade/")]
+    assert [r.status for r in posts] == [200, 200]  # the 51149, then the resend (the one order below is its)
+    looked_up = [r.params for r in exchange_fake.requests if r.method == "GET" and r.path == "/api/v5/trade/order"]
+    assert looked_up and looked_up[0].get("clOrdId") == venue_cid
+    assert len([o for o in exchange_fake.okx.orders.values() if o.client_id == venue_cid]) == 1
+    assert [f.quantity for f in fills(reports)] == [Decimal("0.3")]
+
+
+async def test_bybit_and_okx_rate_limits_close_their_own_gate_only(exchange_fake: Any) -> None:
+    """Bybit's 10006 and OKX's 50011 come as RateLimitExceeded (a sibling of Binance's DDoSProtection): the same
+    gate, per venue."""
+    for make, host, path, instrument, exchange_id in (
+            (bybit_adapter, "bybit.com", "/v5/order/create", BYBIT_PERP, "bybit"),
+            (okx_adapter, "okx.com", "/api/v5/trade/*", OKX_PERP, "okx")):
+        venue, _ = make(exchange_fake)
+        async with venue:
+            exchange_fake.faults.rate_limit(retry_after=5, host=host, path=path)
+            with pytest.raises(VenueRateLimited) as caught:
+                await venue.submit_order(order(f"i45-{exchange_id}-1", instrument, Side.BUY, "0.10"))
+            assert caught.value.retry_after_s == 5
+            gate = venue.gates[exchange_id]
+            assert gate.state == "rate_limited" and gate.rate_limits_seen == 1
+            sent = len(exchange_fake.requests)
+            with pytest.raises(GateClosed, match="asked for 5 s"):
+                await venue.submit_order(order(f"i45-{exchange_id}-1", instrument, Side.BUY, "0.10"))
+            assert len(exchange_fake.requests) == sent

@@ -173,3 +173,68 @@ def test_live_refuses_to_start_with_keys_a_venue_rejects_naming_the_key_never_th
     assert "bybit" in output and "credentials.bybit" in output, output[-3000:]
     assert "not-the-right-secret-at-all" not in output and fake.credentials("bybit").secret not in output
     assert not any(getattr(fake, v).orders for v in PERPS)  # nothing was sent anywhere
+
+
+def test_an_order_whose_answer_never_came_is_found_on_the_venue_by_its_client_id_and_not_sent_again(
+        venues: ThreadedFake, tmp_path: Path) -> None:
+    fake = venues.fake
+    # The entry's first order (the spot buy) is booked by the venue, and its answer held past the daemon's timeout.
+    venues.call(lambda: fake.faults.timeout_after_place(path="/api/v3/order", delay=4.0))
+    env = live_env(fake, tmp_path / "state", BASISD_EXCHANGE__REQUEST_TIMEOUT_S="1")
+    daemon = DaemonProcess(LIVE, tmp_path, env=env)
+    try:
+        daemon.wait_ready(timeout_s=60)
+        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+        entry = finished(daemon, "ENTRY")[0]
+        assert entry["completed"] is True, entry
+        spot_orders = venues.call(lambda: [o for o in fake.binance.orders.values() if o.market == "spot"])
+        assert len(spot_orders) == 1 and spot_orders[0].status == "FILLED", spot_orders
+        buys = [e for e in daemon.events() if e.get("event") == "order_filled" and "Spot" in e["instrument"]]
+        assert len(buys) == 1, buys  # booked once
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
+    finally:
+        daemon.close()
+    ids = venues.call(lambda: venue_truth(fake))["client_ids"]
+    assert len(ids) == len(set(ids)), ids
+
+
+def test_a_venue_s_ban_stops_every_request_to_it_until_the_ban_ends_then_trading_goes_on(
+        venues: ThreadedFake, tmp_path: Path) -> None:
+    fake = venues.fake
+    env = live_env(fake, tmp_path / "state")
+    daemon = DaemonProcess(LIVE, tmp_path, env=env)
+    try:
+        daemon.wait_ready(timeout_s=60)
+        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+        banned_at = venues.call(lambda: len(fake.requests))
+        venues.call(lambda: fake.faults.ban(seconds=6, host="fapi.binance.com"))
+
+        def usdm(status: int | None = None) -> list[Any]:
+            return [r for r in list(fake.requests)[banned_at:] if r.host == "fapi.binance.com"
+                    and (status is None or r.status == status)]
+
+        # Polled every half second (market data) and every second (fills) without the ban: both wait it out.
+        daemon.wait_for(lambda: bool(venues.call(lambda: usdm(418))), 30, "the ban")
+        daemon.wait_for(lambda: bool(venues.call(lambda: usdm(200))), 60, "a request after the ban")
+        refused = venues.call(lambda: usdm(418))
+        assert len(refused) <= 3, [(r.path, r.status) for r in refused]  # one per client, at most one in flight
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
+    finally:
+        daemon.close()
+
+
+def test_a_venue_whose_clock_is_off_is_not_traded_and_the_daemon_says_why(
+        venues: ThreadedFake, tmp_path: Path) -> None:
+    fake = venues.fake
+    venues.call(lambda: setattr(fake.bybit, "clock_skew_ms", 5000))
+    daemon = DaemonProcess(LIVE, tmp_path, env=live_env(fake, tmp_path / "state"))
+    try:
+        code = daemon.wait_exit(60)
+        output = daemon.output()
+    finally:
+        daemon.close()
+    assert code == 78, output[-3000:]
+    assert "bybit: the venue's clock is" in output and "refusing to trade" in output, output[-3000:]
+    assert not any(getattr(fake, v).orders for v in PERPS)

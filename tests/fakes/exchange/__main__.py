@@ -28,6 +28,19 @@ ex = ccxt.binanceusdm({{"apiKey": {key!r}, "secret": {secret!r}, "session": sess
 """
 
 
+def write_env(fake: FakeExchange, env_file: Path) -> None:
+    lines = [f"BASISD_VENUE_REDIRECT__ADDRESS=127.0.0.1:{fake.port}",
+             f"BASISD_VENUE_REDIRECT__CA_FILE={fake.tls.cert_path}"]
+    for venue in ("binance", "bybit", "okx"):
+        c = fake.credentials(venue)
+        lines += [f"BASISD_CREDENTIALS__{venue.upper()}__API_KEY={c.api_key}",
+                  f"BASISD_CREDENTIALS__{venue.upper()}__API_SECRET={c.secret}"]
+    lines.append(f"BASISD_CREDENTIALS__OKX__PASSPHRASE={fake.credentials('okx').passphrase}")
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    env_file.write_text("\n".join(lines) + "\n")
+    env_file.chmod(0o600)  # the fake's keys: test secrets, but kept as a credential file would be
+
+
 async def serve(args: argparse.Namespace) -> None:
     credentials = None
     if args.binance_key and args.binance_secret:
@@ -38,6 +51,8 @@ async def serve(args: argparse.Namespace) -> None:
                         credentials=credentials, funding_every_s=args.funding_every)
     await fake.start()
     creds = fake.credentials("binance")
+    if args.env:  # what `basisd run` needs to trade the fake in live mode: `set -a; . FILE; set +a`
+        write_env(fake, Path(args.env))
     if args.json:  # one line for a script that starts the fake and then the daemon
         print(json.dumps({"port": fake.port, "cert": str(fake.tls.cert_path), "credentials": {
             v: {"api_key": c.api_key, "secret": c.secret, "passphrase": c.passphrase}
@@ -67,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cert-dir", help="where to write the certificate and key (default: a temporary dir)")
     parser.add_argument("--binance-key", help="fixed API key (default: random)")
     parser.add_argument("--binance-secret", help="fixed API secret (default: random)")
+    parser.add_argument("--env", metavar="FILE", help="write the environment a live daemon needs to trade the fake "
+                                                      "(venue redirect, every venue's keys) to FILE")
     parser.add_argument("--json", action="store_true", help="print one JSON line (port, cert, credentials)")
     parser.add_argument("--funding-every", type=float, default=None, metavar="SECONDS",
                         help="settle funding on open positions at this period (a compressed 8 h)")
