@@ -10,11 +10,15 @@ RECONCILIATION change set through the books' own inbox, so the books follow the 
 the P&L's `reconciliation` component. A drift worth more than `halt_above_usd`, one that cannot be valued, or a
 perp whose size differs halts trading: the books were wrong by more than bookkeeping may settle, and a human
 must find out why.
+
+The venues are read concurrently, so a reconciliation takes as long as the slowest venue, not their sum. A
+transfer still moving between accounts (`in_transit`, from the transfers' `TransitBook`) explains a difference on
+its source or destination: that is logged as in transit, never a drift, and never corrected (its own legs book it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 
 import anyio
@@ -24,6 +28,7 @@ from daemon.domain.ids import VenueId
 from daemon.domain.market import MarketState, MissingMarketData
 from daemon.domain.messages import AccountReport, BalancesChanged, OrderFilled, PortfolioSnapshotted
 from daemon.domain.reconcile import Reconciliation, correction, must_halt, reconcile, reports_expected, summarize
+from daemon.domain.transit import Allowance
 from daemon.errors import VenueError
 from daemon.journal import Journal
 from daemon.lifecycle import ActorContext, serve
@@ -49,7 +54,9 @@ class ReconcilerActor:
         halt_above_usd: Decimal,
         max_deferrals: int = 10,
         journal: Journal | None = None,
+        in_transit: Callable[[int], Iterable[Allowance]] | None = None,
     ) -> None:
+        """`in_transit(now_ns)`: what transfers still moving explain (`TransitBook.allowances`); None: nothing."""
         self.snapshots = snapshots
         self._exchanges = exchanges
         self._chain = chain
@@ -60,6 +67,7 @@ class ReconcilerActor:
         self._halt_above = halt_above_usd
         self._max_deferrals = max_deferrals
         self._journal = journal
+        self._in_transit = in_transit
         # Kept across restarts of the actor, like the books it checks.
         self.last_ts: int | None = None
         self.corrections_sent = 0
@@ -110,8 +118,9 @@ class ReconcilerActor:
             ctx.log.warning("reconciliation_not_caught_up", booked=snapshot.reports_booked,
                             venues_sent=expected + self.corrections_sent, deferrals=self.deferrals)
         self.deferrals = 0
+        moving = () if self._in_transit is None else tuple(self._in_transit(ctx.clock.now_ns()))
         try:
-            result = reconcile(snapshot.ledger, reports, self._market())
+            result = reconcile(snapshot.ledger, reports, self._market(), moving)
         except MissingMarketData:
             return  # no market yet to value a drift with: the next snapshot
         requested, first = self._requested, self.last_ts is None
@@ -126,16 +135,36 @@ class ReconcilerActor:
             # The start-up run and one asked for are news; an hourly run that finds nothing is not (the metrics
             # count them): at a replay's hour a second it would drown the status line.
             log = ctx.log.info if first or requested else ctx.log.debug
-            log("reconciled", accounts=list(result.accounts), reports_booked=snapshot.reports_booked)
+            log("reconciled", accounts=list(result.accounts), reports_booked=snapshot.reports_booked,
+                **({"in_transit": summarize(result.in_transit)} if result.in_transit else {}))
         else:
             await self._settle(ctx, snapshot, result)
         self.first_done.set()
         self._finished()
 
     async def _fetch(self) -> list[AccountReport]:
-        reports = [await exchange.fetch_account() for exchange in self._exchanges.values()]
+        """Every venue's account, read concurrently; if any read fails, the first failure in venue order is raised
+        (as the sequential reads did), once every read has finished: none is left running."""
+        reads: list[Callable[[], Awaitable[AccountReport]]] = [e.fetch_account for e in self._exchanges.values()]
         if self._chain is not None:
-            reports.append(await self._chain.fetch_wallet())
+            reads.append(self._chain.fetch_wallet)
+        answers: list[AccountReport | Exception | None] = [None] * len(reads)
+
+        async def read(i: int) -> None:
+            try:
+                answers[i] = await reads[i]()
+            except Exception as exc:  # kept, and raised below in venue order
+                answers[i] = exc
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(reads)):
+                tg.start_soon(read, i)
+        reports = []
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+            assert answer is not None
+            reports.append(answer)
         return reports
 
     async def _settle(self, ctx: ActorContext, snapshot: PortfolioSnapshotted, result: Reconciliation) -> None:

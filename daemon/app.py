@@ -647,8 +647,35 @@ class Daemon:
                     "(risk.instruction_timeout_s)", self._limit_stops),
                 "basisd_drawdown_breaker_actions": (
                     "Drawdown breaker levels that acted (sent their unwind) since start", self._breaker_acted),
+                # Live venues only (daemon.venues.request_gate): per venue and ccxt host.
+                "basisd_venue_degraded": (
+                    "1 while a live venue's host is degraded (5xx, maintenance): no new orders there, reduce-only "
+                    "still tried", lambda: self._gate_figure("degraded")),
+                "basisd_venue_gate_closed_seconds": (
+                    "Seconds until a live venue's host may be asked again (a 429's Retry-After, Binance's 418 ban)",
+                    lambda: self._gate_figure("closed_s")),
+                "basisd_venue_requests_refused": (
+                    "Requests a live venue's gate refused before sending (closed, or access lost) since start",
+                    lambda: self._gate_figure("requests_refused")),
+                "basisd_venue_bans_seen": (
+                    "Rate limits and bans (429, 418) a live venue's host answered since start",
+                    lambda: self._gate_figure("limits_seen")),
             },
         )
+
+    def _gate_figure(self, what: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """One figure of every live venue's request gates, labelled by venue and ccxt exchange (its host)."""
+        out: dict[tuple[tuple[str, str], ...], float] = {}
+        for name, exchange in self.exchanges.items():
+            for exchange_id, gate in getattr(exchange, "gates", {}).items():
+                key = (("venue", name), ("exchange", exchange_id))
+                if what == "closed_s":
+                    out[key] = gate.wait_s()
+                elif what == "limits_seen":
+                    out[key] = float(gate.rate_limits_seen + gate.bans_seen)
+                else:
+                    out[key] = float(getattr(gate, what))
+        return out
 
     def _limit_stops(self) -> dict[tuple[tuple[str, str], ...], float]:
         return {(("kind", "refused"),): float(self.execution.refused),

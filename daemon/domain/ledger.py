@@ -22,6 +22,8 @@ from enum import StrEnum
 ZERO = Decimal(0)
 BASIS_EXPONENT = Decimal("1e-18")
 WALLET = "wallet"
+# Funds between two of our accounts (a withdrawal not yet credited at its destination): see daemon.domain.transit.
+TRANSIT = "transit"
 
 WALLET_TOKENS: tuple[str, ...] = (
     "ETH", "USDT", "BTC", "weETH", "wstETH",
@@ -251,6 +253,9 @@ class Ledger:
         elif tc.account in self.venues:
             if tc.token not in CEX_ASSETS:
                 raise LedgerError(f"unknown asset {tc.token!r} on {tc.account}")
+        elif tc.account == TRANSIT:  # what moves between accounts: an exchange asset or a wallet token
+            if tc.token not in CEX_ASSETS and tc.token not in WALLET_TOKENS:
+                raise LedgerError(f"unknown token {tc.token!r} in transit")
         else:
             raise LedgerError(f"unknown account {tc.account!r}")
 

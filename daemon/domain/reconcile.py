@@ -17,6 +17,7 @@ from daemon.domain.ledger import ChangeSet, LedgerSnapshot, Reason, TokenChange
 from daemon.domain.market import MarketState, MissingMarketData
 from daemon.domain.messages import AccountReport
 from daemon.domain.pnl import token_value_usd
+from daemon.domain.transit import Allowance
 
 ZERO = Decimal(0)
 # Books kept with the same arithmetic agree exactly; this only absorbs Decimal's last digit on long chains.
@@ -44,6 +45,8 @@ class Drift:
 class Reconciliation:
     accounts: tuple[str, ...]
     drifts: tuple[Drift, ...]
+    # Differences that transfers still moving explain (daemon.domain.transit): not drifts, never corrected.
+    in_transit: tuple[Drift, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -63,9 +66,15 @@ class Reconciliation:
         return tuple(d for d in self.drifts if d.value_usd is None)
 
 
-def reconcile(ledger: LedgerSnapshot, reports: Iterable[AccountReport], market: MarketState) -> Reconciliation:
+def reconcile(ledger: LedgerSnapshot, reports: Iterable[AccountReport], market: MarketState,
+              in_transit: Iterable[Allowance] = ()) -> Reconciliation:
+    """Every holding where the books and the venues differ. `in_transit`: per account and token, how far the venue
+    may be from the books because of transfers still moving; a token difference inside it is listed apart
+    (`Reconciliation.in_transit`) and is not a drift: the transfer's own legs will book it."""
+    allowed = {(a.account, a.token): a for a in in_transit}
     accounts: list[str] = []
     drifts: list[Drift] = []
+    moving: list[Drift] = []
     for report in reports:
         account = report.account
         accounts.append(account)
@@ -74,7 +83,9 @@ def reconcile(ledger: LedgerSnapshot, reports: Iterable[AccountReport], market: 
         for token in sorted(ours.keys() | theirs.keys()):
             mine, truth = ours.get(token, ZERO), theirs.get(token, ZERO)
             if abs(truth - mine) > EPSILON:
-                drifts.append(Drift(account, token, mine, truth, _value(account, token, truth - mine, market)))
+                allowance = allowed.get((account, token))
+                found = moving if allowance is not None and allowance.explains(truth - mine, EPSILON) else drifts
+                found.append(Drift(account, token, mine, truth, _value(account, token, truth - mine, market)))
         our_perps = {p.instrument: p.quantity for p in ledger.perps if p.venue == account}
         their_perps = dict(report.perps)
         for instrument in sorted(our_perps.keys() | their_perps.keys()):
@@ -83,7 +94,7 @@ def reconcile(ledger: LedgerSnapshot, reports: Iterable[AccountReport], market: 
                 asset = instrument[:-4] if instrument.endswith("USDT") else instrument
                 drifts.append(Drift(account, f"perp:{instrument}", mine, truth,
                                     _value(account, asset, truth - mine, market)))
-    return Reconciliation(tuple(accounts), tuple(drifts))
+    return Reconciliation(tuple(accounts), tuple(drifts), tuple(moving))
 
 
 def _value(account: str, token: str, delta: Decimal, market: MarketState) -> Decimal | None:

@@ -50,7 +50,7 @@ import structlog
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
 from daemon.domain.booking import split_instrument
-from daemon.domain.ids import ClientOrderId, InstrumentId, VenueId, VenueOrderId
+from daemon.domain.ids import ClientOrderId, InstrumentId, TradeId, VenueId, VenueOrderId
 from daemon.domain.messages import AccountReport, FillReport, OrderStatusReport, Side, SubmitOrder, VenueReport
 from daemon.errors import (
     DuplicateClientOrderId,
@@ -781,7 +781,7 @@ class CcxtExchange:
 
     async def _publish(self, client: Any, instrument: InstrumentId, symbol: str, trade: Mapping[str, Any],
                        advance: bool = True) -> int:
-        key = (self._config.venue, str(trade["id"]))
+        key = (client.id, str(trade["id"]))  # Binance numbers spot and USDⓈ-M trades separately: one key space each
         if advance:  # REST only: a stream's trade must not move the poll past an earlier trade the stream lost
             stamp = int(trade["timestamp"] or 0)
             self._since_ms[instrument] = max(self._since_ms.get(instrument, 0), stamp)
@@ -842,9 +842,19 @@ class CcxtExchange:
         if cid is None:
             return None
         self._order_clients[parsed.venue_order_id] = cid
-        return FillReport(self.venue, parsed.trade_id, cid, parsed.venue_order_id, instrument, parsed.side,
-                          parsed.quantity, parsed.price, parsed.fee, parsed.fee_currency, parsed.ts_event,
+        return FillReport(self.venue, self.trade_id(client, parsed.trade_id), cid, parsed.venue_order_id, instrument,
+                          parsed.side, parsed.quantity, parsed.price, parsed.fee, parsed.fee_currency, parsed.ts_event,
                           self._clock.now_ns())
+
+    def trade_id(self, client: Any, venue_trade_id: str) -> TradeId:
+        """The fill's id in our books, unique in this account: the venue's own, except on a second ccxt exchange
+        of the same account (Binance spot beside USDⓈ-M, which number their trades separately), prefixed by it, so
+        a spot trade and a perp trade with the same number are two fills (the fills actor de-duplicates by
+        venue and trade id)."""
+        perps = self._clients.get("Perp")
+        if perps is None or client is perps or len(self._by_id) == 1:
+            return TradeId(venue_trade_id)
+        return TradeId(f"{client.id}-{venue_trade_id}")
 
     # --- errors ------------------------------------------------------------------------------------------------
 

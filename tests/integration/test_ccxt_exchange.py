@@ -986,3 +986,12 @@ async def test_bybit_and_okx_rate_limits_close_their_own_gate_only(exchange_fake
             with pytest.raises(GateClosed, match="asked for 5 s"):
                 await venue.submit_order(order(f"i45-{exchange_id}-1", instrument, Side.BUY, "0.10"))
             assert len(exchange_fake.requests) == sent
+
+
+async def test_a_spot_trade_and_a_perp_trade_with_the_same_number_are_two_fills(exchange_fake: Any) -> None:
+    # Binance numbers its spot and USDⓈ-M trades separately: trade 7 of one is not trade 7 of the other. The books
+    # de-duplicate fills by (venue, trade id), so the id must say which.
+    venue, _ = adapter(exchange_fake)
+    async with venue:
+        perps, spot = venue.ccxt_clients["binanceusdm"], venue.ccxt_clients["binance"]
+        assert venue.trade_id(perps, "7") == "7" and venue.trade_id(spot, "7") == "binance-7"

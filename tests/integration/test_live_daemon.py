@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.fakes.exchange.server import FakeExchange
-from tests.integration.daemon_process import ROOT, DaemonProcess
+from tests.integration.daemon_process import ROOT, DaemonProcess, metric_value
 
 pytestmark = [pytest.mark.exchange_fake, pytest.mark.subprocess]
 
@@ -219,6 +219,10 @@ def test_a_venue_s_ban_stops_every_request_to_it_until_the_ban_ends_then_trading
         daemon.wait_for(lambda: bool(venues.call(lambda: usdm(200))), 60, "a request after the ban")
         refused = venues.call(lambda: usdm(418))
         assert len(refused) <= 3, [(r.path, r.status) for r in refused]  # one per client, at most one in flight
+        # The operator sees it: the adapter's gate for that host counted the ban.
+        seen = metric_value(daemon.scrape(), "basisd_venue_bans_seen", venue="binance", exchange="binanceusdm")
+        assert seen is not None and seen >= 1
+        assert metric_value(daemon.scrape(), "basisd_venue_degraded", venue="bybit", exchange="bybit") == 0
         daemon.signal(signal.SIGTERM)
         assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
     finally:

@@ -50,7 +50,8 @@ def test_the_report_shows_the_breach_each_venue_acted_on_and_when(tmp_path: Path
                                                            out=str(tmp_path)))
     daemon, summary = run_backtest(config)
     worst, events = summary["worst_before_action"], summary["liquidation_events"]
-    assert len(events) == daemon.simulated.chain.liquidations + sum(e.liquidations for e in daemon.simulated.exchanges.values())
+    venues = daemon.simulated
+    assert len(events) == venues.chain.liquidations + sum(e.liquidations for e in venues.exchanges.values())
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
     by_venue = {e["venue"]: e for e in events}
     # ETH gapped up at hour 48 (2024-06-03 00:00): every short was liquidated there, below the 10 % line, while

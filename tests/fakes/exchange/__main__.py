@@ -49,6 +49,7 @@ async def serve(args: argparse.Namespace) -> None:
                        "okx": Credentials("fake-okx", "fake-okx-secret", "fake-okx-pass")}
     fake = FakeExchange(port=args.port, cert_dir=Path(args.cert_dir) if args.cert_dir else None,
                         credentials=credentials, funding_every_s=args.funding_every)
+    fake.market_streams.heartbeat_s = 1.0  # guest (mstreams): public streams tick every second, as the venues do
     await fake.start()
     creds = fake.credentials("binance")
     if args.env:  # what `basisd run` needs to trade the fake in live mode: `set -a; . FILE; set +a`

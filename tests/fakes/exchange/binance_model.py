@@ -5,6 +5,7 @@ Rules follow Binance's documented behaviour; where the fake simplifies, the comm
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import re
@@ -157,6 +158,8 @@ class Transfer:
     tx_id: str = ""
     fee: Decimal = ZERO
     transfer_type: str = ""  # MAIN_UMFUTURE | UMFUTURE_MAIN
+    debited: Decimal = ZERO  # withdrawal: what left the wallet (amount, plus the fee where the venue adds it)
+    wallet: str = ""  # the wallet a withdrawal debited or a deposit credited
 
 
 # (asset, network) → (withdrawal fee, minimum withdrawal)
@@ -196,10 +199,26 @@ class BinanceState:
     # which is what a resend after an unknown outcome must hit. "open" follows the letter of the docs.
     duplicate_scope: str = "all"
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(8_389_765_000_000), repr=False)
+    # Funds (money): the venue's name salts its deposit addresses (each venue has its own); a withdrawal's fee is
+    # taken from the amount (Binance: the recipient gets amount − fee) or on top of it (Bybit, OKX: the recipient
+    # gets the amount). `peers`: the other fake venues, so a completed withdrawal to one of their deposit
+    # addresses lands there as a deposit. `withdrawal_delay_s`: complete each withdrawal by itself after that long
+    # (None: only `complete_withdrawal` does).
+    name: str = "binance"
+    withdraw_fee_on_top: bool = False
+    withdraw_rules: dict[tuple[str, str], tuple[Decimal, Decimal]] = field(
+        default_factory=lambda: dict(WITHDRAW_RULES))
+    peers: list[BinanceState] = field(default_factory=list, repr=False)
+    withdrawal_delay_s: float | None = None
+    # Bybit and OKX keep a separate funding account ("funding" wallet): deposits are credited there, and OKX
+    # withdraws from there only (Bybit from either, by accountType). Moving between it and the trading (unified)
+    # wallet is `move_funds`, keyed by the caller's id so that a repeat is recognised.
+    funding_account: bool = False
     # Called with (execution type NEW|TRADE|CANCELED|EXPIRED, order, trade or None) on every order event: the
     # user-data stream subscribes here.
     listeners: list[Callable[[str, Order, Trade | None], None]] = field(default_factory=list, repr=False)
     mark_listeners: list[Callable[[str], None]] = field(default_factory=list, repr=False)  # market streams
+    spot_listeners: list[Callable[[str], None]] = field(default_factory=list, repr=False)  # guest (mstreams)
 
     def _emit(self, execution: str, order: Order, trade: Trade | None = None) -> None:
         for listener in self.listeners:
@@ -222,7 +241,7 @@ class BinanceState:
         self.wallets[wallet][asset] = Decimal(amount)
 
     def balance(self, asset: str, wallet: str = "futures") -> Decimal:
-        return self.wallets[wallet].get(asset, ZERO)
+        return self.wallets.get(wallet, {}).get(asset, ZERO)
 
     def drift_balance(self, asset: str, delta: Decimal, wallet: str = "futures") -> None:
         """The venue's balance changes without a trade (a fault the reconciler must see)."""
@@ -249,42 +268,104 @@ class BinanceState:
         return done
 
     def deposit_address(self, asset: str, network: str) -> str:
-        # Deterministic per (asset, network), like a venue's address that does not change between calls.
-        digest = hashlib.sha256(f"{asset}/{network}".encode()).hexdigest()
+        # Deterministic per (venue, asset, network), like a venue's address that does not change between calls.
+        salt = "" if self.name == "binance" else f"{self.name}:"
+        digest = hashlib.sha256(f"{salt}{asset}/{network}".encode()).hexdigest()
         return ("T" + digest[:33]) if network == "TRX" else ("0x" + digest[:40])
 
     def credit_deposit(self, asset: str, amount: Decimal, network: str, tx_id: str, *, confirmed: bool = True
                        ) -> Transfer:
-        """A deposit arrives (test hook); credited to spot once confirmed (status 1)."""
+        """A deposit arrives (test hook); credited to the spot wallet (the unified one on Bybit/OKX) once
+        confirmed (status 1)."""
+        wallet = self.deposit_wallet
         dep = Transfer(str(self.next_id()), "deposit", asset, Decimal(amount), self.now_ms(), "1" if confirmed else "0",
-                       network, self.deposit_address(asset, network), tx_id)
+                       network, self.deposit_address(asset, network), tx_id, wallet=wallet)
         if confirmed:
-            self.wallets["spot"][asset] = self.balance(asset, "spot") + dep.amount
+            self.wallets.setdefault(wallet, {})[asset] = self.balance(asset, wallet) + dep.amount
         self.transfers.append(dep)
         return dep
 
-    def withdraw(self, asset: str, amount: Decimal, network: str, address: str) -> Transfer:
-        """Debits spot now; stays `4` (processing) until `complete_withdrawal` (the chain side is the test's)."""
-        rule = WITHDRAW_RULES.get((asset, network))
+    @property
+    def deposit_wallet(self) -> str:
+        return "funding" if self.funding_account else self.spot_wallet
+
+    def free(self, asset: str, wallet: str) -> Decimal:
+        """What may leave `wallet`: the funding wallet's whole balance; the trading one's free spot balance (for the
+        margin asset also within the available margin)."""
+        if wallet == "funding":
+            return self.balance(asset, "funding")
+        free = self.spot_free(asset)
+        return min(free, self.available_balance()) if asset == "USDT" and self.unified else free
+
+    def move_funds(self, asset: str, amount: Decimal, src: str, dst: str, client_id: str) -> tuple[Transfer, bool]:
+        """Between the funding wallet and the trading (unified) one, at once; (the transfer, whether it is new): a
+        repeated `client_id` returns the first transfer and moves nothing."""
+        for t in self.transfers:
+            if t.kind == "transfer" and client_id and t.id == client_id:
+                return t, False
+        wallets = {"funding", self.spot_wallet}
+        if {src, dst} != wallets:
+            raise BinanceError(-1102, f"Invalid transfer {src} -> {dst}")
+        if amount <= 0:
+            raise BinanceError(-1102, "Illegal amount.")
+        if amount > self.free(asset, src):
+            raise BinanceError(-5002, "You have insufficient balance.")
+        self.wallets.setdefault(src, {})[asset] = self.balance(asset, src) - amount
+        self.wallets.setdefault(dst, {})[asset] = self.balance(asset, dst) + amount
+        done = Transfer(client_id or str(self.next_id()), "transfer", asset, amount, self.now_ms(), "CONFIRMED",
+                        transfer_type=f"{src}->{dst}")
+        self.transfers.append(done)
+        return done, True
+
+    def withdraw(self, asset: str, amount: Decimal, network: str, address: str, wallet: str | None = None
+                 ) -> Transfer:
+        """Debits the spot (unified) wallet now; stays `4` (processing) until `complete_withdrawal` (the chain side
+        is the test's), or `withdrawal_delay_s` has passed."""
+        rule = self.withdraw_rules.get((asset, network))
         if rule is None:
             raise BinanceError(-4019, "Current network is not supported.")
         fee, minimum = rule
         if amount < minimum:
             raise BinanceError(-4022, f"The withdrawal amount must be greater than or equal to {minimum}.")
-        if amount > self.spot_free(asset):
+        debit = amount + fee if self.withdraw_fee_on_top else amount
+        wallet = wallet or self.spot_wallet
+        if debit > self.free(asset, wallet):
             raise BinanceError(-4026, "System abnormality. Insufficient balance.")
-        self.wallets["spot"][asset] = self.balance(asset, "spot") - amount
+        self.wallets.setdefault(wallet, {})[asset] = self.balance(asset, wallet) - debit
         wd = Transfer(secrets.token_hex(16), "withdrawal", asset, amount, self.now_ms(), "4", network, address,
-                      fee=fee)
+                      fee=fee, debited=debit, wallet=wallet)
         self.transfers.append(wd)
+        if self.withdrawal_delay_s is not None:
+            asyncio.get_running_loop().call_later(self.withdrawal_delay_s, self._complete_if_pending, wd.id)
         return wd
 
-    def complete_withdrawal(self, withdrawal_id: str, tx_id: str = "") -> Transfer:
+    def _complete_if_pending(self, withdrawal_id: str) -> None:
+        if any(t.id == withdrawal_id and t.status == "4" for t in self.transfers):
+            self.complete_withdrawal(withdrawal_id)
+
+    def withdrawal(self, withdrawal_id: str) -> Transfer:
         for t in self.transfers:
             if t.kind == "withdrawal" and t.id == withdrawal_id:
-                t.status, t.tx_id = "6", tx_id or "0x" + hashlib.sha256(t.id.encode()).hexdigest()
                 return t
         raise KeyError(withdrawal_id)
+
+    def complete_withdrawal(self, withdrawal_id: str, tx_id: str = "") -> Transfer:
+        """The chain confirmed it (→ 6, ok). Sent to a peer venue's deposit address, it lands there as a deposit
+        of what the recipient gets (amount − fee on Binance, the amount where the fee is on top)."""
+        t = self.withdrawal(withdrawal_id)
+        t.status, t.tx_id = "6", tx_id or "0x" + hashlib.sha256(t.id.encode()).hexdigest()
+        received = t.amount if self.withdraw_fee_on_top else t.amount - t.fee
+        for peer in self.peers:
+            if peer is not self and peer.deposit_address(t.asset, t.network) == t.address:
+                peer.credit_deposit(t.asset, received, t.network, t.tx_id)
+        return t
+
+    def fail_withdrawal(self, withdrawal_id: str) -> Transfer:
+        """The venue gave up on it (→ 5, failed): what it debited goes back to the wallet."""
+        t = self.withdrawal(withdrawal_id)
+        t.status = "5"
+        self.wallets.setdefault(t.wallet, {})[t.asset] = self.balance(t.asset, t.wallet) + t.debited
+        return t
 
     def position(self, symbol: str) -> Position | None:
         pos = self.positions.get(symbol)
@@ -304,6 +385,8 @@ class BinanceState:
 
     def set_spot_price(self, symbol: str, price: Decimal) -> None:
         self.spot_prices[symbol] = Decimal(price)
+        for listener in self.spot_listeners:  # guest (mstreams): the public spot streams
+            listener(symbol)
         self._match_resting("spot", symbol)
 
     def income_of(self, income_type: str) -> list[Income]:
@@ -572,6 +655,12 @@ class BinanceState:
                       realized, maker, now)
         self.trades.append(trade)
         self._emit("TRADE", order, trade)
+
+
+def link_venues(*states: BinanceState) -> None:
+    """Make the fake venues each other's peers: a withdrawal to a peer's deposit address lands there."""
+    for state in states:
+        state.peers = [other for other in states if other is not state]
 
 
 def _apply_fill(pos: Position, delta: Decimal, price: Decimal) -> Decimal:

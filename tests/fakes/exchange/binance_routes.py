@@ -85,6 +85,7 @@ class BinanceRoutes:
             (SPOT, "GET", "/sapi/v1/capital/deposit/hisrec"): self.deposits,
             (SPOT, "POST", "/sapi/v1/capital/withdraw/apply"): self.withdraw,
             (SPOT, "GET", "/sapi/v1/capital/withdraw/history"): self.withdrawals,
+            (SPOT, "GET", "/sapi/v1/capital/config/getall"): self.coin_config,  # the fees and minimums (money)
         }
         keyed: dict[tuple[str, str, str], Route] = {
             (FAPI, "POST", "/fapi/v1/listenKey"): self.listen_key,
@@ -385,6 +386,8 @@ class BinanceRoutes:
             key = f"fakelistenkey{self.state.next_id()}"
             self.listen_keys.add(key)
             return {"listenKey": key}
+        if call.method == "PUT" and not self.listen_keys:  # keep-alive of an expired key (streams guest edit)
+            raise BinanceError(-1125, "This listenKey does not exist.")
         return {}
 
     # ---- spot
@@ -461,6 +464,20 @@ class BinanceRoutes:
                  "applyTime": _utc(t.time_ms), "network": t.network, "transferType": 0, "info": "",
                  "confirmNo": 12, "walletType": 0, "txKey": "", "completeTime": _utc(t.time_ms)}
                 for t in self.state.transfers if t.kind == "withdrawal" and call.params.get("coin") in (None, t.asset)]
+
+    async def coin_config(self, call: Call) -> Json:
+        """`GET /sapi/v1/capital/config/getall`: every coin's networks with their withdrawal fee and minimum."""
+        coins: dict[str, list[Json]] = {}
+        for (coin, network), (fee, minimum) in self.state.withdraw_rules.items():
+            coins.setdefault(coin, []).append({
+                "network": network, "coin": coin, "withdrawIntegerMultiple": "0.00000001", "isDefault": False,
+                "depositEnable": True, "withdrawEnable": True, "depositDesc": "", "withdrawDesc": "",
+                "name": network, "resetAddressStatus": False, "withdrawFee": _s(fee), "withdrawMin": _s(minimum),
+                "withdrawMax": "9999999999", "minConfirm": 12, "unLockConfirm": 0, "sameAddress": False,
+                "busy": False, "depositDust": "0"})
+        return [{"coin": coin, "depositAllEnable": True, "withdrawAllEnable": True, "name": coin, "free": "0",
+                 "locked": "0", "freeze": "0", "withdrawing": "0", "ipoing": "0", "ipoable": "0", "storage": "0",
+                 "isLegalMoney": False, "trading": True, "networkList": networks} for coin, networks in coins.items()]
 
     # ---- lookups
     def _find(self, call: Call, market: str) -> Order | None:

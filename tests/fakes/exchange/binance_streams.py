@@ -2,7 +2,11 @@
 
 User data: ccxt.pro POSTs /fapi/v1/listenKey, then opens /private/ws?listenKey=… (no SUBSCRIBE). The fake pushes
 ORDER_TRADE_UPDATE for every order event of the state and ACCOUNT_UPDATE after each fill. Stream faults (drops,
-lost, duplicated and out-of-order messages) are set on `UserStreamFaults`.
+lost, duplicated and out-of-order messages) are set on `StreamFaults` (faults.py); `expire_listen_key()` sends
+Binance's `listenKeyExpired` and forgets the key; `mute_user_connections()` leaves sockets open but silent (no
+message, no pong): a dead connection only a keep-alive can detect.
+
+Every socket of the fake answers the client's pings itself (autoping off) so that a muted one can stop answering.
 
 Market: /market/ws takes {"method":"SUBSCRIBE","params":["ethusdt@markPrice", "ethusdt@miniTicker"],"id":n}; each
 `set_mark` pushes markPriceUpdate and 24hrMiniTicker to the subscribers of that symbol.
@@ -15,7 +19,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -23,33 +26,37 @@ from aiohttp import WSMsgType, web
 
 from .binance_model import BinanceState, Order, Trade
 from .binance_routes import BinanceRoutes, _s
+from .faults import StreamFaults, as_sent
 
 FSTREAM = "fstream.binance.com"
 WS_API = "ws-api.binance.com"
 
 
-@dataclass
-class UserStreamFaults:
-    lose: int = 0  # the next n fill (ORDER_TRADE_UPDATE x=TRADE) messages are never sent
-    duplicate: int = 0  # the next n are sent twice
-    reorder: int = 0  # the next n are held, then sent newest first
-    _held: list[str] = field(default_factory=list)
-
-    def clear(self) -> None:
-        self.lose = self.duplicate = self.reorder = 0
-        self._held.clear()
+UserStreamFaults = StreamFaults  # the name this module first gave them
 
 
 class _Connection:
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, key: str | None = None) -> None:
         self.ws = ws
+        self.key = key  # Binance user data: the listenKey it was opened with
+        self.muted = False  # a fault: nothing is sent on it and pings go unanswered (a dead link, socket open)
+        self.expired = False  # Binance user data: its listenKey expired, no more events
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.dropped: list[str] = []  # what was not sent because the connection was muted
 
     async def pump(self) -> None:
         while (text := await self.queue.get()) is not None:
             if self.ws.closed:
                 return
+            if self.muted:
+                self.dropped.append(text)
+                continue
             await self.ws.send_str(text)
+
+
+def websocket() -> web.WebSocketResponse:
+    """A server socket that leaves pings to `serve_connection` (so a muted connection can ignore them)."""
+    return web.WebSocketResponse(autoping=False)
 
 
 async def serve_connection(conn: _Connection, on_text: Any) -> None:
@@ -57,7 +64,11 @@ async def serve_connection(conn: _Connection, on_text: Any) -> None:
     pump = asyncio.create_task(conn.pump())
     try:
         async for msg in conn.ws:
-            if msg.type == WSMsgType.TEXT and on_text is not None:
+            if conn.muted:
+                continue  # a dead link: the client's pings and requests go unanswered
+            if msg.type == WSMsgType.PING:
+                await conn.ws.pong(msg.data)
+            elif msg.type == WSMsgType.TEXT and on_text is not None:
                 on_text(msg.data)
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                 break
@@ -84,12 +95,21 @@ class SubscribedConnections:
             await conn.ws.close(code=1000, message=b"fake: dropped")
         return len(conns)
 
+    def mute_connections(self) -> int:
+        """Every open connection goes silent, socket left open (a fault): only a keep-alive can tell."""
+        for conn in self.subscribed:
+            conn.muted = True
+        return len(self.subscribed)
+
 
 class BinanceStreams:
     def __init__(self, state: BinanceState, routes: BinanceRoutes) -> None:
         self.state = state
         self.routes = routes
-        self.faults = UserStreamFaults()
+        self.faults = StreamFaults()
+        self.spot_faults = StreamFaults()  # the same faults on the spot executionReports (x=TRADE)
+        self.spot_sent: list[dict[str, Any]] = []  # every spot user-data event actually sent, in order
+        self.expired_keys: list[str] = []  # listenKeys expired by `expire_listen_key`
         self.user: list[_Connection] = []
         self.spot_user: list[_Connection] = []  # ws-api connections subscribed to spot user data
         self.ws_api_rejections: list[dict[str, Any]] = []  # the errors the ws-api answered with
@@ -110,6 +130,36 @@ class BinanceStreams:
             await conn.ws.close(code=code, message=b"fake: dropped")
             dropped += 1
         return dropped
+
+    async def drop_spot_user_connections(self, code: int = 1000) -> int:
+        """Closes every ws-api socket subscribed to spot user data (a fault)."""
+        conns = list(self.spot_user)
+        for conn in conns:
+            await conn.ws.close(code=code, message=b"fake: dropped")
+        return len(conns)
+
+    def mute_user_connections(self) -> int:
+        """Every user-data socket (USDⓈ-M and spot) goes silent, left open: no message, no pong (a fault)."""
+        conns = [*self.user, *self.spot_user]
+        for conn in conns:
+            conn.muted = True
+        return len(conns)
+
+    def expire_listen_key(self) -> list[str]:
+        """Binance's expiry: every active listenKey is forgotten (a keep-alive PUT now fails with -1125), its
+        sockets get `{"e":"listenKeyExpired"}` and then no more events, as on Binance; the client must POST a
+        new key and reconnect. Returns the expired keys."""
+        keys = sorted(self.routes.listen_keys)
+        self.routes.listen_keys.clear()
+        self.expired_keys.extend(keys)
+        now = self.state.now_ms()
+        for conn in self.user:
+            if conn.key in keys and not conn.expired:
+                event = {"e": "listenKeyExpired", "E": now, "listenKey": conn.key}
+                self.sent.append(event)
+                conn.queue.put_nowait(json.dumps(event))
+                conn.expired = True
+        return keys
 
     async def close_all(self) -> None:
         for conn in [*self.user, *self.market, *self.spot_user]:
@@ -135,9 +185,9 @@ class BinanceStreams:
         key = request.query.get("listenKey", "")
         if key not in self.routes.listen_keys:
             return web.json_response({"code": -1125, "msg": "This listenKey does not exist."}, status=400)
-        ws = web.WebSocketResponse(autoping=True)
+        ws = websocket()
         await ws.prepare(request)
-        conn = _Connection(ws)
+        conn = _Connection(ws, key)
         self.user.append(conn)
         try:
             await self._serve(conn, on_text=None)
@@ -146,7 +196,7 @@ class BinanceStreams:
         return ws
 
     async def market_stream(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=True)
+        ws = websocket()
         await ws.prepare(request)
         conn = _Connection(ws)
         self.market[conn] = set()
@@ -171,7 +221,7 @@ class BinanceStreams:
 
     async def spot_ws_api(self, request: web.Request) -> web.StreamResponse:
         """Binance's WebSocket API: ccxt.pro spot user data subscribes with a signed userDataStream request."""
-        ws = web.WebSocketResponse(autoping=True)
+        ws = websocket()
         await ws.prepare(request)
         conn = _Connection(ws)
 
@@ -217,35 +267,21 @@ class BinanceStreams:
     def _on_order_event(self, execution: str, order: Order, trade: Trade | None) -> None:
         if order.market == "spot":
             event = json.dumps({"subscriptionId": 0, "event": self._execution_report(execution, order, trade)})
-            for conn in self.spot_user:
-                conn.queue.put_nowait(event)
+            for text in self.spot_faults.apply(event, fill=execution == "TRADE"):
+                self.spot_sent.append(as_sent(text))
+                for conn in self.spot_user:
+                    conn.queue.put_nowait(text)
             return
         self._send_user(self._order_trade_update(execution, order, trade), fault_eligible=execution == "TRADE")
         if trade is not None:
             self._send_user(self._account_update(order.symbol), fault_eligible=False)
 
     def _send_user(self, payload: dict[str, Any], *, fault_eligible: bool) -> None:
-        text = json.dumps(payload)
-        f = self.faults
-        out: list[str]
-        if fault_eligible and f.lose > 0:
-            f.lose -= 1
-            return
-        if fault_eligible and f.reorder > 0:
-            f._held.append(text)
-            f.reorder -= 1
-            if f.reorder > 0:
-                return
-            out, f._held = list(reversed(f._held)), []
-        else:
-            out = [text]
-        if fault_eligible and f.duplicate > 0:
-            f.duplicate -= 1
-            out = [t for t in out for _ in (0, 1)]
-        for t in out:
-            self.sent.append(json.loads(t))
+        for t in self.faults.apply(json.dumps(payload), fill=fault_eligible):
+            self.sent.append(as_sent(t))
             for conn in self.user:
-                conn.queue.put_nowait(t)
+                if not conn.expired:
+                    conn.queue.put_nowait(t)
 
     def _order_trade_update(self, execution: str, o: Order, t: Trade | None) -> dict[str, Any]:
         now = self.state.now_ms()
@@ -256,7 +292,8 @@ class BinanceStreams:
             "q": _s(o.qty, m.qty_precision), "p": _s(o.price), "ap": _s(o.avg_price, 5), "sp": "0",
             "x": execution, "X": o.status, "i": o.order_id,
             "l": _s(t.qty if t else zero), "z": _s(o.executed), "L": _s(t.price if t else zero),
-            "n": _s(t.commission if t else zero, 8), "N": "USDT", "T": t.time_ms if t else now,
+            "n": _s(t.commission if t else zero, 8), "N": t.commission_asset if t else "USDT",
+            "T": t.time_ms if t else now,
             "t": t.id if t else 0, "b": "0", "a": "0", "m": bool(t.maker) if t else False, "R": o.reduce_only,
             "wt": "CONTRACT_PRICE", "ot": o.type, "ps": "BOTH", "cp": False,
             "rp": _s(t.realized_pnl if t else zero, 8), "pP": False, "si": 0, "ss": 0, "V": "EXPIRE_MAKER",

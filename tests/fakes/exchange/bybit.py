@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .binance_model import BinanceError, BinanceState, Income, Market, Order, Trade, _brackets
+from .binance_model import BinanceError, BinanceState, Income, Market, Order, Trade, Transfer, _brackets
 from .binance_routes import _s
 from .call import Call, Credentials
 
@@ -54,7 +54,16 @@ def bybit_state() -> BinanceState:
     return BinanceState(futures_markets=dict(LINEAR), spot_markets=dict(SPOT), unified=True,
                         wallets={"futures": {"USDT": Decimal(10000)}, "spot": {}},
                         leverage={"ETHUSDT": 10, "BTCUSDT": 10}, fee_rate_taker=Decimal("0.00055"),
-                        fee_rate_maker=Decimal("0.0002"), spot_fee_rate=Decimal("0.001"))
+                        fee_rate_maker=Decimal("0.0002"), spot_fee_rate=Decimal("0.001"),
+                        name="bybit", withdraw_fee_on_top=True, funding_account=True)
+
+
+# Bybit's chain ids are the engine's network names (ETH, TRX); its chainType is the token standard.
+_CHAIN_TYPE = {"ETH": "ERC20", "TRX": "TRC20", "BTC": "BTC"}
+# Withdrawal and deposit states as Bybit writes them.
+_WITHDRAW_STATUS = {"4": "Pending", "6": "success", "5": "Fail"}
+_DEPOSIT_STATUS = {"0": 1, "1": 3}
+_ACCOUNTS = {"FUND": "funding", "UNIFIED": "futures", "UTA": "futures"}  # Bybit's account types → engine wallets
 
 
 class BybitError(Exception):
@@ -78,7 +87,15 @@ class BybitRoutes:
                    ("POST", "/v5/order/create"): self.create_order, ("POST", "/v5/order/cancel"): self.cancel_order,
                    ("POST", "/v5/order/cancel-all"): self.cancel_all,
                    ("GET", "/v5/order/realtime"): self.orders_realtime, ("GET", "/v5/order/history"): self.history,
-                   ("GET", "/v5/execution/list"): self.executions}
+                   ("GET", "/v5/execution/list"): self.executions,
+                   # funds (money): deposit addresses, coin rules, withdrawals, deposit and withdrawal records
+                   ("GET", "/v5/asset/deposit/query-address"): self.deposit_address,
+                   ("GET", "/v5/asset/coin/query-info"): self.coin_info,
+                   ("POST", "/v5/asset/withdraw/create"): self.withdraw,
+                   ("GET", "/v5/asset/withdraw/query-record"): self.withdrawals,
+                   ("GET", "/v5/asset/deposit/query-record"): self.deposits,
+                   ("POST", "/v5/asset/transfer/inter-transfer"): self.inter_transfer,
+                   ("GET", "/v5/asset/transfer/query-account-coins-balance"): self.account_coins}
         out: dict[tuple[str, str, str], Callable[[Call], Awaitable[web.StreamResponse]]] = {}
         for (method, path), fn in public.items():
             out[(HOST, method, path)] = self._wrap(fn, signed=False)
@@ -311,6 +328,90 @@ class BybitRoutes:
         orders = self.state.orders
         return {"category": category, "list": [_execution(t, orders[t.order_id]) for t in rows],
                 "nextPageCursor": ""}
+
+
+    # ---- funds (the unified wallet: the fake has no separate FUND account)
+    def _networks(self, coin: str) -> list[tuple[str, Decimal, Decimal]]:
+        return [(net, fee, minimum) for (c, net), (fee, minimum) in self.state.withdraw_rules.items() if c == coin]
+
+    async def deposit_address(self, call: Call, p: dict[str, Any]) -> Json:
+        coin = str(p.get("coin", ""))
+        chains = [{"chainType": _CHAIN_TYPE.get(net, net), "addressDeposit": self.state.deposit_address(coin, net),
+                   "tagDeposit": "", "chain": net, "batchReleaseLimit": "-1", "contractAddress": ""}
+                  for net, _, _ in self._networks(coin) if p.get("chainType") in (None, net)]
+        if not chains:
+            raise BybitError(131002, f"Parameter error: no deposit chain for {coin}")
+        return {"coin": coin, "chains": chains}
+
+    async def coin_info(self, call: Call, p: dict[str, Any]) -> Json:
+        coins = sorted({c for c, _ in self.state.withdraw_rules if p.get("coin") in (None, c)})
+        return {"rows": [{"name": c, "coin": c, "remainAmount": "1000000", "chains": [
+            {"chain": net, "chainType": _CHAIN_TYPE.get(net, net), "confirmation": "6", "withdrawFee": _s(fee),
+             "depositMin": "0", "withdrawMin": _s(minimum), "minAccuracy": "8", "chainDeposit": "1",
+             "chainWithdraw": "1", "withdrawPercentageFee": "0", "contractAddress": "", "safeConfirmNumber": "6"}
+            for net, fee, minimum in self._networks(c)]} for c in coins]}
+
+    async def withdraw(self, call: Call, p: dict[str, Any]) -> Json:
+        account = str(p.get("accountType") or "FUND")
+        if account not in _ACCOUNTS:
+            raise BybitError(131002, f"Parameter error: accountType {account}")
+        try:
+            wd = self.state.withdraw(str(p.get("coin", "")), Decimal(str(p.get("amount", "0"))),
+                                     str(p.get("chain", "")), str(p.get("address", "")), _ACCOUNTS[account])
+        except BinanceError as e:
+            code = {-4022: 131002, -4026: 131001, -4019: 131002}.get(e.code, 131003)
+            raise BybitError(code, e.msg) from None
+        return {"id": wd.id}
+
+    async def inter_transfer(self, call: Call, p: dict[str, Any]) -> Json:
+        """Between FUND and UNIFIED; a repeated transferId is refused (131214), as Bybit does."""
+        src, dst = _ACCOUNTS.get(str(p.get("fromAccountType"))), _ACCOUNTS.get(str(p.get("toAccountType")))
+        if src is None or dst is None or src == dst:
+            raise BybitError(131211, "fromAccountType can't be the same as toAccountType")
+        try:
+            done, new = self.state.move_funds(str(p.get("coin", "")), Decimal(str(p.get("amount", "0"))), src, dst,
+                                              str(p.get("transferId", "")))
+        except BinanceError as e:
+            raise BybitError(131212 if e.code == -5002 else 131215, e.msg) from None
+        if not new:
+            raise BybitError(131214, "TransferId exist")
+        return {"transferId": done.id, "status": "SUCCESS"}
+
+    async def account_coins(self, call: Call, p: dict[str, Any]) -> Json:
+        account = str(p.get("accountType", ""))
+        wallet = _ACCOUNTS.get(account)
+        if wallet is None:
+            raise BybitError(131002, f"Parameter error: accountType {account}")
+        coins = [c for c in self.state.wallets.get(wallet, {}) if p.get("coin") in (None, c)]
+        return {"accountType": account, "memberId": "1", "balance": [
+            {"coin": c, "walletBalance": _s(self.state.balance(c, wallet), 8),
+             "transferBalance": _s(self.state.free(c, wallet), 8), "bonus": ""} for c in coins]}
+
+    async def withdrawals(self, call: Call, p: dict[str, Any]) -> Json:
+        return {"rows": [_withdrawal(t) for t in self._funds("withdrawal", p)], "nextPageCursor": ""}
+
+    async def deposits(self, call: Call, p: dict[str, Any]) -> Json:
+        return {"rows": [_deposit(t) for t in self._funds("deposit", p)], "nextPageCursor": ""}
+
+    def _funds(self, kind: str, p: dict[str, Any]) -> list[Transfer]:
+        since = int(p["startTime"]) if p.get("startTime") is not None else None
+        rows = [t for t in self.state.transfers if t.kind == kind and p.get("coin") in (None, t.asset)
+                and (since is None or t.time_ms >= since)]
+        return sorted(rows, key=lambda t: -t.time_ms)
+
+
+def _withdrawal(t: Transfer) -> Json:
+    return {"coin": t.asset, "chain": t.network, "amount": _s(t.amount), "txID": t.tx_id,
+            "status": _WITHDRAW_STATUS.get(t.status, "Pending"), "toAddress": t.address, "tag": "",
+            "withdrawFee": _s(t.fee), "createTime": str(t.time_ms), "updateTime": str(t.time_ms),
+            "withdrawId": t.id, "withdrawType": 0}
+
+
+def _deposit(t: Transfer) -> Json:
+    return {"id": t.id, "coin": t.asset, "chain": t.network, "amount": _s(t.amount), "txID": t.tx_id,
+            "status": _DEPOSIT_STATUS.get(t.status, 1), "toAddress": t.address, "tag": "", "depositFee": "",
+            "successAt": str(t.time_ms), "confirmations": "12", "txIndex": "0", "blockHash": "",
+            "batchReleaseLimit": "-1", "depositType": "0"}
 
 
 _STATUS = {"NEW": "New", "PARTIALLY_FILLED": "PartiallyFilled", "FILLED": "Filled", "CANCELED": "Cancelled",

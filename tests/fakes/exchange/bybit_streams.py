@@ -2,6 +2,8 @@
 
 Auth is Bybit's: args [apiKey, expires, HMAC-SHA256(secret, "GET/realtime" + expires)], refused once `expires`
 is in the past. Every order event of the Bybit state is pushed to the connections subscribed to its topic.
+Stream faults: `.faults` (`StreamFaults`: lose / duplicate / reorder the next `execution` pushes),
+`await .drop_connections()`, `.mute_connections()` (open but silent: no message, no pong).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from .binance_model import BinanceState, Order, Trade
-from .binance_streams import SubscribedConnections, _Connection, serve_connection
+from .binance_streams import SubscribedConnections, _Connection, serve_connection, websocket
 from .bybit import _execution, _order
 from .call import Credentials
+from .faults import StreamFaults, as_sent
 
 STREAM = "stream.bybit.com"
 
@@ -27,13 +30,14 @@ class BybitStreams(SubscribedConnections):
         self.credentials = credentials
         self.subscribed: dict[_Connection, set[str]] = {}
         self.sent: list[dict[str, Any]] = []
+        self.faults = StreamFaults()  # lose / duplicate / reorder the next fill messages
         state.listeners.append(self._on_order_event)
 
     def ws_routes(self) -> dict[tuple[str, str], Any]:
         return {(STREAM, "/v5/private"): self.private}
 
     async def private(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=True)
+        ws = websocket()
         await ws.prepare(request)
         conn = _Connection(ws)
         authed = False
@@ -79,11 +83,12 @@ class BybitStreams(SubscribedConnections):
                              "data": [{**_order(order, markets[order.symbol]), "category": category}]})
         if trade is not None:
             self._push("execution", {"id": f"exec-{trade.id}", "topic": "execution", "creationTime": now,
-                                     "data": [{**_execution(trade, order), "category": category}]})
+                                     "data": [{**_execution(trade, order), "category": category}]}, fill=True)
 
-    def _push(self, topic: str, payload: dict[str, Any]) -> None:
+    def _push(self, topic: str, payload: dict[str, Any], *, fill: bool = False) -> None:
         text = json.dumps(payload)
         for conn, topics in self.subscribed.items():
             if topic in topics:
-                self.sent.append(payload)
-                conn.queue.put_nowait(text)
+                for target, out in self.faults.apply((conn, text), fill=fill):
+                    self.sent.append(as_sent(out))
+                    target.queue.put_nowait(out)

@@ -31,3 +31,7 @@ class LoggedRequest:
     path: str
     params: dict[str, str]  # without the signature
     status: int
+    # guest (bench): time.perf_counter_ns() when the handler saw the request (headers parsed) and when its answer
+    # was ready to send, so an in-process benchmark can split a round trip into way there, handling, way back.
+    ts_ns: int = 0
+    done_ns: int = 0

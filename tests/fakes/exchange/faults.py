@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 
 class Kind(Enum):
@@ -125,3 +126,65 @@ class Faults:
             return self.http_error(503, body, host=host, times=times, content_type="application/json")
         return self.http_error(503, "<html><body>System maintenance in progress</body></html>", host=host,
                                times=times)
+
+
+# ---- stream faults (the private websockets' fill messages)
+
+
+@dataclass
+class StreamFaults:
+    """Faults on a venue's private stream, applied to the next n **fill** messages (Binance ORDER_TRADE_UPDATE
+    x=TRADE, Bybit `execution`, OKX `orders` pushes that carry a tradeId); other messages pass untouched.
+
+    lose: never sent. duplicate: sent twice. reorder: held until n have gathered, then sent newest first.
+    malformed: sent cut in half (not JSON any more).
+    """
+
+    lose: int = 0
+    duplicate: int = 0
+    reorder: int = 0
+    malformed: int = 0
+    lost: list[Any] = field(default_factory=list)  # what `lose` swallowed, for a test to inspect
+    _held: list[Any] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.lose = self.duplicate = self.reorder = self.malformed = 0
+        self._held.clear()
+
+    def apply(self, text: Any, *, fill: bool) -> list[Any]:
+        """The messages to send now in place of `text` (maybe none, maybe several); a message is whatever the
+        stream sends (a text, or a (connection, text) pair)."""
+        if not fill:
+            return [text]
+        if self.lose > 0:
+            self.lose -= 1
+            self.lost.append(text)
+            return []
+        if self.malformed > 0:
+            self.malformed -= 1
+            text = _truncated(text)
+        out = [text]
+        if self.reorder > 0:
+            self._held.append(text)
+            self.reorder -= 1
+            if self.reorder > 0:
+                return []
+            out, self._held = list(reversed(self._held)), []
+        if self.duplicate > 0:
+            self.duplicate -= 1
+            out = [t for t in out for _ in (0, 1)]
+        return out
+
+
+def _truncated(message: Any) -> Any:
+    if isinstance(message, tuple):  # (connection, text)
+        return (*message[:-1], _truncated(message[-1]))
+    return message[: max(1, len(message) // 2)]
+
+
+def as_sent(text: str) -> Any:
+    """A sent message for a stream's `sent` log: its JSON, or `{"malformed": text}` for one cut by the fault."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"malformed": text}

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .binance_model import BinanceError, BinanceState, Market, Order, Trade, _brackets
+from .binance_model import BinanceError, BinanceState, Market, Order, Trade, Transfer, _brackets
 from .binance_routes import _s
 from .call import Call, Credentials
 
@@ -71,7 +71,25 @@ def okx_state() -> BinanceState:
                         margin_type={"ETH-USDT-SWAP": "CROSSED", "BTC-USDT-SWAP": "CROSSED"},
                         funding_rate={"ETH-USDT-SWAP": Decimal("0.0001"), "BTC-USDT-SWAP": Decimal("0.0001")},
                         fee_rate_taker=Decimal("0.0005"), fee_rate_maker=Decimal("0.0002"),
-                        spot_fee_rate=Decimal("0.001"))
+                        spot_fee_rate=Decimal("0.001"), name="okx", withdraw_fee_on_top=True,
+                        funding_account=True)
+
+
+# OKX names a chain "<ccy>-<network>" (USDT-ERC20); the engine's network names are Binance's (ETH, TRX).
+_OKX_NETWORK = {"ETH": "ERC20", "TRX": "TRC20", "BTC": "Bitcoin"}
+_ENGINE_NETWORK = {v: k for k, v in _OKX_NETWORK.items()}
+_WITHDRAW_STATE = {"4": "1", "6": "2", "5": "-1"}  # processing → withdrawing, completed → success, failed
+_DEPOSIT_STATE = {"0": "0", "1": "2"}  # waiting for confirmation, successful
+_OKX_ACCOUNTS = {"6": "funding", "18": "futures"}  # OKX's account ids → engine wallets
+
+
+def _chain(ccy: str, network: str) -> str:
+    return f"{ccy}-{_OKX_NETWORK.get(network, network)}"
+
+
+def _engine_network(chain: str) -> str:
+    network = chain.partition("-")[2]
+    return _ENGINE_NETWORK.get(network, network)
 
 
 class OkxError(Exception):
@@ -118,6 +136,14 @@ class OkxRoutes:
             ("GET", "/api/v5/trade/fills"): self.fills,
             ("GET", "/api/v5/account/bills"): self.bills,
             ("GET", "/api/v5/account/bills-archive"): self.bills,
+            # funds (money): deposits land in the funding account (6) and withdrawals leave from it, as on OKX
+            ("GET", "/api/v5/asset/deposit-address"): self.deposit_address,
+            ("POST", "/api/v5/asset/transfer"): self.asset_transfer,
+            ("GET", "/api/v5/asset/balances"): self.asset_balances,
+            ("GET", "/api/v5/asset/currencies"): self.currencies,
+            ("POST", "/api/v5/asset/withdrawal"): self.withdraw,
+            ("GET", "/api/v5/asset/withdrawal-history"): self.withdrawals,
+            ("GET", "/api/v5/asset/deposit-history"): self.deposits,
         }
         out: dict[tuple[str, str, str], Callable[[Call], Awaitable[web.StreamResponse]]] = {}
         for (method, path), fn in public.items():
@@ -363,6 +389,74 @@ class OkxRoutes:
                  "px": _s(i.price), "posBal": "0", "posBalChg": "0", "fee": "0", "mgnMode": "cross", "ordId": "",
                  "execType": "", "from": "", "to": "", "notes": "", "interest": "0", "tag": "",
                  "ts": str(i.time_ms)} for i in sorted(rows, key=lambda i: -i.time_ms)]
+
+    # ---- funds
+    def _networks(self, ccy: str) -> list[tuple[str, Decimal, Decimal]]:
+        return [(net, fee, minimum) for (c, net), (fee, minimum) in self.state.withdraw_rules.items() if c == ccy]
+
+    async def deposit_address(self, call: Call, p: dict[str, Any]) -> Json:
+        ccy = str(p.get("ccy", ""))
+        rows = [{"ccy": ccy, "chain": _chain(ccy, net), "addr": self.state.deposit_address(ccy, net), "tag": "",
+                 "memo": "", "pmtId": "", "selected": True, "to": "6", "ctAddr": "", "verifiedName": ""}
+                for net, _, _ in self._networks(ccy)]
+        if not rows:
+            raise OkxError("58008", f"You do not have assets in this currency: {ccy}")
+        return rows
+
+    async def currencies(self, call: Call, p: dict[str, Any]) -> Json:
+        wanted = str(p["ccy"]).split(",") if p.get("ccy") else None
+        return [{"ccy": c, "chain": _chain(c, net), "name": c, "canDep": True, "canWd": True, "canInternal": True,
+                 "minFee": _s(fee), "maxFee": _s(fee), "fee": _s(fee), "minWd": _s(minimum), "maxWd": "10000000",
+                 "wdTickSz": "8", "wdQuota": "10000000", "usedWdQuota": "0", "mainNet": False, "minDep": "0",
+                 "minDepArrivalConfirm": "12", "minWdUnlockConfirm": "12", "needTag": False}
+                for (c, net), (fee, minimum) in self.state.withdraw_rules.items() if wanted is None or c in wanted]
+
+    async def withdraw(self, call: Call, p: dict[str, Any]) -> Json:
+        ccy, chain = str(p.get("ccy", "")), str(p.get("chain", ""))
+        try:
+            wd = self.state.withdraw(ccy, Decimal(str(p.get("amt", "0"))), _engine_network(chain),
+                                     str(p.get("toAddr", "")), "funding")
+        except BinanceError as e:
+            code = {-4022: "58206", -4026: "58350", -4019: "58200"}.get(e.code, "58000")
+            raise OkxError(code, e.msg) from None
+        return [{"wdId": wd.id, "ccy": ccy, "chain": chain, "amt": _s(wd.amount), "clientId": ""}]
+
+    async def asset_transfer(self, call: Call, p: dict[str, Any]) -> Json:
+        """Funding (6) ↔ trading (18), at once; a repeated clientId answers with the first transfer (the fake's
+        reading of OKX's idempotency key) and moves nothing."""
+        src, dst = _OKX_ACCOUNTS.get(str(p.get("from"))), _OKX_ACCOUNTS.get(str(p.get("to")))
+        if src is None or dst is None or src == dst or str(p.get("type", "0")) != "0":
+            raise OkxError("58115", "Sub-account does not exist or transfer between these accounts is not supported")
+        try:
+            done, _ = self.state.move_funds(str(p.get("ccy", "")), Decimal(str(p.get("amt", "0"))), src, dst,
+                                            str(p.get("clientId", "")))
+        except BinanceError as e:
+            raise OkxError("58350" if e.code == -5002 else "51000", e.msg) from None
+        return [{"transId": done.id, "ccy": done.asset, "clientId": str(p.get("clientId", "")), "from": p.get("from"),
+                 "amt": _s(done.amount), "to": p.get("to")}]
+
+    async def asset_balances(self, call: Call, p: dict[str, Any]) -> Json:
+        wanted = str(p["ccy"]).split(",") if p.get("ccy") else None
+        return [{"ccy": c, "bal": _s(self.state.balance(c, "funding"), 8), "frozenBal": "0",
+                 "availBal": _s(self.state.balance(c, "funding"), 8)}
+                for c in self.state.wallets.get("funding", {}) if wanted is None or c in wanted]
+
+    async def withdrawals(self, call: Call, p: dict[str, Any]) -> Json:
+        return [{"wdId": t.id, "ccy": t.asset, "chain": _chain(t.asset, t.network), "amt": _s(t.amount),
+                 "fee": _s(t.fee), "feeCcy": t.asset, "ts": str(t.time_ms), "toAddr": t.address, "to": t.address,
+                 "txId": t.tx_id, "state": _WITHDRAW_STATE.get(t.status, "1"), "clientId": "", "tag": "",
+                 "areaCodeFrom": "", "areaCodeTo": "", "nonTradableAsset": False}
+                for t in self._funds("withdrawal", p)]
+
+    async def deposits(self, call: Call, p: dict[str, Any]) -> Json:
+        return [{"depId": t.id, "ccy": t.asset, "chain": _chain(t.asset, t.network), "amt": _s(t.amount),
+                 "to": t.address, "from": "", "areaCodeFrom": "", "txId": t.tx_id, "ts": str(t.time_ms),
+                 "state": _DEPOSIT_STATE.get(t.status, "0"), "actualDepBlkConfirm": "12", "fromWdId": ""}
+                for t in self._funds("deposit", p)]
+
+    def _funds(self, kind: str, p: dict[str, Any]) -> list[Transfer]:
+        rows = [t for t in self.state.transfers if t.kind == kind and p.get("ccy") in (None, t.asset)]
+        return sorted(rows, key=lambda t: -t.time_ms)
 
     def _order(self, o: Order) -> Json:
         swap = o.market == "futures"

@@ -3,6 +3,8 @@
 Login is OKX's: sign = base64(HMAC-SHA256(secret, timestamp + "GET" + "/users/self/verify")), with the passphrase,
 timestamp in seconds within 30 s of the server. A fill is an `orders` push with tradeId/fillPx/fillSz/fillFee set,
 as OKX sends it (fillFee negative for a charge).
+Stream faults: `.faults` (`StreamFaults`: lose / duplicate / reorder the next `orders` pushes that carry a fill),
+`await .drop_connections()`, `.mute_connections()` (open but silent: no message, no pong).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from aiohttp import web
 
 from .binance_model import BinanceState, Order, Trade
 from .binance_routes import _s
-from .binance_streams import SubscribedConnections, _Connection, serve_connection
+from .binance_streams import SubscribedConnections, _Connection, serve_connection, websocket
 from .call import Credentials
+from .faults import StreamFaults, as_sent
 from .okx import OkxRoutes
 
 WS = "ws.okx.com"
@@ -31,13 +34,14 @@ class OkxStreams(SubscribedConnections):
         self.credentials = credentials
         self.subscribed: dict[_Connection, list[dict[str, Any]]] = {}
         self.sent: list[dict[str, Any]] = []
+        self.faults = StreamFaults()  # lose / duplicate / reorder the next fill messages
         state.listeners.append(self._on_order_event)
 
     def ws_routes(self) -> dict[tuple[str, str], Any]:
         return {(WS, "/ws/v5/private"): self.private}
 
     async def private(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=True)
+        ws = websocket()
         await ws.prepare(request)
         conn = _Connection(ws)
         authed = False
@@ -90,7 +94,8 @@ class OkxStreams(SubscribedConnections):
             for arg in channels:
                 if arg.get("channel") == "orders" and arg.get("instType") in ("ANY", inst_type) and arg.get(
                         "instId") in (None, order.symbol):
-                    payload = {"arg": {**arg, "uid": "1"}, "data": [row]}
-                    self.sent.append(payload)
-                    conn.queue.put_nowait(json.dumps(payload))
+                    text = json.dumps({"arg": {**arg, "uid": "1"}, "data": [row]})
+                    for target, out in self.faults.apply((conn, text), fill=trade is not None):
+                        self.sent.append(as_sent(out))
+                        target.queue.put_nowait(out)
                     break

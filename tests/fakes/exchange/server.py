@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import secrets
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,14 @@ from urllib.parse import parse_qsl
 import aiohttp
 from aiohttp import web
 
-from .binance_model import BinanceState
+from .binance_model import BinanceState, link_venues
 from .binance_routes import BinanceRoutes
 from .binance_streams import BinanceStreams
 from .bybit import BybitRoutes, bybit_state
 from .bybit_streams import BybitStreams
 from .call import Call, Credentials, LoggedRequest
 from .faults import Faults, Kind
+from .market_streams import MarketStreams
 from .okx import OkxRoutes, okx_state
 from .okx_streams import OkxStreams
 from .resolver import VenueResolver
@@ -63,6 +65,7 @@ class FakeExchange:
         self.routes.update(BybitRoutes(self.bybit, self._credentials["bybit"]).table())
         self.okx = okx_state()
         okx_routes = OkxRoutes(self.okx, self._credentials["okx"])
+        link_venues(self.binance, self.bybit, self.okx)  # guest (money): withdrawals land on peer venues
         self.routes.update(okx_routes.table())
         self.ws_routes: dict[tuple[str, str], Callable[[web.Request], Awaitable[web.StreamResponse]]] = {}
         self.ws_routes.update(self.binance_streams.ws_routes())
@@ -70,6 +73,9 @@ class FakeExchange:
         self.ws_routes.update(self.bybit_streams.ws_routes())
         self.okx_streams = OkxStreams(self.okx, okx_routes, self._credentials["okx"])
         self.ws_routes.update(self.okx_streams.ws_routes())
+        # guest (mstreams): the public market streams of Binance spot, Bybit and OKX
+        self.market_streams = MarketStreams(self.binance, self.binance_streams, self.bybit, self.okx)
+        self.ws_routes.update(self.market_streams.ws_routes())
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._sessions: list[aiohttp.ClientSession] = []
@@ -90,6 +96,7 @@ class FakeExchange:
         self.port = server.sockets[0].getsockname()[1]
         if self._funding_every_s:
             self._funding_task = asyncio.create_task(self._settle_funding_forever(self._funding_every_s))
+        self.market_streams.start()  # guest (mstreams): its heartbeat, if one is set
         return self
 
     async def _settle_funding_forever(self, period: float) -> None:
@@ -108,6 +115,7 @@ class FakeExchange:
         for client in self._clients:
             await client.close()
         await self.binance_streams.close_all()
+        await self.market_streams.close_all()  # guest (mstreams)
         await self.bybit_streams.close_all()
         await self.okx_streams.close_all()
         for session in self._sessions:
@@ -169,6 +177,7 @@ class FakeExchange:
 
     # ---- dispatch
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived_ns = time.perf_counter_ns()  # guest (bench): LoggedRequest.ts_ns
         host = (request.host or "").split(":")[0].lower()
         method, path = request.method.upper(), request.path
         if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -187,7 +196,7 @@ class FakeExchange:
         call = Call(host, method, path, params, raw_query, raw_body, request.headers)
         response = await self._respond(call)
         self.requests.append(LoggedRequest(host, method, path, {k: v for k, v in params.items() if k != "signature"},
-                                           response.status))
+                                           response.status, arrived_ns, time.perf_counter_ns()))
         return response
 
     async def _respond(self, call: Call) -> web.StreamResponse:

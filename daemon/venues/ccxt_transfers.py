@@ -1,0 +1,564 @@
+"""Moving funds on the live venues through ccxt: between a venue's wallets, and from one venue to another.
+
+**Between wallets.** Only Binance keeps spot and USDⓈ-M futures in separate wallets; `VenueFunds.move` is its
+universal transfer (`transfer(asset, amount, "spot", "linear")`: USDⓈ-M), done at once by the venue. The books keep one
+account per venue (the account report sums the wallets), so such a move changes nothing in them. Bybit's unified
+account and OKX's trading account hold spot and perps in one wallet: there is nothing to move, and `move` says so
+(`WalletMoveNotNeeded`) rather than calling the venue.
+
+**Deposits and withdrawals.** `VenueFunds.deposit_address` is the venue's address for the chain the config names
+(ccxt's unified network code: `ERC20`, `TRC20`, …). `VenueFunds.withdrawal_rule` is the venue's own fee and minimum
+for that asset and chain, read from the venue (Binance `capital/config/getall`, Bybit `asset/coin/query-info`, OKX
+`asset/currencies`) exactly from the raw payload, else from the config's figures. A withdrawal below the minimum is
+refused before anything is sent (`WithdrawalRefused`, naming the minimum).
+
+**In transit.** `TransferDesk` moves funds from one venue to another of ours (or out, to an address outside the
+books), and carries each transfer through the books with a `TransitBook` (`daemon.domain.transit`): registered
+before the venue is asked, debited into the `transit` account when the venue accepts the withdrawal (published as
+a `BalancesChanged`, `Reason.VENUE_TRANSFER`, on the venue report channel), and landed at the destination when
+the destination's deposit history shows it (matched by the chain's transaction id) — or back at the source if the
+venue gave up. `TransferDesk.poll` follows every transfer in flight (`fetch_withdrawals` at the source,
+`fetch_deposits` at the destination); `TransferDesk.allowances` is what the reconciler needs so that a transfer
+still moving is not called a drift.
+
+Fee conventions differ and matter for what the source debits: Binance takes the fee out of the amount (the
+recipient gets amount − fee), Bybit and OKX add it on top (the recipient gets the amount). The fake follows the
+same conventions.
+
+**Funding accounts.** Bybit and OKX credit deposits to a funding account the trading (unified) account — the one the
+account report and the reconciler see — does not include; OKX also withdraws only from it (Bybit withdraws from the
+unified account: ccxt sends `accountType=UTA`). The desk sweeps: on OKX the debit into funding just before the
+withdrawal (and back if the venue refuses it or gives it back), and on both a landed deposit into the trading account
+before the landing is booked. Each sweep carries an idempotency key derived from the transfer (Bybit `transferId`,
+OKX `clientId`), so a repeat after a lost answer moves nothing twice.
+
+**Deposits from outside.** `TransferDesk.poll_deposits` books a deposit that is not the landing of one of our
+transfers (an operator funding an account) as a `Reason.DEPOSIT` capital flow, once, so it is not mistaken for a
+drift or for P&L.
+
+A withdrawal whose request got no answer stays *requested* (the reconciler keeps excusing its debit) until `poll`
+finds it in the venue's withdrawal history by address and amount, or `abandon_unanswered` gives up on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import ccxt.async_support as ccxt
+
+from daemon.bus import LosslessChannel
+from daemon.clock import Clock
+from daemon.domain.ids import VenueId
+from daemon.domain.ledger import ChangeSet, Reason, TokenChange
+from daemon.domain.messages import BalancesChanged, VenueReport
+from daemon.domain.transit import Allowance, TransitBook, TransitState
+from daemon.domain.transit import Transfer as TransitTransfer
+from daemon.errors import NonRetryableVenueError, UnknownOrderOutcome, VenueBadPayload, VenueError, VenueRejected
+from daemon.state_store import StateStore
+from daemon.venues.ccxt_errors import Call, map_error
+from daemon.venues.ccxt_parse import exact, family
+
+NS_PER_MS = 1_000_000
+STATE_KEY = "transfers"  # the desk's state file in the state store
+FEE_ON_TOP = {"binance": False, "bybit": True, "okx": True}  # the recipient gets the amount (True) or amount − fee
+# Bybit and OKX credit deposits to a funding account apart from the trading (unified) one, which is all the account
+# report (and so the reconciler) sees; OKX also withdraws only from it. Bybit withdraws from the unified account
+# (ccxt sends accountType=UTA for a unified account).
+DEPOSITS_TO_FUNDING = {"binance": False, "bybit": True, "okx": True}
+WITHDRAWS_FROM_FUNDING = {"binance": False, "bybit": False, "okx": True}
+_FUNDING_ACCOUNTS = {"bybit": ("funding", "unified"), "okx": ("funding", "trading")}  # ccxt's names
+_WALLETS = {"spot": "spot", "futures": "linear"}  # our wallet names → ccxt's Binance account names
+_FAILED = frozenset({"failed", "canceled", "rejected"})
+
+
+class WithdrawalRefused(VenueRejected):
+    """A withdrawal that was not sent: below the venue's minimum, a chain the venue does not serve, no rule known."""
+
+
+class WalletMoveNotNeeded(NonRetryableVenueError):
+    """The venue keeps spot and derivatives in one wallet: there is nothing to move between them."""
+
+
+@dataclass(frozen=True, slots=True)
+class DepositAddress:
+    venue: str
+    asset: str
+    network: str  # ccxt's unified code, as the config names it
+    address: str
+    tag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawalRule:
+    asset: str
+    network: str
+    fee: Decimal
+    minimum: Decimal
+    source: str  # "venue" (read from it) or "config"
+    fee_on_top: bool  # the venue debits amount + fee (else the fee comes out of the amount)
+
+    def debit(self, amount: Decimal) -> Decimal:
+        return amount + self.fee if self.fee_on_top else amount
+
+    def received(self, amount: Decimal) -> Decimal:
+        return amount if self.fee_on_top else amount - self.fee
+
+
+@dataclass(frozen=True, slots=True)
+class VenueTransaction:
+    """A withdrawal or deposit as the venue lists it, exactly."""
+
+    transaction_id: str
+    kind: str  # "withdrawal" | "deposit"
+    asset: str
+    amount: Decimal
+    fee: Decimal | None
+    status: str  # ccxt's unified: "pending" | "ok" | "failed" | "canceled" | "rejected"
+    address: str | None
+    txid: str | None
+    ts_ms: int | None
+
+
+# Raw fields of a venue's withdrawal/deposit record: (amount, fee).
+_TX_FIELDS = {"binance": ("amount", "transactionFee"), "bybit": ("amount", "withdrawFee"), "okx": ("amt", "fee")}
+
+
+def parse_transaction(tx: Mapping[str, Any], exchange_id: str) -> VenueTransaction:
+    fam = family(exchange_id)
+    info = tx.get("info") or {}
+    amount_f, fee_f = _TX_FIELDS[fam]
+    where = f"{exchange_id} {tx.get('type')} {tx.get('id')}"
+    fee = info.get(fee_f)
+    ts = tx.get("timestamp")
+    return VenueTransaction(str(tx["id"]), str(tx.get("type") or ""), str(tx.get("currency") or ""),
+                            exact(info.get(amount_f), f"{where} {amount_f}", tx.get("amount")),
+                            exact(fee, f"{where} {fee_f}") if fee not in (None, "") else None,
+                            str(tx.get("status") or "pending"), tx.get("addressTo") or tx.get("address"),
+                            tx.get("txid") or None, int(ts) if isinstance(ts, int | float) else None)
+
+
+class VenueFunds:
+    """One venue's funds side: its ccxt clients by exchange id (`{"binanceusdm": …, "binance": …}`, `{"bybit": …}`)."""
+
+    def __init__(self, venue: str, clients: Mapping[str, Any], *,
+                 rules: Mapping[tuple[str, str], tuple[Decimal, Decimal]] | None = None) -> None:
+        """`rules`: (asset, network) → (fee, minimum) from the config, used where the venue's cannot be read."""
+        self.venue = venue
+        self._clients = dict(clients)
+        # Withdrawals and deposits go through the spot-side client: Binance's `binance`, else the one client.
+        self._funds = self._clients.get("binance") or next(iter(self._clients.values()))
+        self._fam = family(self._funds.id)
+        self._config_rules = dict(rules or {})
+
+    @property
+    def fee_on_top(self) -> bool:
+        return FEE_ON_TOP[self._fam]
+
+    @property
+    def deposits_to_funding(self) -> bool:
+        return DEPOSITS_TO_FUNDING[self._fam]
+
+    @property
+    def withdraws_from_funding(self) -> bool:
+        return WITHDRAWS_FROM_FUNDING[self._fam]
+
+    # --- the funding account (Bybit, OKX) ----------------------------------------------------------------------
+
+    async def sweep(self, asset: str, amount: Decimal, *, to_trading: bool, key: str) -> None:
+        """Move `amount` between the funding account and the trading (unified) one. `key` makes the move
+        idempotent on the venue (Bybit's `transferId`, OKX's `clientId`): a repeat after a lost answer is
+        recognised, never moved twice."""
+        if self._fam not in _FUNDING_ACCOUNTS:
+            raise WalletMoveNotNeeded(f"{self.venue}: deposits and withdrawals use the spot wallet: nothing to sweep")
+        funding, trading = _FUNDING_ACCOUNTS[self._fam]
+        src, dst = (funding, trading) if to_trading else (trading, funding)
+        if self._fam == "bybit":
+            params = {"transferId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"basisd:{self.venue}:{key}"))}
+        else:
+            params = {"clientId": hashlib.sha256(key.encode()).hexdigest()[:32]}
+        try:
+            await self._funds.transfer(asset, str(amount), src, dst, params)
+        except ccxt.BadRequest as exc:
+            if self._fam == "bybit" and "131214" in str(exc):
+                return  # "TransferId exist": the first request was done
+            raise self._error(exc, Call.WRITE, f"moving {amount} {asset} from {src} to {dst}") from None
+        except ccxt.BaseError as exc:
+            raise self._error(exc, Call.WRITE, f"moving {amount} {asset} from {src} to {dst}") from None
+
+    # --- between wallets --------------------------------------------------------------------------------------
+
+    async def move(self, asset: str, amount: Decimal, from_wallet: str, to_wallet: str) -> str:
+        """Move `amount` of `asset` between the venue's spot and futures wallets; the venue's transfer id."""
+        if self._fam != "binance":
+            raise WalletMoveNotNeeded(f"{self.venue}: spot and derivatives share one wallet (a unified account): "
+                                      "there is nothing to move between them")
+        if {from_wallet, to_wallet} != set(_WALLETS):
+            raise NonRetryableVenueError(f"{self.venue}: wallets are spot and futures, not {from_wallet} → {to_wallet}")
+        if amount <= 0:
+            raise NonRetryableVenueError(f"{self.venue}: a move of {amount} {asset}")
+        try:
+            done = await self._funds.transfer(asset, str(amount), _WALLETS[from_wallet], _WALLETS[to_wallet])
+        except ccxt.BaseError as exc:
+            raise self._error(exc, Call.WRITE, f"moving {amount} {asset} from {from_wallet} to {to_wallet}") from None
+        return str(done.get("id") or (done.get("info") or {}).get("tranId") or "")
+
+    # --- deposits -----------------------------------------------------------------------------------------------
+
+    async def deposit_address(self, asset: str, network: str) -> DepositAddress:
+        """The venue's deposit address of `asset` on `network` (ccxt's code: ERC20, TRC20, …)."""
+        try:
+            if self._fam == "okx":  # ccxt's okx needs the currency list to name networks: read the payload itself
+                chain = f"{asset}-{network}"
+                rows = (await self._funds.private_get_asset_deposit_address({"ccy": asset})).get("data") or []
+                row = next((r for r in rows if r.get("chain") == chain), None)
+                if row is None:
+                    raise WithdrawalRefused(f"{self.venue}: no {asset} deposit address on {network}",
+                                            f"no deposit address on {network}")
+                return DepositAddress(self.venue, asset, network, str(row["addr"]), row.get("tag") or None)
+            found = await self._funds.fetch_deposit_address(asset, {"network": network})
+        except ccxt.BaseError as exc:
+            raise self._error(exc, Call.READ, f"reading the {asset} deposit address on {network}") from None
+        if not found or not found.get("address"):
+            raise VenueBadPayload(f"{self.venue}: no {asset} deposit address on {network} in the answer")
+        return DepositAddress(self.venue, asset, network, str(found["address"]), found.get("tag") or None)
+
+    # --- withdrawals ----------------------------------------------------------------------------------------------
+
+    async def withdrawal_rule(self, asset: str, network: str) -> WithdrawalRule:
+        """The fee and minimum of withdrawing `asset` on `network`: the venue's, else the config's."""
+        try:
+            found = await self._venue_rule(asset, network)
+        except (ccxt.BaseError, KeyError, TypeError, AttributeError, VenueBadPayload):
+            found = None  # the venue's list cannot be read: the config's figures, if it has them
+        if found is not None:
+            return WithdrawalRule(asset, network, found[0], found[1], "venue", self.fee_on_top)
+        configured = self._config_rules.get((asset, network))
+        if configured is None:
+            raise WithdrawalRefused(f"{self.venue}: no withdrawal fee and minimum known for {asset} on {network} (the "
+                                    "venue lists none and the config gives none)", f"no rule for {asset} on {network}")
+        return WithdrawalRule(asset, network, configured[0], configured[1], "config", self.fee_on_top)
+
+    async def _venue_rule(self, asset: str, network: str) -> tuple[Decimal, Decimal] | None:
+        client = self._funds
+        where = f"{self.venue} {asset} {network} withdrawal"
+        if self._fam == "binance":
+            net = client.network_code_to_id(network, asset)
+            for coin in await client.sapi_get_capital_config_getall():
+                if coin.get("coin") == asset:
+                    for row in coin.get("networkList") or []:
+                        if row.get("network") == net:
+                            return exact(row["withdrawFee"], f"{where} fee"), exact(row["withdrawMin"], f"{where} min")
+            return None
+        if self._fam == "bybit":
+            net = client.network_code_to_id(network, asset)
+            answer = await client.private_get_v5_asset_coin_query_info({"coin": asset})
+            for coin in (answer.get("result") or {}).get("rows") or []:
+                for row in coin.get("chains") or [] if coin.get("coin") == asset else []:
+                    if row.get("chain") == net:
+                        return exact(row["withdrawFee"], f"{where} fee"), exact(row["withdrawMin"], f"{where} min")
+            return None
+        answer = await client.private_get_asset_currencies({"ccy": asset})
+        for row in answer.get("data") or []:
+            if row.get("chain") == f"{asset}-{network}":
+                fee = row.get("fee") if row.get("fee") not in (None, "") else row.get("minFee")
+                return exact(fee, f"{where} fee"), exact(row["minWd"], f"{where} min")
+        return None
+
+    def refusal(self, rule: WithdrawalRule, amount: Decimal) -> str | None:
+        if amount <= 0:
+            return f"amount {amount} must be positive"
+        if amount < rule.minimum:
+            return (f"{amount} {rule.asset} is below {self.venue}'s minimum withdrawal of {rule.minimum} {rule.asset} "
+                    f"on {rule.network}")
+        if rule.received(amount) <= 0:
+            return f"{amount} {rule.asset} does not cover the fee of {rule.fee} {rule.asset} on {rule.network}"
+        return None
+
+    async def withdraw(self, rule: WithdrawalRule, amount: Decimal, address: str, tag: str | None = None) -> str:
+        """Send the withdrawal; the venue's withdrawal id. Refused (`WithdrawalRefused`) before anything is sent if
+        it does not fit the rule; a request with no answer raises `UnknownOrderOutcome`."""
+        refusal = self.refusal(rule, amount)
+        if refusal is not None:
+            raise WithdrawalRefused(f"{self.venue}: withdrawal refused: {refusal}", refusal)
+        params: dict[str, Any] = {"network": rule.network}
+        if tag:
+            params["tag"] = tag
+        try:
+            sent = await self._funds.withdraw(rule.asset, str(amount), address, params)
+        except ccxt.BaseError as exc:
+            raise self._error(exc, Call.WRITE, f"withdrawing {amount} {rule.asset} on {rule.network}") from None
+        if not sent or not sent.get("id"):
+            raise UnknownOrderOutcome(f"{self.venue}: the withdrawal of {amount} {rule.asset} was answered without an "
+                                      "id: its fate is looked up in the withdrawal history")
+        return str(sent["id"])
+
+    async def withdrawals(self, asset: str, since_ms: int | None = None) -> list[VenueTransaction]:
+        try:
+            rows = await self._funds.fetch_withdrawals(asset, since_ms)
+        except ccxt.BaseError as exc:
+            raise self._error(exc, Call.READ, f"reading the {asset} withdrawals") from None
+        return [parse_transaction({**r, "type": "withdrawal"}, self._funds.id) for r in rows]
+
+    async def deposits(self, asset: str, since_ms: int | None = None) -> list[VenueTransaction]:
+        try:
+            rows = await self._funds.fetch_deposits(asset, since_ms)
+        except ccxt.BaseError as exc:
+            raise self._error(exc, Call.READ, f"reading the {asset} deposits") from None
+        return [parse_transaction({**r, "type": "deposit"}, self._funds.id) for r in rows]
+
+    def _error(self, exc: BaseException, call: Call, what: str) -> VenueError:
+        error = map_error(exc, venue=self.venue, call=call,
+                          headers=getattr(self._funds, "last_response_headers", None) or None)
+        error.args = (f"{error} (while {what})",)
+        return error
+
+
+# --- from one venue to another: the transfer in the books ----------------------------------------------------------
+
+
+class TransferDesk:
+    """Every venue's funds and the one `TransitBook` that carries transfers between them (its single writer)."""
+
+    def __init__(self, venues: Mapping[str, VenueFunds], reports: LosslessChannel[VenueReport], clock: Clock,
+                 book: TransitBook | None = None,
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000), *,
+                 deposits_since_ms: int | None = None, deposits_seen: Iterable[str] = (),
+                 store: StateStore | None = None) -> None:
+        """`deposits_since_ms`: deposits from outside are booked from there on (None: from now); `deposits_seen`:
+        deposit report ids already booked (`<venue>:deposit-<id>`, from the journal). `store`: the transfers in
+        flight survive a restart there (key `transfers`), written before a venue is asked and after each leg is
+        published (a leg published again after a crash carries the same report id: the books book it once); a
+        desk made with a store that holds state resumes it."""
+        self._venues = dict(venues)
+        self._reports = reports
+        self._clock = clock
+        self.book = book or TransitBook()
+        self._wall_ms = wall_ms
+        self._sequence = itertools.count(1)
+        self._meta: dict[str, _Flight] = {}  # transfer id → what the venues need to follow it
+        self._deposits_since_ms = wall_ms() if deposits_since_ms is None else deposits_since_ms
+        self._deposits_seen: set[str] = set(deposits_seen)
+        self._our_txids: set[str] = set()  # the chain transactions of our own transfers: not deposits from outside
+        self._store = store
+        saved = store.load(STATE_KEY) if store is not None else None
+        if saved is not None:
+            self._restore(saved)
+
+    def _save(self) -> None:
+        if self._store is None:
+            return
+        self._store.save(STATE_KEY, {
+            "version": 1, "book": self.book.dump(), "deposits_since_ms": self._deposits_since_ms,
+            "deposits_seen": sorted(self._deposits_seen), "our_txids": sorted(self._our_txids),
+            "flights": {i: {"asset": f.rule.asset, "network": f.rule.network, "fee": str(f.rule.fee),
+                            "minimum": str(f.rule.minimum), "source": f.rule.source, "fee_on_top": f.rule.fee_on_top,
+                            "address": f.address, "sent_ms": f.sent_ms, "venue_id": f.venue_id}
+                        for i, f in self._meta.items()}})
+
+    def _restore(self, saved: Mapping[str, Any]) -> None:
+        self.book = TransitBook.load(list(saved.get("book") or []))
+        self._deposits_since_ms = int(saved.get("deposits_since_ms") or self._deposits_since_ms)
+        self._deposits_seen |= set(saved.get("deposits_seen") or ())
+        self._our_txids |= set(saved.get("our_txids") or ())
+        for transfer_id, f in (saved.get("flights") or {}).items():
+            rule = WithdrawalRule(f["asset"], f["network"], Decimal(f["fee"]), Decimal(f["minimum"]), f["source"],
+                                  bool(f["fee_on_top"]))
+            self._meta[transfer_id] = _Flight(rule, f["address"], int(f["sent_ms"]), f.get("venue_id"))
+        # A fresh sequence must not reuse a pending request's id.
+        self._sequence = itertools.count(len(self._meta) + len(self.book.transfers) + 1)
+
+    def venue(self, name: str) -> VenueFunds:
+        funds = self._venues.get(name)
+        if funds is None:
+            raise NonRetryableVenueError(f"no venue {name!r} to move funds on (known: {', '.join(self._venues)})")
+        return funds
+
+    def allowances(self, now_ns: int) -> tuple[Allowance, ...]:
+        """For the reconciler (`ReconcilerActor(in_transit=desk.allowances)`)."""
+        return self.book.allowances(now_ns)
+
+    async def withdraw(self, source: str, asset: str, amount: Decimal, network: str, *, to: str | None = None,
+                       address: str | None = None, tag: str | None = None) -> TransitTransfer:
+        """Withdraw `amount` of `asset` from `source` on `network`: to the venue `to` (its deposit address is asked
+        for) or to `address` outside our books. Returns the transfer, in transit once the venue accepted it."""
+        funds = self.venue(source)
+        if (to is None) == (address is None):
+            raise NonRetryableVenueError("a withdrawal goes either to one of our venues or to an address")
+        if to is not None:
+            landing = await self.venue(to).deposit_address(asset, network)
+            address, tag = landing.address, landing.tag
+        assert address is not None
+        rule = await funds.withdrawal_rule(asset, network)
+        refusal = funds.refusal(rule, amount)
+        if refusal is not None:
+            raise WithdrawalRefused(f"{source}: withdrawal refused: {refusal}", refusal)
+        # Registered before the venue is asked: from here its debit may show at any moment, and is not a drift.
+        pending_id = f"{source}:request-{next(self._sequence)}-{self._wall_ms()}"
+        self.book.request(pending_id, asset, source, to, amount, rule.debit(amount))
+        sent_ms = self._wall_ms()
+        self._meta[pending_id] = _Flight(rule, address, sent_ms, None)
+        self._save()  # before the venue is asked: after a crash, `poll` looks for it in the venue's history
+        if funds.withdraws_from_funding:  # OKX: into the funding account first (the debit, as the report sees it)
+            try:
+                await funds.sweep(asset, rule.debit(amount), to_trading=False, key=f"{pending_id}-out")
+            except UnknownOrderOutcome:
+                raise
+            except VenueError:
+                self._abandon(pending_id)
+                raise
+        try:
+            venue_id = await funds.withdraw(rule, amount, address, tag)
+        except UnknownOrderOutcome:
+            raise  # stays requested: `poll` looks for it in the venue's history
+        except VenueError:
+            if funds.withdraws_from_funding:  # refused: what was moved for it goes back to trading
+                await funds.sweep(asset, rule.debit(amount), to_trading=True, key=f"{pending_id}-back")
+            self._abandon(pending_id)
+            raise
+        return await self._accepted(pending_id, f"{source}:{venue_id}", _Flight(rule, address, sent_ms, venue_id))
+
+    async def _accepted(self, pending_id: str, transfer_id: str, flight: _Flight) -> TransitTransfer:
+        transfer = self.book.rename(pending_id, transfer_id)
+        self._meta.pop(pending_id, None)
+        self._meta[transfer_id] = flight
+        rule = flight.rule
+        change = self.book.debit(transfer_id, rule.debit(transfer.requested), rule.fee, self._clock.now_ns())
+        await self._send(transfer.source, change)
+        found = self.book.get(transfer_id)
+        assert found is not None
+        return found
+
+    async def poll(self) -> int:
+        """Follow every transfer in flight: adopt a withdrawal whose request got no answer, land what the
+        destination credited, take back what the source gave up on. How many transfers moved on. A venue that cannot
+        be read does not hold up the others: its error is raised once every transfer has been looked at."""
+        moved = 0
+        failed: VenueError | None = None
+        for transfer in self.book.pending():
+            flight = self._meta.get(transfer.transfer_id)
+            if flight is None:
+                continue
+            try:
+                if transfer.state is TransitState.REQUESTED:
+                    moved += await self._adopt(transfer, flight)
+                else:
+                    moved += await self._follow(transfer, flight)
+            except VenueError as exc:
+                failed = failed or exc
+        if self.book.prune(self._clock.now_ns()):
+            self._meta = {i: f for i, f in self._meta.items() if self.book.get(i) is not None}
+            self._save()
+        if failed is not None:
+            raise failed
+        return moved
+
+    def abandon_unanswered(self, transfer_id: str) -> None:
+        """Give up on a withdrawal whose request got no answer and which the venue does not list: nothing was
+        debited (an operator's decision, after looking at the venue)."""
+        self._abandon(transfer_id)
+
+    def _abandon(self, transfer_id: str) -> None:
+        self.book.abandon(transfer_id, self._clock.now_ns())
+        self._meta.pop(transfer_id, None)
+        self._save()
+
+    async def _adopt(self, transfer: TransitTransfer, flight: _Flight) -> int:
+        funds = self.venue(transfer.source)
+        known = {m.venue_id for m in self._meta.values() if m.venue_id is not None}
+        for tx in await funds.withdrawals(transfer.asset, flight.sent_ms - 60_000):
+            if tx.transaction_id not in known and tx.address == flight.address and tx.amount == transfer.requested:
+                flight = _Flight(flight.rule, flight.address, flight.sent_ms, tx.transaction_id)
+                await self._accepted(transfer.transfer_id, f"{transfer.source}:{tx.transaction_id}", flight)
+                return 1
+        return 0
+
+    async def _follow(self, transfer: TransitTransfer, flight: _Flight) -> int:
+        funds = self.venue(transfer.source)
+        mine = next((tx for tx in await funds.withdrawals(transfer.asset, flight.sent_ms - 60_000)
+                     if tx.transaction_id == flight.venue_id), None)
+        if mine is None:
+            return 0
+        now = self._clock.now_ns()
+        if mine.status in _FAILED:
+            if funds.withdraws_from_funding:  # refunded to the funding account: back to trading
+                await funds.sweep(transfer.asset, transfer.debited, to_trading=True,
+                                  key=f"{transfer.transfer_id}-back")
+            await self._send(transfer.source, self.book.give_back(transfer.transfer_id, transfer.debited, now))
+            return 1
+        if transfer.destination is None:
+            if mine.status != "ok":
+                return 0
+            await self._send(transfer.source, self.book.land(transfer.transfer_id, transfer.carried, now))
+            return 1
+        if not mine.txid:
+            return 0  # not on the chain yet: nothing the destination could have credited
+        self._our_txids.add(mine.txid)
+        arrived = next((d for d in await self.venue(transfer.destination).deposits(transfer.asset, flight.sent_ms
+                                                                                    - 60_000)
+                        if d.txid == mine.txid and d.status == "ok"), None)
+        if arrived is None:
+            return 0
+        landing = self.venue(transfer.destination)
+        if landing.deposits_to_funding:  # into the trading account, where the account report (and trading) sees it
+            await landing.sweep(transfer.asset, arrived.amount, to_trading=True, key=f"{transfer.transfer_id}-in")
+        await self._send(transfer.destination, self.book.land(transfer.transfer_id, arrived.amount, now))
+        return 1
+
+    async def poll_deposits(self, assets: Iterable[str]) -> int:
+        """Book the deposits from outside our books (an operator funding an account) as `Reason.DEPOSIT` capital
+        flows, once each (`<venue>:deposit-<the venue's id>`), swept into the trading account where the venue
+        credits a funding account; how many. A deposit is left for a later poll while a transfer of ours to that
+        venue in that asset is still moving and the deposit cannot be told apart from it (no transaction id known
+        yet): it is then either our landing or someone else's deposit, and a guess could book it twice."""
+        booked = 0
+        wanted = tuple(assets)
+        for name, funds in self._venues.items():
+            for asset in wanted:
+                incoming = [t for t in self.book.pending() if t.destination == name and t.asset == asset]
+                for tx in await funds.deposits(asset, self._deposits_since_ms):
+                    key = f"{name}:deposit-{tx.transaction_id}"
+                    if key in self._deposits_seen or tx.status != "ok":
+                        continue
+                    if tx.ts_ms is not None and tx.ts_ms < self._deposits_since_ms:
+                        continue
+                    if tx.txid is not None and tx.txid in self._our_txids:
+                        self._deposits_seen.add(key)  # the landing of one of our transfers: booked by it
+                        continue
+                    if incoming:
+                        continue  # cannot be told from a transfer still moving: the next poll decides
+                    if funds.deposits_to_funding:
+                        await funds.sweep(asset, tx.amount, to_trading=True, key=f"deposit-{tx.transaction_id}")
+                    now = self._clock.now_ns()
+                    ts = tx.ts_ms * NS_PER_MS if tx.ts_ms is not None else now
+                    change = ChangeSet(Reason.DEPOSIT, ts, (TokenChange(name, asset, tx.amount),),
+                                       ref=f"deposit-{tx.transaction_id}")
+                    await self._reports.send(BalancesChanged(VenueId(name), change.ref, change, ts, now))
+                    self._deposits_seen.add(key)
+                    self._save()
+                    booked += 1
+        return booked
+
+    async def _send(self, venue: str, change: ChangeSet) -> None:
+        now = self._clock.now_ns()
+        await self._reports.send(BalancesChanged(VenueId(venue), change.ref, change, change.ts_ns, now))
+        self._save()  # after: a leg published again after a crash has the same report id, and is booked once
+
+
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    rule: WithdrawalRule
+    address: str
+    sent_ms: int
+    venue_id: str | None  # the source venue's withdrawal id, once known
+
+
+def venue_funds(venue: str, clients: Iterable[Any], **kwargs: Any) -> VenueFunds:
+    """`VenueFunds` from the ccxt clients themselves (keyed by their exchange id)."""
+    return VenueFunds(venue, {c.id: c for c in clients}, **kwargs)
