@@ -660,8 +660,33 @@ class Daemon:
                 "basisd_venue_bans_seen": (
                     "Rate limits and bans (429, 418) a live venue's host answered since start",
                     lambda: self._gate_figure("limits_seen")),
+                # Live venues' private streams (daemon.venues.ccxt_streams).
+                "basisd_venue_stream_healthy": (
+                    "1 while a live venue's private streams are connected, subscribed and backstopped since their "
+                    "last connect", lambda: self._stream_figure("healthy")),
+                "basisd_venue_stream_reconnects": (
+                    "Reconnects of a live venue's private streams since start (dead connections included)",
+                    lambda: self._stream_figure("reconnects")),
+                "basisd_venue_fills_found": (
+                    "Fills first seen by each path since start: the stream, or the REST backstop (what the stream "
+                    "lost or had not sent)", self._fills_by_path),
             },
         )
+
+    def _streams(self) -> dict[str, Any]:
+        live = self.world.live
+        return dict(live.streams) if live is not None else {}
+
+    def _stream_figure(self, what: str) -> dict[tuple[tuple[str, str], ...], float]:
+        return {(("venue", name),): float(stream.healthy if what == "healthy" else getattr(stream.counters, what))
+                for name, stream in self._streams().items()}
+
+    def _fills_by_path(self) -> dict[tuple[tuple[str, str], ...], float]:
+        out: dict[tuple[tuple[str, str], ...], float] = {}
+        for name, stream in self._streams().items():
+            out[(("venue", name), ("path", "stream"))] = float(stream.counters.fills_stream)
+            out[(("venue", name), ("path", "backstop"))] = float(stream.counters.fills_backstop)
+        return out
 
     def _gate_figure(self, what: str) -> dict[tuple[tuple[str, str], ...], float]:
         """One figure of every live venue's request gates, labelled by venue and ccxt exchange (its host)."""

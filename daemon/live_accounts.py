@@ -8,14 +8,18 @@ each wallet's balances and each open perp at the venue's own entry price — so 
 venues hold, not to `strategy.initial_capital`. (Resolving the journal's open intents against the venues at a
 restart is the recovery issue's; here a start is always from the venues' truth.)
 
-`backstop()` runs for the whole session: the trades since the last one seen, on every venue, every
-`exchange.fills_poll_interval_s` — whatever else missed a fill (a lost answer, a dropped stream), this finds it,
-and the fills actor books each trade once (by venue and trade id).
+Fills then come from each venue's private streams (`daemon.venues.ccxt_streams.FillStream`: ccxt.pro, reconnected
+with backoff, a REST backstop after every connect and every `exchange.fills_poll_interval_s`); with
+`exchange.fills_stream: false`, from `backstop()` alone, the same REST read on the same timer. Either way the
+adapter publishes each trade once (by its venue and trade id), and so does the fills actor. `funding()` reads the
+funding payments the venues made every `exchange.funding_poll_interval_s`, from the moment the accounts were read
+(what was paid before is in the balances the books opened on), each booked once by the venue's own id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +35,8 @@ from daemon.domain.ledger import ChangeSet, PerpChange, Reason, TokenChange
 from daemon.domain.messages import VenueReport
 from daemon.errors import FatalVenueError, VenueError
 from daemon.venues.ccxt_exchange import CcxtExchange, CcxtVenueConfig, Credentials, VenueStartupError
+from daemon.venues.ccxt_funding import FundingPoller
+from daemon.venues.ccxt_streams import FillStream, StreamSettings
 
 log = structlog.get_logger()
 
@@ -72,6 +78,9 @@ class LiveAccounts:
             self._instruments[name] = venue_config.instruments
         self.opening = ChangeSet(Reason.INITIAL_CAPITAL, clock.now_ns())
         self.started = False
+        self._reports = reports
+        self.streams: dict[str, FillStream] = {}
+        self.funding_pollers: dict[str, FundingPoller] = {}
 
     async def start(self) -> None:
         """Every venue's start-up checks, concurrently, then the opening books from their accounts."""
@@ -79,6 +88,7 @@ class LiveAccounts:
         try:
             with anyio.fail_after(self._settings.startup_timeout_s):
                 await asyncio.gather(*(self.exchanges[n].start() for n in names))
+                read_ms = int(time.time() * 1000)  # payments from here on are not in the balances read now
                 details = await asyncio.gather(*(self.exchanges[n].fetch_account_detail() for n in names))
         except TimeoutError:
             raise FatalVenueError(f"the venues did not pass their start-up checks within "
@@ -102,6 +112,16 @@ class LiveAccounts:
             self._check_lot_steps(name)
         now = self._clock.now_ns()
         self.opening = ChangeSet(Reason.INITIAL_CAPITAL, now, tuple(tokens), tuple(perps), ref="live-opening")
+        for name, exchange in self.exchanges.items():
+            perps_client = exchange.ccxt_clients[EXCHANGE_IDS[name]["Perp"]]
+            self.funding_pollers[name] = FundingPoller(name, perps_client, self._instruments[name], self._reports,
+                                                       self._clock, since_ms=read_ms)
+        if self._settings.fills_stream:
+            settings = StreamSettings(backstop_interval_s=self._settings.fills_poll_interval_s,
+                                      dead_after_s=self._settings.stream_dead_after_s,
+                                      ping_interval_s=min(10.0, self._settings.stream_dead_after_s / 3))
+            self.streams = {name: FillStream(exchange, settings) for name, exchange in self.exchanges.items()}
+            await asyncio.gather(*(stream.start() for stream in self.streams.values()))
         self.started = True
 
     def _check_lot_steps(self, name: str) -> None:
@@ -122,7 +142,10 @@ class LiveAccounts:
         return sum((c.delta for c in self.opening.tokens if c.token == "USDT"), Decimal(0))
 
     async def backstop(self) -> None:
-        """The trades since the last one seen on every venue, on a timer, for the whole session."""
+        """The trades since the last one seen on every venue, on a timer, for the whole session (when the streams
+        are off; each stream runs its own backstop)."""
+        if self.streams:
+            return
         while True:
             await anyio.sleep(self._settings.fills_poll_interval_s)
             for name, exchange in self.exchanges.items():
@@ -134,7 +157,28 @@ class LiveAccounts:
                 if new:
                     log.info("fills_backstop_found", venue=name, fills=new)
 
+    async def funding(self) -> None:
+        """The funding payments every venue made since the last one seen, on a timer, for the whole session."""
+        while True:
+            await anyio.sleep(self._settings.funding_poll_interval_s)
+            await self.poll_funding()
+
+    async def poll_funding(self) -> int:
+        new = 0
+        for name, poller in self.funding_pollers.items():
+            try:
+                found = await poller.poll()
+            except VenueError as exc:
+                log.warning("funding_poll_failed", venue=name, error=str(exc), kind=type(exc).__name__)
+                continue
+            if found:
+                log.info("funding_payments_found", venue=name, payments=found)
+            new += found
+        return new
+
     async def close(self) -> None:
+        for stream in self.streams.values():  # before the exchanges whose markets and session they share
+            await stream.close()
         for exchange in self.exchanges.values():
             await exchange.close()
 

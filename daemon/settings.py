@@ -347,6 +347,14 @@ class ExchangeSettings(Frozen):
                                          description="Seconds between reads of the trades since the last one seen "
                                                      "on every venue: the backstop that finds a fill whatever else "
                                                      "missed it")
+    fills_stream: bool = Field(True, description="Fills from the venues' private streams (ccxt.pro), the REST "
+                                                 "backstop beside them; false: the REST backstop alone")
+    stream_dead_after_s: float = Field(30.0, ge=2, le=600,
+                                       description="A private stream that receives nothing (no message, no pong) "
+                                                   "this long is dead: it is closed and reconnected")
+    funding_poll_interval_s: float = Field(300.0, ge=5, le=DAY_S,
+                                           description="Seconds between reads of the funding payments the venues "
+                                                       "made (each booked once, by the venue's own id)")
     startup_timeout_s: float = Field(60.0, ge=1, le=HOUR_S,
                                      description="Every venue must pass its start-up checks within this long, or "
                                                  "the daemon does not start")

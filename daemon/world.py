@@ -64,6 +64,7 @@ class World:
     simulated_chain: SimulatedChain | None = None  # the chain, where it is simulated
     start: Callable[[], Awaitable[None]] | None = None  # before any actor runs: the venues' start-up checks
     services: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()  # run beside the actors for the whole session
+    live: Any = None  # the live accounts (daemon.live_accounts.LiveAccounts): their streams, for the metrics
 
     async def aclose(self) -> None:
         for close in self.closers:
@@ -195,7 +196,8 @@ def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessCh
         world.opening = accounts.opening
 
     world.start = start
-    world.services = (accounts.backstop,)
+    world.services = (accounts.backstop, accounts.funding)
+    world.live = accounts
     log.info("live_world", venues=cex, asset=asset, spot_venue=spot_venue, poll_interval_s=s.market.poll_interval_s,
              fills_poll_interval_s=s.exchange.fills_poll_interval_s)
     return world

@@ -45,6 +45,10 @@ class ThreadedFake:
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
+    def wait(self, coroutine: Any) -> Any:
+        """Run a coroutine of the fake's on its loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
+
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -242,3 +246,42 @@ def test_a_venue_whose_clock_is_off_is_not_traded_and_the_daemon_says_why(
     assert code == 78, output[-3000:]
     assert "bybit: the venue's clock is" in output and "refusing to trade" in output, output[-3000:]
     assert not any(getattr(fake, v).orders for v in PERPS)
+
+
+def test_private_streams_dropped_mid_session_reconnect_and_no_fill_is_lost_or_booked_twice(
+        venues: ThreadedFake, tmp_path: Path) -> None:
+    fake = venues.fake
+    env = live_env(fake, tmp_path / "state", BASISD_RECONCILE__HALT_ABOVE_USD="5000")
+    daemon = DaemonProcess(LIVE, tmp_path, env=env)
+
+    def healthy() -> dict[str, float | None]:
+        scrape = daemon.scrape()
+        return {v: metric_value(scrape, "basisd_venue_stream_healthy", venue=v) for v in PERPS}
+
+    try:
+        daemon.wait_ready(timeout_s=60)
+        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+        daemon.wait_for(lambda: all(h == 1 for h in healthy().values()), 60, "every venue's stream healthy")
+        # Every venue's private sockets go down at once; a rebalance trades while they come back.
+        venues.wait(fake.binance_streams.drop_user_connections())
+        venues.wait(fake.binance_streams.drop_spot_user_connections())
+        venues.wait(fake.bybit_streams.drop_connections())
+        venues.wait(fake.okx_streams.drop_connections())
+        venues.call(lambda: fake.binance.drift_balance("ETH", Decimal("0.5"), wallet="spot"))
+        assert basisd(env, "reconcile").returncode == 0
+        daemon.wait_for(lambda: any(e["completed"] for e in finished(daemon, "DELTA_ADJUST")), 60, "the rebalance")
+
+        def reconnected() -> bool:
+            scrape = daemon.scrape()
+            return all((metric_value(scrape, "basisd_venue_stream_reconnects", venue=v) or 0) >= 1 for v in PERPS)
+
+        daemon.wait_for(reconnected, 60, "every venue's stream reconnected")
+        daemon.wait_for(lambda: all(h == 1 for h in healthy().values()), 60, "every venue's stream healthy again")
+        booked = [e for e in daemon.events() if e.get("event") == "order_filled"]
+        traded = venues.call(lambda: [(v, t.id) for v in PERPS for t in getattr(fake, v).trades])
+        assert len(booked) == len(traded), (booked, traded)  # each of the venues' trades booked exactly once
+        assert len({(e["venue"], e["client_order_id"]) for e in booked}) == len(booked)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
+    finally:
+        daemon.close()
