@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -281,6 +282,38 @@ def test_private_streams_dropped_mid_session_reconnect_and_no_fill_is_lost_or_bo
         traded = venues.call(lambda: [(v, t.id) for v in PERPS for t in getattr(fake, v).trades])
         assert len(booked) == len(traded), (booked, traded)  # each of the venues' trades booked exactly once
         assert len({(e["venue"], e["client_order_id"]) for e in booked}) == len(booked)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
+    finally:
+        daemon.close()
+
+
+def test_the_funding_the_venues_pay_is_booked_once_and_the_books_still_equal_the_venues(
+        venues: ThreadedFake, tmp_path: Path) -> None:
+    fake = venues.fake
+    env = live_env(fake, tmp_path / "state", BASISD_EXCHANGE__FUNDING_POLL_INTERVAL_S="5")
+    daemon = DaemonProcess(LIVE, tmp_path, env=env)
+
+    def found() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in daemon.events():
+            if e.get("event") == "funding_payments_found":
+                out[e["venue"]] = out.get(e["venue"], 0) + e["payments"]
+        return out
+
+    try:
+        daemon.wait_ready(timeout_s=60)
+        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+        # One settlement on each venue's short (a positive rate: the shorts are paid).
+        for venue, symbol in PERPS.items():
+            venues.call(lambda v=venue, s=symbol: getattr(fake, v).settle_funding(s, rate=Decimal("0.0001")))
+        daemon.wait_for(lambda: found() == {"binance": 1, "bybit": 1, "okx": 1}, 60, "the three payments")
+        answer = basisd(env, "reconcile")
+        assert answer.returncode == 0, answer.stderr
+        report = json.loads(answer.stdout)
+        assert report["trading"] == "ACTIVE" and not report.get("drifts"), report
+        time.sleep(6)  # another funding poll: nothing new
+        assert found() == {"binance": 1, "bybit": 1, "okx": 1}
         daemon.signal(signal.SIGTERM)
         assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
     finally:
