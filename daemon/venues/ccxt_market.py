@@ -26,6 +26,7 @@ import ccxt.async_support as ccxt
 
 from daemon.errors import VenueBadPayload
 from daemon.venues.ccxt_errors import Call, map_error
+from daemon.venues.ccxt_exchange import RATE_LIMITER
 from daemon.venues.ccxt_parse import exact
 
 NS_PER_MS = 1_000_000
@@ -81,7 +82,7 @@ class CcxtMarketSource:
 
     def _client(self, kind: str, timeout_s: float, session: aiohttp.ClientSession | None) -> Any:
         exchange_id, options = CLIENTS[self.venue][kind]
-        config: dict[str, Any] = {"timeout": int(timeout_s * 1000), "enableRateLimit": True,
+        config: dict[str, Any] = {"timeout": int(timeout_s * 1000), "enableRateLimit": True, **RATE_LIMITER,
                                   "options": {"fetchCurrencies": False, **options}}
         if session is not None:
             config["session"] = session  # a redirected session (tests, demos); ccxt does not close it

@@ -305,8 +305,11 @@ def test_the_funding_the_venues_pay_is_booked_once_and_the_books_still_equal_the
         daemon.wait_ready(timeout_s=60)
         daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
         # One settlement on each venue's short (a positive rate: the shorts are paid).
-        for venue, symbol in PERPS.items():
-            venues.call(lambda v=venue, s=symbol: getattr(fake, v).settle_funding(s, rate=Decimal("0.0001")))
+        def settle_everywhere() -> None:
+            for venue, symbol in PERPS.items():
+                getattr(fake, venue).settle_funding(symbol, rate=Decimal("0.0001"))
+
+        venues.call(settle_everywhere)
         daemon.wait_for(lambda: found() == {"binance": 1, "bybit": 1, "okx": 1}, 60, "the three payments")
         answer = basisd(env, "reconcile")
         assert answer.returncode == 0, answer.stderr
