@@ -323,6 +323,8 @@ class Daemon:
                     self.positions.book_opening(self.world.opening)
                 for service in self.world.services:
                     tg.start_soon(service)
+                if self.world.live is not None:
+                    tg.start_soon(self.world.live.watch_access, self._halt_on_access_lost)
                 await tg.start(self.supervisor.run)
                 await self._startup_reconciliation()
                 self.gate.passed(RECONCILIATION)
@@ -687,6 +689,9 @@ class Daemon:
             out[(("venue", name), ("path", "stream"))] = float(stream.counters.fills_stream)
             out[(("venue", name), ("path", "backstop"))] = float(stream.counters.fills_backstop)
         return out
+
+    def _halt_on_access_lost(self, reason: str) -> None:
+        self.trading.halt(f"a venue refused our keys after start-up: {reason}", source="venues")
 
     def _gate_figure(self, what: str) -> dict[tuple[tuple[str, str], ...], float]:
         """One figure of every live venue's request gates, labelled by venue and ccxt exchange (its host)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,20 @@ class LiveAccounts:
                     continue
                 if new:
                     log.info("fills_backstop_found", venue=name, fills=new)
+
+    async def watch_access(self, halt: Callable[[str], None], interval_s: float = 1.0) -> None:
+        """Halt trading once any venue has refused our keys after start-up (a key revoked, a permission or an IP
+        allow-list entry removed): whichever request saw it — an order, a stream's backstop, the reconciler's read —
+        every later request of that account is refused, and a human must look."""
+        reported: set[str] = set()
+        while True:
+            for name, exchange in self.exchanges.items():
+                lost = next((g.access_lost for g in exchange.gates.values() if g.access_lost is not None), None)
+                if lost is not None and name not in reported:
+                    reported.add(name)
+                    log.critical("venue_access_lost", venue=name, error=str(lost))
+                    halt(f"{name}: {lost}")
+            await anyio.sleep(interval_s)
 
     async def funding(self) -> None:
         """The funding payments every venue made since the last one seen, on a timer, for the whole session."""

@@ -321,3 +321,28 @@ def test_the_funding_the_venues_pay_is_booked_once_and_the_books_still_equal_the
         assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
     finally:
         daemon.close()
+
+
+def test_keys_a_venue_stops_accepting_after_start_up_halt_trading_naming_the_venue_never_the_secret(
+        venues: ThreadedFake, tmp_path: Path) -> None:
+    fake = venues.fake
+    env = live_env(fake, tmp_path / "state")
+    daemon = DaemonProcess(LIVE, tmp_path, env=env)
+
+    def halted() -> list[dict[str, Any]]:
+        return [e for e in daemon.events() if e.get("event") == "trading_state_changed" and e["current"] == "HALTED"]
+
+    try:
+        daemon.wait_ready(timeout_s=60)
+        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+        # What Binance answers a key deleted, or one whose permission or IP allow-list entry was removed.
+        venues.call(lambda: fake.faults.binance_error(-2015, "Invalid API-key, IP, or permissions for action.",
+                                                      status=401, host="fapi.binance.com", times=None))
+        daemon.wait_for(lambda: bool(halted()), 60, "the halt")
+        reason = halted()[0]["reason"]
+        assert reason.startswith("a venue refused our keys after start-up: binance:"), reason
+        assert fake.credentials("binance").secret not in daemon.output()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
+    finally:
+        daemon.close()
