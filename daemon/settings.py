@@ -318,7 +318,7 @@ class ReplaySettings(Frozen):
 
 
 class MarketSettings(Frozen):
-    """The venues' public market data in paper mode: REST polling through ccxt (streams come later)."""
+    """The venues' public market data in paper and live: their streams through ccxt.pro, REST as the backstop."""
 
     poll_interval_s: float = Field(
         2.0, ge=0.5, le=60, description="Seconds between polls of every venue's marks, funding and spot: half a "
@@ -329,6 +329,25 @@ class MarketSettings(Frozen):
     paper_gas_gwei: float = Field(
         10.0, ge=0.01, le=10_000, description="The gas price paper's simulated wallet pays (there is no chain "
                                               "adapter yet); published with every poll")
+    source: Literal["rest", "stream"] = Field(
+        "stream", description="Where paper and live read the venues' marks, funding and spot: their public "
+                              "websocket streams (ccxt.pro; REST answers whenever a stream is missing or stale), "
+                              "or REST polling only")
+    stream_stale_after_s: float = Field(
+        15.0, ge=1, le=300, description="A streamed mark or spot price older than this many seconds is stale: REST "
+                                        "answers until the stream is fresh again (the venues push continuously)")
+    stream_funding_stale_after_s: float = Field(
+        150.0, ge=10, le=3600, description="The same for a streamed funding rate (OKX pushes it every 30-90 s)")
+    stream_first_wait_s: float = Field(
+        2.0, ge=0, le=30, description="The first poll waits this long for the stream's first message before "
+                                      "asking REST; below request_timeout_s")
+
+    @model_validator(mode="after")
+    def _first_wait_within_the_poll(self) -> MarketSettings:
+        if self.source == "stream" and self.stream_first_wait_s >= self.request_timeout_s:
+            raise ValueError("market.stream_first_wait_s must be shorter than market.request_timeout_s (the poll "
+                             "would time out before REST could answer)")
+        return self
 
 
 class ExchangeSettings(Frozen):

@@ -162,7 +162,7 @@ def paper_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessC
     if session is not None:
         closers += (session.close,)
     log.info("paper_world", venues=list(sources), asset=asset, spot_venue=spot_venue,
-             poll_interval_s=s.market.poll_interval_s)
+             poll_interval_s=s.market.poll_interval_s, market_source=s.market.source)
     return World(clock, exchanges, chain, board, feed, opening_capital(config, clock, chain), (), closers,
                  simulated=exchanges, simulated_chain=chain)
 
@@ -199,7 +199,7 @@ def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessCh
     world.services = (accounts.backstop, accounts.funding)  # and watch_access, with the daemon's halt (daemon.app)
     world.live = accounts
     log.info("live_world", venues=cex, asset=asset, spot_venue=spot_venue, poll_interval_s=s.market.poll_interval_s,
-             fills_poll_interval_s=s.exchange.fills_poll_interval_s)
+             market_source=s.market.source, fills_poll_interval_s=s.exchange.fills_poll_interval_s)
     return world
 
 
@@ -218,16 +218,26 @@ def venue_session(config: ResolvedConfig) -> Any:
 
 def market_sources(config: ResolvedConfig, venues: list[str], spot_assets: tuple[str, ...], spot_venue: str,
                    session: Any) -> dict[str, MarketSource]:
-    """Each venue's public market data (its perp; spot on the valuation venue), through ccxt."""
+    """Each venue's public market data (its perp; spot on the valuation venue), through ccxt: its streams with REST
+    as the backstop (`market.source: stream`), or REST polling only."""
     from daemon.venues.ccxt_market import CcxtMarketSource
+    from daemon.venues.ccxt_market_stream import MarketStreamSettings, StreamingMarketSource
 
-    asset, timeout_s = config.params.asset, config.settings.market.request_timeout_s
-    return {
-        name: CcxtMarketSource(name, {asset: v.perp_symbols[asset]},
-                               {a: v.spot_symbols[a] for a in spot_assets} if name == spot_venue else None,
-                               timeout_s=timeout_s, session=session)
-        for name, v in config.venues.items() if name in venues
-    }
+    m = config.settings.market
+    asset, timeout_s = config.params.asset, m.request_timeout_s
+    streams = MarketStreamSettings(stale_after_s=m.stream_stale_after_s,
+                                   funding_stale_after_s=m.stream_funding_stale_after_s,
+                                   first_quote_wait_s=m.stream_first_wait_s)
+    sources: dict[str, MarketSource] = {}
+    for name, v in config.venues.items():
+        if name not in venues:
+            continue
+        perp: dict[str, str] = {asset: v.perp_symbols[asset]}
+        spot = {a: v.spot_symbols[a] for a in spot_assets} if name == spot_venue else None
+        rest = CcxtMarketSource(name, perp, spot, timeout_s=timeout_s, session=session)
+        sources[name] = rest if m.source == "rest" else StreamingMarketSource(
+            name, perp, spot, fallback=rest, settings=streams, session=session, timeout_s=timeout_s)
+    return sources
 
 
 def bars(config: ResolvedConfig, spec: ModeSpec, market: SyntheticMarketSpec, venues: list[str],

@@ -37,6 +37,7 @@ class ThreadedFake:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.fake = FakeExchange(cert_dir=cert_dir)
+        self.fake.market_streams.heartbeat_s = 1.0  # the venues re-send every subscribed quote, a still market too
         asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
 
     def call(self, fn: Callable[[], T]) -> T:
@@ -123,6 +124,9 @@ def test_live_eth_basis_enters_rebalances_on_a_reconciled_drift_and_is_flattened
         assert abs(truth["spot_eth"] - hedged) < Decimal("0.05"), truth  # lot rounding and the spot fee only
         # Bybit trades ETH in lots of 0.01 (its catalog entry says so and start-up checked it against the venue).
         assert truth["shorts"]["bybit"] % Decimal("0.01") == 0
+        # The marks came from the venues' public streams (market.source: stream).
+        live = {(e["venue"], e["kind"]) for e in daemon.events() if e.get("event") == "market_stream_live"}
+        assert {("binance", "Perp"), ("binance", "Spot"), ("bybit", "Perp"), ("okx", "Perp")} <= live, live
 
         # The venue's books and ours agree: one reconciliation now, on demand.
         answer = basisd(env, "reconcile")

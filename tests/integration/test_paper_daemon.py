@@ -119,6 +119,12 @@ def test_paper_enters_at_the_fake_s_marks_decides_on_its_timer_answers_status_an
               ("fapi.binance.com", "GET", "/fapi/v1/premiumIndex"),
               ("api.binance.com", "GET", "/api/v3/exchangeInfo"), ("api.binance.com", "GET", "/api/v3/ticker/price"),
               ("api.bybit.com", "GET", "/v5/market/instruments-info"), ("api.bybit.com", "GET", "/v5/market/tickers")}
+    # The public market streams too (market.source: stream; REST answers when they are not fresh): never a private
+    # one, which would need a key (Binance's listenKey, Bybit's and OKX's private paths).
+    streams = {(host, path) for host, method, path in asked if method == "WS"}
+    assert streams and all(("/public/" in path or path.startswith(("/ws/", "/market/ws/")))
+                           and "private" not in path for _, path in streams), streams
+    asked -= {(host, "WS", path) for host, path in streams}
     assert asked <= public, asked - public
     assert not exchange.binance.orders and not exchange.bybit.orders
 
@@ -133,8 +139,9 @@ def test_a_venue_that_stops_answering_goes_stale_in_seconds_and_trading_takes_no
 
         asyncio.run_coroutine_threadsafe(call(), loop).result(5)
 
+    # REST polling (the public streams' own fallback to REST is tests/integration/test_ccxt_market_stream.py's).
     env = {**paper_env(exchange, tmp_path / "state", "eth_basis", {"binance": 1.0}),
-           "BASISD_RISK__DATA_STALE_AFTER_S": "2"}
+           "BASISD_RISK__DATA_STALE_AFTER_S": "2", "BASISD_MARKET__SOURCE": "rest"}
     daemon = DaemonProcess(PAPER, tmp_path, env=env)
 
     def changed_to(state: str) -> list[dict[str, Any]]:
