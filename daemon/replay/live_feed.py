@@ -14,7 +14,8 @@ there is no chain adapter yet) at the wall clock's time, so market time keeps mo
 not updated within the risk limits' seconds is reported stale by the existing machinery (`domain.risk.stale_series`
 on the positions' board) even when every venue has stopped answering.
 
-The feed never ends: live data has no last bar. REST polling only; ccxt.pro streams are a later slice.
+The feed never ends: live data has no last bar. It asks each venue through the `MarketSource` it was given: the
+venue's public streams with REST as the backstop (`daemon.venues.ccxt_market_stream`), or REST polling only.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ each). Every number is read exactly, as a decimal string from the venue's own pa
 the float ccxt parsed (`daemon.venues.ccxt_parse.exact`): a malformed answer is an error, never a zero price.
 
 Errors are mapped once (`daemon.venues.ccxt_errors.map_error`, as reads): the caller (the live feed) degrades the
-venue and keeps going. Streams (ccxt.pro `watch_mark_price`, `watch_ticker`) are a later slice.
+venue and keeps going. The streams (`daemon.venues.ccxt_market_stream`) use this source as their backstop.
 
 The Binance fields are exercised against the exchange fake; Bybit's and OKX's follow their v5 payloads as ccxt
 parses them and are not yet proven against a fake (it serves Binance only so far).
