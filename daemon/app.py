@@ -459,7 +459,9 @@ class Daemon:
         return ReconcilerActor(
             snapshots[0], self.venue_stats.exchanges(self.exchanges), self.venue_stats.chain(self.chain), books,
             self.positions.board.state, self.reconciliation, r.interval_s, Decimal(str(r.halt_above_usd)),
-            r.max_deferrals, self.journal)
+            r.max_deferrals, self.journal,
+            # Live: a transfer still moving between accounts explains its difference (never a drift).
+            in_transit=self.world.live.allowances if self.world.live is not None else None)
 
     async def _reconcile_now(self) -> dict[str, Any]:
         """`basisd reconcile`: ask for a reconciliation on the next snapshot and report what it found."""

@@ -33,10 +33,13 @@ from daemon.clock import Clock
 from daemon.config import ResolvedConfig
 from daemon.domain.ledger import ChangeSet, PerpChange, Reason, TokenChange
 from daemon.domain.messages import VenueReport
+from daemon.domain.transit import Allowance
 from daemon.errors import FatalVenueError, VenueError
+from daemon.state_store import StateStore
 from daemon.venues.ccxt_exchange import CcxtExchange, CcxtVenueConfig, Credentials, VenueStartupError
 from daemon.venues.ccxt_funding import FundingPoller
 from daemon.venues.ccxt_streams import FillStream, StreamSettings
+from daemon.venues.ccxt_transfers import TransferDesk, VenueFunds
 
 log = structlog.get_logger()
 
@@ -57,6 +60,7 @@ class LiveAccounts:
         cache = s.exchange.market_cache_dir or (str(Path(s.runtime.state_dir) / "markets") if s.runtime.state_dir
                                                 else None)
         asset = self._asset = config.params.asset
+        self._funded_assets = ("USDT",) if asset == "USDT" else ("USDT", asset)
         self._venues = config.venues
         self.exchanges: dict[str, CcxtExchange] = {}
         self._instruments: dict[str, tuple[str, ...]] = {}
@@ -81,6 +85,8 @@ class LiveAccounts:
         self._reports = reports
         self.streams: dict[str, FillStream] = {}
         self.funding_pollers: dict[str, FundingPoller] = {}
+        self.desk: TransferDesk | None = None
+        self._state_dir = s.runtime.state_dir
 
     async def start(self) -> None:
         """Every venue's start-up checks, concurrently, then the opening books from their accounts."""
@@ -116,6 +122,11 @@ class LiveAccounts:
             perps_client = exchange.ccxt_clients[EXCHANGE_IDS[name]["Perp"]]
             self.funding_pollers[name] = FundingPoller(name, perps_client, self._instruments[name], self._reports,
                                                        self._clock, since_ms=read_ms)
+        # Deposits from outside (an operator funding an account) are capital flows from the moment the accounts were
+        # read; the transfers in flight survive a restart in the state directory.
+        self.desk = TransferDesk({name: VenueFunds(name, exchange.ccxt_clients) for name, exchange in
+                                  self.exchanges.items()}, self._reports, self._clock, deposits_since_ms=read_ms,
+                                 store=StateStore(self._state_dir) if self._state_dir else None)
         if self._settings.fills_stream:
             settings = StreamSettings(backstop_interval_s=self._settings.fills_poll_interval_s,
                                       dead_after_s=self._settings.stream_dead_after_s,
@@ -170,6 +181,29 @@ class LiveAccounts:
                     log.critical("venue_access_lost", venue=name, error=str(lost))
                     halt(f"{name}: {lost}")
             await anyio.sleep(interval_s)
+
+    def allowances(self, now_ns: int) -> tuple[Allowance, ...]:
+        """What transfers still moving explain of a difference between the books and the venues (the reconciler's)."""
+        return self.desk.allowances(now_ns) if self.desk is not None else ()
+
+    async def transfers(self) -> None:
+        """The venues' deposits and withdrawals, on a timer, for the whole session."""
+        while True:
+            await anyio.sleep(self._settings.transfers_poll_interval_s)
+            await self.poll_transfers()
+
+    async def poll_transfers(self) -> int:
+        if self.desk is None:
+            return 0
+        try:
+            moved = await self.desk.poll()
+            deposits = await self.desk.poll_deposits(self._funded_assets)
+        except VenueError as exc:
+            log.warning("transfers_poll_failed", error=str(exc), kind=type(exc).__name__)
+            return 0
+        if deposits:
+            log.info("deposits_booked", deposits=deposits, detail="capital flows: funds an operator sent the accounts")
+        return moved + deposits
 
     async def funding(self) -> None:
         """The funding payments every venue made since the last one seen, on a timer, for the whole session."""

@@ -374,6 +374,11 @@ class ExchangeSettings(Frozen):
     funding_poll_interval_s: float = Field(300.0, ge=5, le=DAY_S,
                                            description="Seconds between reads of the funding payments the venues "
                                                        "made (each booked once, by the venue's own id)")
+    transfers_poll_interval_s: float = Field(60.0, ge=5, le=DAY_S,
+                                             description="Seconds between reads of the venues' deposits and "
+                                                         "withdrawals: a deposit from outside (an operator funding an "
+                                                         "account) is booked as a capital flow, a transfer in flight "
+                                                         "followed until it lands")
     startup_timeout_s: float = Field(60.0, ge=1, le=HOUR_S,
                                      description="Every venue must pass its start-up checks within this long, or "
                                                  "the daemon does not start")

@@ -196,7 +196,7 @@ def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessCh
         world.opening = accounts.opening
 
     world.start = start
-    world.services = (accounts.backstop, accounts.funding)  # and watch_access, with the daemon's halt (daemon.app)
+    world.services = (accounts.backstop, accounts.funding, accounts.transfers)  # and watch_access (daemon.app)
     world.live = accounts
     log.info("live_world", venues=cex, asset=asset, spot_venue=spot_venue, poll_interval_s=s.market.poll_interval_s,
              market_source=s.market.source, fills_poll_interval_s=s.exchange.fills_poll_interval_s)

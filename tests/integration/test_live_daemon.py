@@ -350,3 +350,26 @@ def test_keys_a_venue_stops_accepting_after_start_up_halt_trading_naming_the_ven
         assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
     finally:
         daemon.close()
+
+
+def test_a_deposit_an_operator_sends_an_account_is_booked_as_capital_not_a_drift(
+        venues: ThreadedFake, tmp_path: Path) -> None:
+    fake = venues.fake
+    env = live_env(fake, tmp_path / "state", BASISD_EXCHANGE__TRANSFERS_POLL_INTERVAL_S="5")
+    daemon = DaemonProcess(LIVE, tmp_path, env=env)
+    try:
+        daemon.wait_ready(timeout_s=60)
+        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+        # 1,000 USDT arrive on Bybit from outside the books (Bybit credits its funding account first).
+        venues.call(lambda: fake.bybit.credit_deposit("USDT", Decimal(1000), "ETH", "0xfeed"))
+        daemon.wait_for(lambda: any(e.get("event") == "deposits_booked" for e in daemon.events()), 60,
+                        "the deposit booked")
+        answer = basisd(env, "reconcile")
+        assert answer.returncode == 0, answer.stderr
+        report = json.loads(answer.stdout)
+        assert report["trading"] == "ACTIVE" and not report.get("drifts"), report
+        assert venues.call(lambda: fake.bybit.balance("USDT", fake.bybit.spot_wallet)) > Decimal(10000)  # swept in
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
+    finally:
+        daemon.close()
