@@ -380,8 +380,8 @@ def _gaps(spec: ModeSpec, view: StrategyView, desired: DesiredState, limits: Ris
     delta = held_delta(spec, view)
     # Net delta +x (long) means shorts must grow by x; −x means they must shrink (the seed's sign, §8 #17).
     delta_gap = -delta if spec.hedged else ZERO
-    deficits = {venue: _margin_deficit(v, spec.margin_ratio_target) for venue, v in view.venues.items()
-                if _margin(venue, v, limits).level >= Level.WARNING}
+    deficits = {venue: _margin_deficit(v, spec.margin_ratio_target, _moves_usdt(spec, venue))
+                for venue, v in view.venues.items() if _margin(venue, v, limits).level >= Level.WARNING}
     critical = max(deficits, key=lambda k: deficits[k]) if deficits else None
     short_gaps = {venue: target - view.venues.get(venue, VenueView(ZERO, ZERO, ZERO, ZERO, ZERO)).perp_size
                   for venue, target in hedge_targets(spec, long_leg).items()}
@@ -406,10 +406,19 @@ def _margin(venue: str, v: VenueView, limits: RiskLimits) -> MarginReading:
     return margin_reading(venue, v.usdt, v.perp_size, v.perp_entry, v.mark, limits)
 
 
-def _margin_deficit(v: VenueView, target: Decimal) -> Decimal:
+def _moves_usdt(spec: ModeSpec, venue: str) -> bool:
+    """Whether a margin top-up's proceeds reach `venue`: through the wallet, or because the long is held there."""
+    return spec.wallet_transfers or (spec.spot_venue or venue) == venue or spec.staking
+
+
+def _margin_deficit(v: VenueView, target: Decimal, moves_usdt: bool = True) -> Decimal:
     """USD of ETH to move from the long leg to the venue (selling it and buying back as much short) so that
-    its margin ratio returns to `target`: x = (t·|s|·P − equity) / (P·(1 + t)) ETH."""
+    its margin ratio returns to `target`: x = (t·|s|·P − equity) / (P·(1 + t)) ETH. When the proceeds cannot reach
+    the venue (`moves_usdt` False: live without wallet transfers, the long on another venue), only the smaller short
+    lifts the ratio: x = |s| − equity / (t·P)."""
     equity = v.usdt + v.perp_size * (v.mark - v.perp_entry)
+    if not moves_usdt:
+        return max(ZERO, (abs(v.perp_size) - equity / (target * v.mark)) * v.mark)
     x = (target * abs(v.perp_size) * v.mark - equity) / (v.mark * (ONE + target))
     return max(ZERO, x * v.mark)
 
@@ -577,7 +586,7 @@ def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: 
                 solvency.append((priority.distance_to_liquidation, reduce))
         elif priority.source.startswith("cex:") and priority.level >= Level.WARNING and spec.hedged:
             venue = priority.source[4:]
-            deficit = _margin_deficit(view.venues[venue], spec.margin_ratio_target)
+            deficit = _margin_deficit(view.venues[venue], spec.margin_ratio_target, _moves_usdt(spec, venue))
             if deficit > spec.min_order_usd:
                 solvency.append((priority.distance_to_liquidation,
                                  add_margin_to_cex(spec, view, venue, deficit)))

@@ -1,0 +1,88 @@
+"""The strategy on live venues with no wallet (ModeSpec.wallet_transfers False) and the venues' own lot steps."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.domain.risk import RiskLimits
+from daemon.domain.strategy import Change, StrategyView, VenueView, _margin_deficit, decide
+from tests.unit.test_strategy import spec
+
+D = Decimal
+LOTS = {"binance": D("0.001"), "bybit": D("0.01"), "okx": D("0.001")}
+
+
+def basis(**overrides: object):  # type: ignore[no-untyped-def]
+    return spec("eth_basis", borrowing=False, staking=False, lending=False, lot_steps=LOTS, **overrides)
+
+
+def flat(held: dict[str, str], price: str = "3000") -> StrategyView:
+    venues = {v: VenueView(D(usdt), D(0), D(0), D(0), D(price)) for v, usdt in held.items()}
+    equity = sum((D(u) for u in held.values()), D(0))
+    return StrategyView(equity, D(price), D(1), D(0), D(0), D(0), D(0), D(0), venues)
+
+
+def entry_steps(view: StrategyView, **overrides: object) -> list:  # type: ignore[type-arg]
+    decision = decide(Change.INITIAL_SETUP, basis(**overrides), view)
+    (instruction,) = decision.instructions
+    return list(instruction.steps)
+
+
+def test_without_wallet_transfers_the_entry_moves_nothing_and_each_venue_funds_its_own_legs() -> None:
+    held = {"binance": "20000", "bybit": "10000", "okx": "10000"}
+    steps = entry_steps(flat(held), wallet_transfers=False)
+    assert [s.action for s in steps] == ["BUY_SPOT", "OPEN_PERP_SHORT", "OPEN_PERP_SHORT", "OPEN_PERP_SHORT"]
+    price = D(3000)
+    spot = D(str(steps[0].params["amount"]))
+    shorts = {s.venue: D(str(s.params["amount"])) for s in steps[1:]}
+    # Binance carries the spot leg and its margin; the others their margin; none more than it holds.
+    margin = {v: D(held[v]) - (spot * price if v == "binance" else 0) for v in held}
+    assert all(m >= 0 for m in margin.values()), margin
+    assert abs(spot - sum(shorts.values(), D(0))) <= sum(LOTS.values(), D(0))  # hedged to the lots
+    # With transfers the same book moves USDT between venues first.
+    moving = entry_steps(flat(held))
+    assert any(s.action in ("TRANSFER_USDT_TO_CEX", "WITHDRAW_USDT_TO_WALLET") for s in moving)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=2_000, max_value=200_000), st.integers(min_value=2_000, max_value=200_000),
+       st.integers(min_value=2_000, max_value=200_000), st.integers(min_value=500, max_value=10_000))
+def test_every_planned_quantity_is_a_multiple_of_its_venue_s_lot_and_no_venue_is_asked_for_more_than_it_holds(
+        binance: int, bybit: int, okx: int, price: int) -> None:
+    held = {"binance": str(binance), "bybit": str(bybit), "okx": str(okx)}
+    view = flat(held, str(price))
+    steps = entry_steps(view, wallet_transfers=False)
+    for s in steps:
+        amount = D(str(s.params["amount"]))
+        step = LOTS[s.venue] if s.action == "OPEN_PERP_SHORT" else D("0.001")
+        assert amount % step == 0, (s, step)
+    spot_cost = D(str(steps[0].params["amount"])) * price
+    assert spot_cost <= D(binance)
+
+
+def test_a_top_up_that_cannot_move_usdt_shrinks_the_short_to_the_target_ratio() -> None:
+    # Bybit's short lost: equity 10,000 − 5 × (3,600 − 3,000) = 7,000 on 5 ETH × 3,600 = 18,000 (ratio 0.39).
+    venue = VenueView(D(10_000), D(0), D(-5), D(3000), D(3600))
+    target = D(1)
+    usd = _margin_deficit(venue, target, moves_usdt=False)
+    shrunk = abs(venue.perp_size) - usd / venue.mark
+    equity = venue.usdt + venue.perp_size * (venue.mark - venue.perp_entry)
+    assert abs(equity / (shrunk * venue.mark) - target) < D("1e-20")  # the smaller short alone reaches it
+    moved = _margin_deficit(venue, target)  # the proceeds reach the venue: less to sell
+    assert 0 < moved < usd
+
+
+def test_live_margin_top_up_plans_no_transfer_when_the_long_is_on_another_venue() -> None:
+    venues = {"binance": VenueView(D(5_000), D(10), D(-4), D(3000), D(3600)),
+              "bybit": VenueView(D(3_000), D(0), D(-3), D(3000), D(3600)),
+              "okx": VenueView(D(3_000), D(0), D(-3), D(3000), D(3600))}
+    view = StrategyView(D(30_000), D(3600), D(1), D(0), D(0), D(0), D(0), D(0), venues)
+    decision = decide(Change.REBALANCE, basis(wallet_transfers=False), view, limits=RiskLimits())
+    top_ups = [i for i in decision.instructions if i.type == "ADD_MARGIN_TO_CEX"]
+    assert top_ups, decision
+    for instruction in top_ups:
+        actions = [s.action for s in instruction.steps]
+        assert "TRANSFER_USDT_TO_CEX" not in actions and "WITHDRAW_USDT_TO_WALLET" not in actions, actions
