@@ -33,7 +33,7 @@ from daemon.domain.market import MarketBoard
 from daemon.domain.messages import FundingRateReported, GasPriceReported, MarketData, PriceTicked
 from daemon.failures import describe
 from daemon.replay.feed import perp_instrument, spot_instrument
-from daemon.venues.ccxt_market import PerpQuote, SpotQuote
+from daemon.venues.quotes import PerpQuote, SpotQuote
 from daemon.venues.simulated import SimulatedExchange
 
 log = structlog.get_logger()

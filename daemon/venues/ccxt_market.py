@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -28,6 +26,7 @@ from daemon.errors import VenueBadPayload
 from daemon.venues.ccxt_errors import Call, map_error
 from daemon.venues.ccxt_exchange import RATE_LIMITER
 from daemon.venues.ccxt_parse import exact
+from daemon.venues.quotes import PerpQuote, SpotQuote
 
 NS_PER_MS = 1_000_000
 
@@ -49,22 +48,6 @@ _FUNDING_FIELDS = {
     "okx": (None, "fundingRate", "fundingTime"),
 }
 _SPOT_FIELD = {"binance": "price", "bybit": "lastPrice", "okx": "last"}  # Binance: fetch_last_prices (ticker/price)
-
-
-@dataclass(frozen=True, slots=True)
-class PerpQuote:
-    asset: str
-    mark: Decimal
-    funding_rate: Decimal
-    settles_at_ns: int | None  # the next funding settlement, which `funding_rate` is for
-    ts_ns: int  # the venue's time of the data (else when we received it)
-
-
-@dataclass(frozen=True, slots=True)
-class SpotQuote:
-    asset: str
-    price: Decimal
-    ts_ns: int
 
 
 class CcxtMarketSource:

@@ -48,8 +48,9 @@ import structlog
 from daemon.errors import VenueBadPayload
 from daemon.failures import describe
 from daemon.venues.ccxt_exchange import RATE_LIMITER
-from daemon.venues.ccxt_market import CLIENTS, PerpQuote, SpotQuote
+from daemon.venues.ccxt_market import CLIENTS
 from daemon.venues.ccxt_parse import exact
+from daemon.venues.quotes import PerpQuote, SpotQuote
 
 log = structlog.get_logger()
 
