@@ -96,8 +96,10 @@ def test_a_paper_run_with_no_venue_reachable_runs_on_degraded_and_stops_cleanly(
     from tests.fakes.exchange.tls import make_tls_material
 
     cert = make_tls_material(tmp_path / "tls").cert_path  # a valid certificate, for a server that is not there
+    # With no market data the start-up reconciliation cannot value the books: it times out and trading comes up
+    # HALTED (daemon.app); two seconds of that is enough to show.
     path = paper(catalog, venue_redirect={"address": "127.0.0.1:9", "ca_file": str(cert)},
-                 runtime={"run_for_s": 4, "state_dir": str(catalog / "state")})
+                 runtime={"run_for_s": 4, "state_dir": str(catalog / "state")}, reconcile={"startup_timeout_s": 2})
     assert basisd("check-config", str(path)).returncode == 0
     ran = basisd("run", "--config", str(path))
     assert ran.returncode == 0, ran.stderr[-3000:]
