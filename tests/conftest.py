@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # The exchange fake's fixtures (exchange_fake, binanceusdm, binance_spot): tests/fakes/exchange/plugin.py.
-pytest_plugins = ["tests.fakes.exchange.plugin"]
+# The anvil world's (aave_world, aave_node, aave_chain): tests/fakes/chain/plugin.py.
+pytest_plugins = ["tests.fakes.exchange.plugin", "tests.fakes.chain.plugin"]
 
 # Tests (and the daemons they start, which inherit the environment) never write into the user's own cache.
 os.environ.setdefault("BASISD_CACHE_DIR", tempfile.mkdtemp(prefix="basisd-test-cache-"))
