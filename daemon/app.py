@@ -461,7 +461,8 @@ class Daemon:
             self.positions.board.state, self.reconciliation, r.interval_s, Decimal(str(r.halt_above_usd)),
             r.max_deferrals, self.journal,
             # Live: a transfer still moving between accounts explains its difference (never a drift).
-            in_transit=self.world.live.allowances if self.world.live is not None else None)
+            in_transit=self.world.live.allowances if self.world.live is not None else None,
+            read_concurrently=self.world.live is not None)
 
     async def _reconcile_now(self) -> dict[str, Any]:
         """`basisd reconcile`: ask for a reconciliation on the next snapshot and report what it found."""

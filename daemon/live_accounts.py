@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -149,9 +149,6 @@ class LiveAccounts:
                                               f"plans in {planned}: set {key}.{self._asset} to {step} (or a multiple "
                                               f"of it) in the venue's catalog entry (configs/venues/{name}.yaml)")
 
-    def equity_usdt(self) -> Decimal:
-        return sum((c.delta for c in self.opening.tokens if c.token == "USDT"), Decimal(0))
-
     async def backstop(self) -> None:
         """The trades since the last one seen on every venue, on a timer, for the whole session (when the streams
         are off; each stream runs its own backstop)."""
@@ -229,9 +226,3 @@ class LiveAccounts:
             await stream.close()
         for exchange in self.exchanges.values():
             await exchange.close()
-
-    def __getitem__(self, name: str) -> CcxtExchange:
-        return self.exchanges[name]
-
-    def venues(self) -> Mapping[str, CcxtExchange]:
-        return self.exchanges

@@ -51,6 +51,7 @@ from daemon.venues.ccxt_exchange import RATE_LIMITER
 from daemon.venues.ccxt_market import CLIENTS
 from daemon.venues.ccxt_parse import exact
 from daemon.venues.quotes import PerpQuote, SpotQuote
+from daemon.venues.reconnect import backoff_delay, check_backoff
 
 log = structlog.get_logger()
 
@@ -106,15 +107,7 @@ class MarketStreamSettings:
             raise ValueError("market streams: reconnect_after_stale must be at least 1 (reconnect only once stale)")
         if not 0 < self.ping_interval_s < self.dead_after_s:
             raise ValueError("market streams: ping_interval_s must be positive and shorter than dead_after_s")
-        if not 0 <= self.backoff_jitter < 1 or self.backoff_initial_s <= 0 or \
-                self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError("market streams: backoff needs 0 < initial ≤ max and 0 ≤ jitter < 1")
-
-
-def backoff_delay(attempt: int, settings: MarketStreamSettings, rand: Callable[[], float] = random.random) -> float:
-    """The wait before reconnect number `attempt` (0 first): exponential, capped, shortened by jitter."""
-    base = min(settings.backoff_max_s, settings.backoff_initial_s * float(2 ** min(attempt, 30)))
-    return base * (1 - settings.backoff_jitter * rand())
+        check_backoff(self, "market streams")
 
 
 @dataclass(slots=True)

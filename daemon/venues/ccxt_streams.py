@@ -41,6 +41,7 @@ import structlog
 
 from daemon.errors import VenueBadPayload
 from daemon.venues.ccxt_exchange import AccountDetail, CcxtExchange, OpenOrder
+from daemon.venues.reconnect import backoff_delay, check_backoff
 
 log = structlog.get_logger()
 
@@ -69,17 +70,9 @@ class StreamSettings:
         if not 0 < self.ping_interval_s < self.dead_after_s:
             raise ValueError("streams: ping_interval_s must be positive and shorter than dead_after_s (a dead "
                              "connection is one that missed its pongs)")
-        if not 0 <= self.backoff_jitter < 1 or self.backoff_initial_s <= 0 or self.backoff_max_s < \
-                self.backoff_initial_s:
-            raise ValueError("streams: backoff needs 0 < initial ≤ max and 0 ≤ jitter < 1")
+        check_backoff(self, "streams")
         if self.backstop_interval_s <= 0 or self.connect_timeout_s <= 0 or self.listen_key_refresh_s <= 0:
             raise ValueError("streams: intervals and timeouts must be positive")
-
-
-def backoff_delay(attempt: int, settings: StreamSettings, rand: Callable[[], float] = random.random) -> float:
-    """The wait before reconnect number `attempt` (0 first): exponential, capped, shortened by jitter."""
-    base = min(settings.backoff_max_s, settings.backoff_initial_s * float(2 ** min(attempt, 30)))
-    return base * (1 - settings.backoff_jitter * rand())
 
 
 @dataclass(slots=True)

@@ -173,14 +173,14 @@ async def one_start(rig: Rig, config: ResolvedConfig, alone: str | None, limiter
     t0 = time.perf_counter_ns()
     accounts, session = rig.accounts(config)
     built = time.perf_counter_ns() - t0
-    probe = Probe(accounts.venues().values())
+    probe = Probe(accounts.exchanges.values())
     probe.limiter(limiter)
     before = len(rig.fake.requests)
     try:
         if alone is None:
             took = await timed(accounts.start)
         else:
-            exchange = accounts[alone]
+            exchange = accounts.exchanges[alone]
 
             async def start_alone() -> None:
                 await exchange.start()
@@ -411,14 +411,14 @@ async def update_to_order(rig: Rig, accounts: LiveAccounts, state_dir: Path, n_o
         record_order(*args)
         appends.append((started, time.perf_counter_ns()))
     journal.record_order = timed_record  # type: ignore[method-assign, assignment]
-    actor = ExecutionActor(orders, accounts.venues(), events, None, journal,
+    actor = ExecutionActor(orders, accounts.exchanges, events, None, journal,
                            limits=lambda: execution_limits(r), market=board)
     sup = Supervisor([actor], clock=clock, trading=TradingStateCell(), policy=RestartPolicy(),
                      heartbeat_interval_s=1, heartbeat_timeout_s=30, rng=random.Random(0))
     parts: dict[bool, dict[str, list[float]]] = {on: {k: [] for k, _, _ in PARTS} for on in (True, False)}
     # Limiter on and off interleaved at random (seeded), after three warm-up rounds of each.
     schedule = [True, False] * 3 + random.Random(0).sample([True] * n_on + [False] * n_off, n_on + n_off)
-    probe = Probe([accounts["binance"]])
+    probe = Probe([accounts.exchanges["binance"]])
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(sup.run)
@@ -474,7 +474,7 @@ async def update_to_order(rig: Rig, accounts: LiveAccounts, state_dir: Path, n_o
         lines.append(f"  {label:44} {cells}   {what}")
     off = parts[False]
     own = [a + b - rd for a, b, rd in zip(off["a"], off["b"], off["b_read"], strict=True)]
-    lines.append(await idle_debt(accounts["binance"]))
+    lines.append(await idle_debt(accounts.exchanges["binance"]))
     lines.append(f"  the daemon's own work to the wire ((a) + (b), limiter off, less the funding read's round trip): "
                  f"p50 {p50(own) / us:.0f} µs  p99 {pct(own, 0.99) / us:.0f} µs; each instruction made 3 requests: "
                  f"the funding read, the order, the fills read")
@@ -525,7 +525,7 @@ async def main(rounds: int, reconcile_rounds: int, orders_on: int, orders_off: i
             accounts, session = rig.accounts(warm)
             try:
                 await accounts.start()
-                exchanges = dict(accounts.venues())
+                exchanges = dict(accounts.exchanges)
                 lines += await phase(reconciliation(rig, exchanges, reconcile_rounds, latency_s, None))
                 lines += await phase(reconciliation(rig, exchanges, reconcile_rounds, latency_s,
                                                     ("bybit", 8 * latency_s)))

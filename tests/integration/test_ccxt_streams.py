@@ -23,8 +23,9 @@ from daemon.clock import WallClock
 from daemon.domain.ids import ClientOrderId, InstrumentId
 from daemon.domain.messages import FillReport, VenueReport
 from daemon.venues.ccxt_exchange import AccountDetail, CcxtExchange, CcxtVenueConfig, Credentials, OpenOrder
-from daemon.venues.ccxt_streams import BackstopHook, FillStream, StreamSettings, backoff_delay
+from daemon.venues.ccxt_streams import BackstopHook, FillStream, StreamSettings
 from daemon.venues.client_ids import to_venue
+from daemon.venues.reconnect import backoff_delay
 
 pytestmark = [pytest.mark.exchange_fake, pytest.mark.asyncio]
 

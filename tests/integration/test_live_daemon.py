@@ -5,6 +5,7 @@ each account holds. The fake is the venues: what it holds at the end is the trut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -102,6 +103,20 @@ def finished(daemon: DaemonProcess, kind: str) -> list[dict[str, Any]]:
     return [e for e in daemon.events() if e.get("event") == "instruction_finished" and e.get("type") == kind]
 
 
+@contextlib.contextmanager
+def entered(env: dict[str, str], tmp_path: Path) -> Iterator[DaemonProcess]:
+    """The live daemon against the fake once its entry has finished; leaving the block, SIGTERM must stop it cleanly."""
+    daemon = DaemonProcess(LIVE, tmp_path, env=env)
+    try:
+        daemon.wait_ready(timeout_s=60)
+        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+        yield daemon
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
+    finally:
+        daemon.close()
+
+
 def test_live_eth_basis_enters_rebalances_on_a_reconciled_drift_and_is_flattened_against_the_venues(
         venues: ThreadedFake, tmp_path: Path) -> None:
     fake = venues.fake
@@ -190,20 +205,13 @@ def test_an_order_whose_answer_never_came_is_found_on_the_venue_by_its_client_id
     # The entry's first order (the spot buy) is booked by the venue, and its answer held past the daemon's timeout.
     venues.call(lambda: fake.faults.timeout_after_place(path="/api/v3/order", delay=4.0))
     env = live_env(fake, tmp_path / "state", BASISD_EXCHANGE__REQUEST_TIMEOUT_S="1")
-    daemon = DaemonProcess(LIVE, tmp_path, env=env)
-    try:
-        daemon.wait_ready(timeout_s=60)
-        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+    with entered(env, tmp_path) as daemon:
         entry = finished(daemon, "ENTRY")[0]
         assert entry["completed"] is True, entry
         spot_orders = venues.call(lambda: [o for o in fake.binance.orders.values() if o.market == "spot"])
         assert len(spot_orders) == 1 and spot_orders[0].status == "FILLED", spot_orders
         buys = [e for e in daemon.events() if e.get("event") == "order_filled" and "Spot" in e["instrument"]]
         assert len(buys) == 1, buys  # booked once
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
-    finally:
-        daemon.close()
     ids = venues.call(lambda: venue_truth(fake))["client_ids"]
     assert len(ids) == len(set(ids)), ids
 
@@ -212,10 +220,7 @@ def test_a_venue_s_ban_stops_every_request_to_it_until_the_ban_ends_then_trading
         venues: ThreadedFake, tmp_path: Path) -> None:
     fake = venues.fake
     env = live_env(fake, tmp_path / "state")
-    daemon = DaemonProcess(LIVE, tmp_path, env=env)
-    try:
-        daemon.wait_ready(timeout_s=60)
-        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+    with entered(env, tmp_path) as daemon:
         banned_at = venues.call(lambda: len(fake.requests))
         venues.call(lambda: fake.faults.ban(seconds=6, host="fapi.binance.com"))
 
@@ -232,10 +237,6 @@ def test_a_venue_s_ban_stops_every_request_to_it_until_the_ban_ends_then_trading
         seen = metric_value(daemon.scrape(), "basisd_venue_bans_seen", venue="binance", exchange="binanceusdm")
         assert seen is not None and seen >= 1
         assert metric_value(daemon.scrape(), "basisd_venue_degraded", venue="bybit", exchange="bybit") == 0
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
-    finally:
-        daemon.close()
 
 
 def test_a_venue_whose_clock_is_off_is_not_traded_and_the_daemon_says_why(
@@ -257,15 +258,12 @@ def test_private_streams_dropped_mid_session_reconnect_and_no_fill_is_lost_or_bo
         venues: ThreadedFake, tmp_path: Path) -> None:
     fake = venues.fake
     env = live_env(fake, tmp_path / "state", BASISD_RECONCILE__HALT_ABOVE_USD="5000")
-    daemon = DaemonProcess(LIVE, tmp_path, env=env)
 
     def healthy() -> dict[str, float | None]:
         scrape = daemon.scrape()
         return {v: metric_value(scrape, "basisd_venue_stream_healthy", venue=v) for v in PERPS}
 
-    try:
-        daemon.wait_ready(timeout_s=60)
-        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+    with entered(env, tmp_path) as daemon:
         daemon.wait_for(lambda: all(h == 1 for h in healthy().values()), 60, "every venue's stream healthy")
         # Every venue's private sockets go down at once; a rebalance trades while they come back.
         venues.wait(fake.binance_streams.drop_user_connections())
@@ -286,17 +284,12 @@ def test_private_streams_dropped_mid_session_reconnect_and_no_fill_is_lost_or_bo
         traded = venues.call(lambda: [(v, t.id) for v in PERPS for t in getattr(fake, v).trades])
         assert len(booked) == len(traded), (booked, traded)  # each of the venues' trades booked exactly once
         assert len({(e["venue"], e["client_order_id"]) for e in booked}) == len(booked)
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
-    finally:
-        daemon.close()
 
 
 def test_the_funding_the_venues_pay_is_booked_once_and_the_books_still_equal_the_venues(
         venues: ThreadedFake, tmp_path: Path) -> None:
     fake = venues.fake
     env = live_env(fake, tmp_path / "state", BASISD_EXCHANGE__FUNDING_POLL_INTERVAL_S="5")
-    daemon = DaemonProcess(LIVE, tmp_path, env=env)
 
     def found() -> dict[str, int]:
         out: dict[str, int] = {}
@@ -305,9 +298,7 @@ def test_the_funding_the_venues_pay_is_booked_once_and_the_books_still_equal_the
                 out[e["venue"]] = out.get(e["venue"], 0) + e["payments"]
         return out
 
-    try:
-        daemon.wait_ready(timeout_s=60)
-        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+    with entered(env, tmp_path) as daemon:
         # One settlement on each venue's short (a positive rate: the shorts are paid).
         def settle_everywhere() -> None:
             for venue, symbol in PERPS.items():
@@ -321,24 +312,17 @@ def test_the_funding_the_venues_pay_is_booked_once_and_the_books_still_equal_the
         assert report["trading"] == "ACTIVE" and not report.get("drifts"), report
         time.sleep(6)  # another funding poll: nothing new
         assert found() == {"binance": 1, "bybit": 1, "okx": 1}
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
-    finally:
-        daemon.close()
 
 
 def test_keys_a_venue_stops_accepting_after_start_up_halt_trading_naming_the_venue_never_the_secret(
         venues: ThreadedFake, tmp_path: Path) -> None:
     fake = venues.fake
     env = live_env(fake, tmp_path / "state")
-    daemon = DaemonProcess(LIVE, tmp_path, env=env)
 
     def halted() -> list[dict[str, Any]]:
         return [e for e in daemon.events() if e.get("event") == "trading_state_changed" and e["current"] == "HALTED"]
 
-    try:
-        daemon.wait_ready(timeout_s=60)
-        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+    with entered(env, tmp_path) as daemon:
         # What Binance answers a key deleted, or one whose permission or IP allow-list entry was removed.
         venues.call(lambda: fake.faults.binance_error(-2015, "Invalid API-key, IP, or permissions for action.",
                                                       status=401, host="fapi.binance.com", times=None))
@@ -346,20 +330,13 @@ def test_keys_a_venue_stops_accepting_after_start_up_halt_trading_naming_the_ven
         reason = halted()[0]["reason"]
         assert reason.startswith("a venue refused our keys after start-up: binance:"), reason
         assert fake.credentials("binance").secret not in daemon.output()
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
-    finally:
-        daemon.close()
 
 
 def test_a_deposit_an_operator_sends_an_account_is_booked_as_capital_not_a_drift(
         venues: ThreadedFake, tmp_path: Path) -> None:
     fake = venues.fake
     env = live_env(fake, tmp_path / "state", BASISD_EXCHANGE__TRANSFERS_POLL_INTERVAL_S="5")
-    daemon = DaemonProcess(LIVE, tmp_path, env=env)
-    try:
-        daemon.wait_ready(timeout_s=60)
-        daemon.wait_for(lambda: bool(finished(daemon, "ENTRY")), 60, "the entry")
+    with entered(env, tmp_path) as daemon:
         # 1,000 USDT arrive on Bybit from outside the books (Bybit credits its funding account first).
         venues.call(lambda: fake.bybit.credit_deposit("USDT", Decimal(1000), "ETH", "0xfeed"))
         daemon.wait_for(lambda: any(e.get("event") == "deposits_booked" for e in daemon.events()), 60,
@@ -369,7 +346,3 @@ def test_a_deposit_an_operator_sends_an_account_is_booked_as_capital_not_a_drift
         report = json.loads(answer.stdout)
         assert report["trading"] == "ACTIVE" and not report.get("drifts"), report
         assert venues.call(lambda: fake.bybit.balance("USDT", fake.bybit.spot_wallet)) > Decimal(10000)  # swept in
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait_exit(30) == 0, daemon.output()[-3000:]
-    finally:
-        daemon.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.venues.ccxt_market_stream import MarketStreamSettings, backoff_delay
+from daemon.venues.ccxt_market_stream import MarketStreamSettings
+from daemon.venues.reconnect import backoff_delay
 
 
 @pytest.mark.parametrize("bad", [
