@@ -85,3 +85,24 @@ class ChainVenue(Protocol):
     async def redeem_lst(self, amount_lst: Decimal, ref: str) -> Decimal: ...
 
     async def swap_eth_to_usdt(self, amount_eth: Decimal, ref: str) -> None: ...
+
+
+class WalletRails(Protocol):
+    """The exchanges' side of the wallet's transfers in live (`daemon.venues.ccxt_transfers.TransferDesk`): the
+    chain adapter sends the transaction and books its debit; the rails follow the money until it has landed."""
+
+    async def deposit_address(self, venue: str, asset: str) -> str:
+        """`venue`'s deposit address for `asset` on the chain the config names."""
+        ...
+
+    async def deposit_sent(self, venue: str, asset: str, amount: Decimal, tx_hash: str, ref: str) -> None:
+        """The wallet's transfer of `amount` to `venue`'s deposit address is mined (transaction `tx_hash`) and its
+        debit booked (wallet −amount, transit +amount): follow it until `venue` credits it (transit → venue, booked
+        by the rails) and return then. Raises a RetryableVenueError if it has not landed in the rails' wait: the
+        transfer stays in transit and is still followed (nothing is lost or sent again)."""
+        ...
+
+    async def withdraw_to_wallet(self, venue: str, asset: str, amount: Decimal, address: str, ref: str) -> Decimal:
+        """Withdraw `amount` of `asset` from `venue` to the wallet's `address` (venue → transit when the venue accepts,
+        transit → wallet when it has paid); returns what reached the wallet once it has. Idempotent on `ref`."""
+        ...

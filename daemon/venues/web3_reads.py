@@ -322,13 +322,19 @@ class ChainReader:
     def wallet(self) -> str:
         return self._wallet
 
-    async def read(self) -> ChainSnapshot:
+    async def read(self, block: int | None = None) -> ChainSnapshot:
+        """The snapshot at the latest block, or at `block` (a transaction's effect is the difference between the
+        snapshots at its block and the one before; the node must still hold that state: recent blocks do)."""
         before = self.round_trips
         try:
-            values = await self._run("latest")
-            header, last = values[0], values[-1]
-            if int(last) != int(header["number"]):  # a block landed mid-batch: read again, pinned to one block
-                values = await self._run(BlockNumber(int(header["number"])))
+            if block is not None:
+                values = await self._run(BlockNumber(block))
+                header = values[0]
+            else:
+                values = await self._run("latest")
+                header, last = values[0], values[-1]
+                if int(last) != int(header["number"]):  # a block landed mid-batch: read again, pinned to one block
+                    values = await self._run(BlockNumber(int(header["number"])))
             snapshot = self._decode(values, self.round_trips - before)
             if snapshot.emode_category_id and snapshot.emode is None:
                 category = await self._single(self._emode_read(snapshot.emode_category_id),
