@@ -5,10 +5,13 @@ catalog accepts (`tests.catalog_matrix`: each mode × share class × the LST of 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,11 +25,10 @@ WINDOW_HOURS = 11_856  # 2024-05-12 01:00 → 2025-09-18 00:00, the last bar
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"the history directory {DATA} is not present")
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("combination", COMBINATIONS, ids=COMBINATION_IDS)
-def test_every_mode_runs_the_full_common_window(tmp_path: Path, combination: Combination) -> None:
-    capital = combination.capital
-    config = tmp_path / "run.yaml"
+def _run(combination: Combination, directory: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One backtest of `combination` over the whole window, in its own directory."""
+    directory.mkdir(parents=True)
+    config = directory / "run.yaml"
     config.write_text(yaml.safe_dump({
         "runtime": {"mode": "replay"},
         "replay": {"source": "history", "data_dir": str(DATA), "start": "2024-05-12T01:00:00Z",
@@ -34,9 +36,35 @@ def test_every_mode_runs_the_full_common_window(tmp_path: Path, combination: Com
         "strategy": combination.strategy(),
     }))
     result = subprocess.run([sys.executable, "-m", "daemon", "backtest", "--config", str(config), "--out",
-                             str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=280)
+                             str(directory / "out")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return result, directory / "out"
+
+
+@pytest.fixture(scope="module")
+def full_window_runs(request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> dict[str, Future[tuple[Any, Path]]]:
+    """The selected combinations' backtests, started together on as many processes as there are cores (each is a
+    separate, single-threaded daemon process: the runs are independent, so only the wall time changes)."""
+    selected = {item.callspec.id for item in request.session.items
+                if getattr(item, "originalname", "") == "test_every_mode_runs_the_full_common_window"
+                and hasattr(item, "callspec")}
+    base = tmp_path_factory.mktemp("full-window")
+    pool = ThreadPoolExecutor(max_workers=max(1, min(len(selected), os.cpu_count() or 1)))
+    runs = {cid: pool.submit(_run, c, base / cid) for cid, c in zip(COMBINATION_IDS, COMBINATIONS, strict=True)
+            if cid in selected}
+    pool.shutdown(wait=False)
+    return runs
+
+
+# The first test waits for the runs it shares a core with: the budget is for the whole matrix.
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("combination", COMBINATIONS, ids=COMBINATION_IDS)
+def test_every_mode_runs_the_full_common_window(request: pytest.FixtureRequest, combination: Combination,
+                                                full_window_runs: dict[str, Future[tuple[Any, Path]]]) -> None:
+    capital = combination.capital
+    result, out = full_window_runs[request.node.callspec.id].result()
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"] == "replay finished" and summary["failed_instructions"] == 0
     assert summary["window"]["hours"] >= WINDOW_HOURS - 1
     dollars = Decimal(str(summary["pnl_residual_max_abs"]))
