@@ -386,6 +386,46 @@ class ExchangeSettings(Frozen):
         None, description="Where the venues' market rules are cached per UTC day (None: runtime.state_dir/markets)")
 
 
+class ChainSettings(Frozen):
+    """The wallet's chain in live (`daemon/venues/web3_*.py`): the AAVE v3 market, the DEX and the flash-loan executor
+    named by an address book, transactions under a fee cap. The RPC URL and the wallet key are credentials
+    (`credentials.rpc_url`, `credentials.wallet_private_key`), never this file. Unset `address_book`: no chain
+    (live then runs the CEX-only modes on the capital already on the venues)."""
+
+    address_book: PathText | None = Field(
+        None, description="JSON address book (Pool, AaveOracle, reserves, DEX router, executor) relative to the "
+                          "config file; the local world writes one (README \"The local world\")")
+    chain_id: int = Field(1, ge=1, le=2**32, description="The node must report this chain id, or nothing is sent")
+    confirmations: int = Field(2, ge=1, le=64, description="Blocks (including its own) before a transaction is "
+                                                           "booked")
+    max_fee_gwei: float = Field(60.0, gt=0, le=10_000, description="The most per gas ever offered; when the next "
+                                                                   "block needs more, nothing is sent and the "
+                                                                   "operation waits")
+    priority_fee_percentile: int = Field(50, ge=1, le=99, description="Of the tips paid in recent blocks")
+    receipt_timeout_s: float = Field(180.0, ge=1, le=HOUR_S, description="A transaction not mined this long is "
+                                                                         "replaced at its nonce with bumped fees")
+    max_replacements: int = Field(3, ge=0, le=20, description="Fee bumps before a stuck transaction is reported")
+    poll_interval_s: float = Field(12.0, ge=0.1, le=HOUR_S, description="Seconds between reads of the wallet, "
+                                                                        "its AAVE position and the chain's "
+                                                                        "market (one batch each)")
+    rpc_timeout_s: float = Field(10.0, ge=0.5, le=120, description="A JSON-RPC request unanswered this long fails "
+                                                                   "(a transaction then has an unknown outcome and "
+                                                                   "is looked up by hash and nonce)")
+    slippage_bps: float = Field(30.0, ge=0, le=500, description="A DEX swap's minimum out: the oracle's price less "
+                                                                "this")
+    ltv_tolerance: float = Field(0.001, gt=0, le=0.05, description="The atomic entry reverts unless it lands "
+                                                                   "within this of the target LTV")
+    min_health_factor: float = Field(1.02, ge=1, le=10, description="Every chain operation reverts if it would "
+                                                                    "leave the health factor below this")
+    deadline_s: float = Field(600.0, ge=30, le=DAY_S, description="The executor refuses a transaction mined later "
+                                                                  "than this after it was signed")
+    dex_fee_tier: int = Field(100, ge=1, le=1_000_000, description="The DEX pool's fee tier (Uniswap v3 units: "
+                                                                   "100 = 0.01 %)")
+    transfer_wait_s: float = Field(1800.0, ge=10, le=DAY_S, description="How long a transfer to or from an "
+                                                                        "exchange may take before the operation is "
+                                                                        "reported late (it is still followed)")
+
+
 # The settings' defaults for staleness are the replay's (hourly bars); a run on live data judges it in seconds
 # (seed 001/004: 60 s). Applied by `daemon.config.load_settings` where the file and the environment set neither.
 LIVE_STALENESS_S = {"data_stale_after_s": 60.0, "funding_stale_after_s": 300.0}
@@ -744,6 +784,7 @@ class Settings(BaseSettings):
     market: MarketSettings = MarketSettings()
     venue_redirect: VenueRedirectSettings = VenueRedirectSettings()
     exchange: ExchangeSettings = ExchangeSettings()
+    chain: ChainSettings = ChainSettings()
     risk: RiskSettings = RiskSettings()
     strategy: StrategySettings
     credentials: CredentialsSettings = CredentialsSettings()

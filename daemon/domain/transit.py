@@ -10,6 +10,9 @@ would drop by the amount, then jump back) nor count them twice. They sit in the 
     returned:  transit −carried, source +refunded             (the venue gave up: a failed or cancelled withdrawal)
     left:      transit −carried                               (to an address outside our books: a WITHDRAWAL flow)
 
+A transfer from the on-chain wallet to a venue starts in transit (`carry`): the chain adapter books its debit
+(wallet −amount, transit +amount) when the transaction is mined, and the book carries it from there to its landing.
+
 Each leg is one change set, so every unit is traceable from the source's debit to where it came to rest, and the
 transit account is empty once nothing is moving. The `transit` account is valued like any exchange asset, so NAV
 does not move while funds travel (only the fee leaves it).
@@ -175,6 +178,21 @@ class TransitBook:
         return ChangeSet(Reason.VENUE_TRANSFER, ts_ns, (TokenChange(transfer.source, transfer.asset, -debited),
                                                         TokenChange(TRANSIT, transfer.asset, carried)),
                          ref=f"transfer-{transfer_id}-debit")
+
+    def carry(self, transfer_id: str, asset: str, source: str, destination: str, amount: Decimal) -> Transfer:
+        """A transfer whose debit someone else booked already (the chain adapter books the wallet's transaction to a
+        venue as wallet −amount, transit +amount when it is mined): registered in transit at once, carrying all of
+        `amount` (the gas is the wallet's, not the transfer's), with nothing to book for its debit."""
+        if transfer_id in self._transfers:
+            raise TransitError(f"transfer {transfer_id} is known already")
+        if amount <= 0:
+            raise TransitError(f"transfer {transfer_id}: amount {amount} must be positive")
+        if destination == source:
+            raise TransitError(f"transfer {transfer_id}: source and destination are both {source}")
+        transfer = Transfer(transfer_id, asset, source, destination, amount, amount, TransitState.IN_TRANSIT,
+                            debited=amount, carried=amount)
+        self._transfers[transfer_id] = transfer
+        return transfer
 
     def land(self, transfer_id: str, credited: Decimal, ts_ns: int) -> ChangeSet:
         """The destination credited `credited` (or, with no destination in our books, the venue says it is done):

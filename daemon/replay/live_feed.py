@@ -9,10 +9,15 @@ the venue's next settlement time moves on: the rate it reported for the one that
 
 A venue whose data fails is degraded for that poll, logged once when it degrades and once when it recovers, and
 never stops the feed; a venue that asks us to wait (429, Binance's 418 ban) is not asked again before it said. Its
-series simply stop updating: each poll also publishes the gas price paper's simulated wallet pays (a setting:
-there is no chain adapter yet) at the wall clock's time, so market time keeps moving with the clock and a series
-not updated within the risk limits' seconds is reported stale by the existing machinery (`domain.risk.stale_series`
-on the positions' board) even when every venue has stopped answering.
+series simply stop updating: each poll also publishes a gas price at the wall clock's time, so market time keeps
+moving with the clock and a series not updated within the risk limits' seconds is reported stale by the existing
+machinery (`domain.risk.stale_series` on the positions' board) even when every venue has stopped answering.
+
+The chain, when there is one (`chain`: `daemon.venues.web3_market.ChainMarketSource`), is polled with the venues,
+under the same timeout, and degrades the same way (its health is `health["chain"]`): its LST oracle rate, AAVE
+indexes, DEX price and gas join the batch, and its gas replaces the fixed `gas_gwei` (paper's simulated wallet
+pays that setting). A poll the chain fails re-publishes the last gas it reported — or `gas_gwei` if it never
+answered — so the clock tick survives, while its own series (oracle, indexes, DEX) age and go stale.
 
 The feed never ends: live data has no last bar. It asks each venue through the `MarketSource` it was given: the
 venue's public streams with REST as the backstop (`daemon.venues.ccxt_market_stream`), or REST polling only.
@@ -39,6 +44,16 @@ from daemon.venues.simulated import SimulatedExchange
 log = structlog.get_logger()
 
 FUNDING_INTERVAL_NS = 8 * 3_600 * NS_PER_S  # when a venue does not say when its next settlement is
+
+
+class ChainSource(Protocol):
+    """The chain's market data (`daemon.venues.web3_market.ChainMarketSource`): one read, every message of it."""
+
+    venue: str
+
+    async def poll(self, now_ns: int) -> Sequence[MarketData]: ...
+
+    async def close(self) -> None: ...
 
 
 class MarketSource(Protocol):
@@ -70,8 +85,13 @@ class LiveFeed:
         spot_assets: Sequence[str] | None = None,
         request_timeout_s: float, gas_gwei: Decimal | None,
         venue_actions: Sequence[Callable[[], Awaitable[object]]] = (),
+        chain: ChainSource | None = None,
     ) -> None:
         self._sources = dict(sources)
+        if chain is not None and chain.venue in self._sources:
+            raise ValueError(f"the chain source's name {chain.venue!r} is also a venue's")
+        self._chain = chain
+        self._chain_gas: Decimal | None = None  # the last gas price the chain reported
         self._clock = clock
         self._exchanges = exchanges
         self._board = board
@@ -86,6 +106,8 @@ class LiveFeed:
         self._next_ns: int | None = None
         self._settlements: dict[tuple[str, str], tuple[int, Decimal]] = {}  # (venue, asset) → (settles at, rate)
         self.health = {venue: VenueHealth() for venue in self._sources}
+        if chain is not None:
+            self.health[chain.venue] = VenueHealth()
         self.delivered = 0  # polls handed out
 
     async def next_batch(self) -> list[MarketData] | None:
@@ -96,15 +118,21 @@ class LiveFeed:
         # The next poll is due one interval after this one began; a slow poll does not push the cadence back.
         self._next_ns = start + self._interval_ns
         quotes: dict[str, tuple[list[PerpQuote], list[SpotQuote]]] = {}
+        chain: list[MarketData] = []
         async with anyio.create_task_group() as tg:
             for venue in self._sources:
                 tg.start_soon(self._poll, venue, start, quotes)
-        batch = await self._deliver(quotes)
+            if self._chain is not None:
+                tg.start_soon(self._poll_chain, self._chain, start, chain)
+        batch = await self._deliver(quotes, chain)
         self.delivered += 1
         return batch
 
     async def close(self) -> None:
-        for source in self._sources.values():
+        sources: list[MarketSource | ChainSource] = [*self._sources.values()]
+        if self._chain is not None:
+            sources.append(self._chain)
+        for source in sources:
             try:
                 await source.close()
             except Exception as exc:  # closing must not hide why the run ended
@@ -141,6 +169,21 @@ class LiveFeed:
         out[venue] = (perps, spots)
         self._judge(venue, health, errors, now_ns)
 
+    async def _poll_chain(self, source: ChainSource, now_ns: int, out: list[MarketData]) -> None:
+        health = self.health[source.venue]
+        if now_ns < health.wait_until_ns:
+            return
+        health.polls += 1
+        errors: list[Exception] = []
+        with anyio.move_on_after(self._timeout_s) as scope:
+            try:
+                out.extend(await source.poll(now_ns))
+            except Exception as exc:  # the chain's failure is the chain's, never the feed's
+                errors.append(exc)
+        if scope.cancelled_caught:
+            errors.append(TimeoutError(f"{source.venue} did not answer within {self._timeout_s:g} s"))
+        self._judge(source.venue, health, errors, now_ns)
+
     def _judge(self, venue: str, health: VenueHealth, errors: list[Exception], now_ns: int) -> None:
         if not errors:
             health.ok_polls += 1
@@ -158,7 +201,8 @@ class LiveFeed:
             log.warning("market_venue_degraded", venue=venue, error=health.last_error, errors=len(errors),
                         retry_after_s=wait_s or None)
 
-    async def _deliver(self, quotes: Mapping[str, tuple[list[PerpQuote], list[SpotQuote]]]) -> list[MarketData]:
+    async def _deliver(self, quotes: Mapping[str, tuple[list[PerpQuote], list[SpotQuote]]],
+                       chain: Sequence[MarketData] = ()) -> list[MarketData]:
         now = self._clock.now_ns()
         out: list[MarketData] = []
         for venue, (perps, spots) in quotes.items():
@@ -177,8 +221,15 @@ class LiveFeed:
                 for each in self._exchanges.values():
                     each.set_price("Spot", spot.price, spot.asset)
                 out.append(PriceTicked(spot_instrument(venue, spot.asset), spot.price, spot.ts_ns, now))
-        if self._gas is not None:  # None: no wallet to pay gas (live without a chain adapter)
-            out.append(GasPriceReported(self._gas, now, now))
+        chain_gas = [m for m in chain if isinstance(m, GasPriceReported)]
+        out += [m for m in chain if not isinstance(m, GasPriceReported)]
+        if chain_gas:
+            self._chain_gas = chain_gas[-1].gwei
+        # The chain's gas: this poll's, else the last it reported (the tick keeps market time moving); the fixed
+        # setting before the chain ever answered or without one; None: no wallet to pay gas (live without a chain).
+        gas = self._chain_gas if self._chain_gas is not None else self._gas
+        if gas is not None:
+            out.append(GasPriceReported(gas, now, now))
         for update in out:
             self._board.update(update)
         for exchange in self._exchanges.values():

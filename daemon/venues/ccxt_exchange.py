@@ -298,6 +298,10 @@ class CcxtExchange:
             if session is not None:
                 settings["session"] = session
             client = factory(exchange_id, settings)
+            if session is not None:
+                # ccxt's close() waits `timeout_on_exit` for the SSL transports of the session it made to shut; it
+                # closes nothing of a session it was given, so the wait would only delay every shutdown.
+                client.timeout_on_exit = 0
             if exchange_id in ("bybit", "okx"):
                 client.has["fetchCurrencies"] = False  # these ignore options.fetchCurrencies (a private call at load)
             # Every request passes its host's gate (rate limits, bans, degraded venue, lost access, unreadable

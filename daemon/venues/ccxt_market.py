@@ -70,6 +70,8 @@ class CcxtMarketSource:
         if session is not None:
             config["session"] = session  # a redirected session (tests, demos); ccxt does not close it
         client = getattr(ccxt, exchange_id)(config)
+        if session is not None:
+            client.timeout_on_exit = 0  # its exit pause is for a session it made (see ccxt_exchange.CcxtExchange)
         client.has["fetchCurrencies"] = False  # public data only: no currencies (Bybit and OKX ignore the option)
         return client
 

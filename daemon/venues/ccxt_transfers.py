@@ -36,12 +36,25 @@ OKX `clientId`), so a repeat after a lost answer moves nothing twice.
 transfers (an operator funding an account) as a `Reason.DEPOSIT` capital flow, once, so it is not mistaken for a
 drift or for P&L.
 
+**The wallet's transfers** (`daemon.ports.WalletRails`, for the live chain adapter). To a venue: the chain adapter sends
+the transaction to `deposit_address` and, once it is mined, books its debit itself (wallet −amount, transit +amount);
+`deposit_sent` registers it in the book as already debited (`TransitBook.carry`, source `wallet`), follows it in the
+venue's deposit history by the chain transaction's hash, sweeps it into the trading account where the venue credits
+funding, and books the landing (transit → venue). From a venue: `withdraw_to_wallet` is a withdrawal whose destination
+is the `wallet` account at the wallet's address; its landing (transit → wallet, what the venue says it paid) is booked
+when the venue reports it done with the chain's transaction id. Both wait for the landing (`landing_wait_s`, reading
+every `landing_poll_s`) and, past the wait, raise `TransferStillMoving` (retryable) with the transfer still in the book,
+followed by `poll` and by a repeat of the same call: nothing is sent twice (`withdraw_to_wallet` is idempotent on its
+`ref`, `deposit_sent` on the transaction hash), and the reconciler's allowances excuse it in both the venue's and the
+wallet's account until it has landed.
+
 A withdrawal whose request got no answer stays *requested* (the reconciler keeps excusing its debit) until `poll`
 finds it in the venue's withdrawal history by address and amount, or `abandon_unanswered` gives up on it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import time
@@ -56,11 +69,18 @@ import ccxt.async_support as ccxt
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
 from daemon.domain.ids import VenueId
-from daemon.domain.ledger import ChangeSet, Reason, TokenChange
+from daemon.domain.ledger import WALLET, ChangeSet, Reason, TokenChange
 from daemon.domain.messages import BalancesChanged, VenueReport
-from daemon.domain.transit import Allowance, TransitBook, TransitState
+from daemon.domain.transit import FINISHED, Allowance, TransitBook, TransitState
 from daemon.domain.transit import Transfer as TransitTransfer
-from daemon.errors import NonRetryableVenueError, UnknownOrderOutcome, VenueBadPayload, VenueError, VenueRejected
+from daemon.errors import (
+    NonRetryableVenueError,
+    RetryableVenueError,
+    UnknownOrderOutcome,
+    VenueBadPayload,
+    VenueError,
+    VenueRejected,
+)
 from daemon.state_store import StateStore
 from daemon.venues.ccxt_errors import Call, map_error
 from daemon.venues.ccxt_parse import exact, family
@@ -84,6 +104,20 @@ class WithdrawalRefused(VenueRejected):
 
 class WalletMoveNotNeeded(NonRetryableVenueError):
     """The venue keeps spot and derivatives in one wallet: there is nothing to move between them."""
+
+
+class TransferStillMoving(RetryableVenueError):
+    """A transfer of the wallet's has not landed within the desk's wait: it stays in the book (in transit, excused by
+    the reconciler) and is still followed by `poll`; the same call again goes on waiting, it sends nothing anew."""
+
+    def __init__(self, message: str, transfer_id: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message, retry_after_s)
+        self.transfer_id = transfer_id
+
+
+def same_tx(a: str | None, b: str | None) -> bool:
+    """Two spellings of one chain transaction hash (venues differ in case and in the `0x`)."""
+    return bool(a) and bool(b) and str(a).lower().removeprefix("0x") == str(b).lower().removeprefix("0x")
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,18 +358,22 @@ class VenueFunds:
 
 
 class TransferDesk:
-    """Every venue's funds and the one `TransitBook` that carries transfers between them (its single writer)."""
+    """Every venue's funds and the one `TransitBook` that carries transfers between them (its single writer); the
+    exchanges' side of the wallet's transfers too (`daemon.ports.WalletRails`)."""
 
     def __init__(self, venues: Mapping[str, VenueFunds], reports: LosslessChannel[VenueReport], clock: Clock,
                  book: TransitBook | None = None,
                  wall_ms: Callable[[], int] = lambda: int(time.time() * 1000), *,
                  deposits_since_ms: int | None = None, deposits_seen: Iterable[str] = (),
-                 store: StateStore | None = None) -> None:
+                 store: StateStore | None = None, network: str = "ERC20", landing_wait_s: float = 1800.0,
+                 landing_poll_s: float = 5.0) -> None:
         """`deposits_since_ms`: deposits from outside are booked from there on (None: from now); `deposits_seen`:
         deposit report ids already booked (`<venue>:deposit-<id>`, from the journal). `store`: the transfers in
         flight survive a restart there (key `transfers`), written before a venue is asked and after each leg is
         published (a leg published again after a crash carries the same report id: the books book it once); a
-        desk made with a store that holds state resumes it."""
+        desk made with a store that holds state resumes it. `network`: the wallet's chain as ccxt names it (its
+        transfers' deposit addresses and withdrawals); `landing_wait_s`, `landing_poll_s`: how long the wallet's
+        transfers are waited for, and how often the venue is read meanwhile."""
         self._venues = dict(venues)
         self._reports = reports
         self._clock = clock
@@ -343,9 +381,17 @@ class TransferDesk:
         self._wall_ms = wall_ms
         self._sequence = itertools.count(1)
         self._meta: dict[str, _Flight] = {}  # transfer id → what the venues need to follow it
+        self._arrivals: dict[str, _Arrival] = {}  # the wallet's transfers to a venue: transfer id → how to find it
         self._deposits_since_ms = wall_ms() if deposits_since_ms is None else deposits_since_ms
         self._deposits_seen: set[str] = set(deposits_seen)
         self._our_txids: set[str] = set()  # the chain transactions of our own transfers: not deposits from outside
+        self._refs: dict[str, str] = {}  # withdraw_to_wallet's ref → its transfer (while it may still land)
+        self._landed: dict[str, str] = {}  # withdraw_to_wallet's ref → what reached the wallet (a repeat's answer)
+        self._addresses: dict[tuple[str, str], DepositAddress] = {}  # (venue, asset) on `network`
+        self._network = network
+        self.landing_wait_s = landing_wait_s
+        self.landing_poll_s = landing_poll_s
+        self._lock = asyncio.Lock()  # one step at a time per transfer: `poll` and a waiting caller share the book
         self._store = store
         saved = store.load(STATE_KEY) if store is not None else None
         if saved is not None:
@@ -360,7 +406,9 @@ class TransferDesk:
             "flights": {i: {"asset": f.rule.asset, "network": f.rule.network, "fee": str(f.rule.fee),
                             "minimum": str(f.rule.minimum), "source": f.rule.source, "fee_on_top": f.rule.fee_on_top,
                             "address": f.address, "sent_ms": f.sent_ms, "venue_id": f.venue_id}
-                        for i, f in self._meta.items()}})
+                        for i, f in self._meta.items()},
+            "arrivals": {i: {"txid": a.txid, "sent_ms": a.sent_ms} for i, a in self._arrivals.items()},
+            "refs": dict(self._refs), "landed": dict(self._landed)})
 
     def _restore(self, saved: Mapping[str, Any]) -> None:
         self.book = TransitBook.load(list(saved.get("book") or []))
@@ -371,6 +419,10 @@ class TransferDesk:
             rule = WithdrawalRule(f["asset"], f["network"], Decimal(f["fee"]), Decimal(f["minimum"]), f["source"],
                                   bool(f["fee_on_top"]))
             self._meta[transfer_id] = _Flight(rule, f["address"], int(f["sent_ms"]), f.get("venue_id"))
+        for transfer_id, a in (saved.get("arrivals") or {}).items():
+            self._arrivals[transfer_id] = _Arrival(str(a["txid"]), int(a["sent_ms"]))
+        self._refs.update(saved.get("refs") or {})
+        self._landed.update(saved.get("landed") or {})
         # A fresh sequence must not reuse a pending request's id.
         self._sequence = itertools.count(len(self._meta) + len(self.book.transfers) + 1)
 
@@ -381,29 +433,35 @@ class TransferDesk:
         return funds
 
     def allowances(self, now_ns: int) -> tuple[Allowance, ...]:
-        """For the reconciler (`ReconcilerActor(in_transit=desk.allowances)`)."""
+        """For the reconciler (`ReconcilerActor(in_transit=desk.allowances)`): the venues' accounts and the wallet's."""
         return self.book.allowances(now_ns)
 
     async def withdraw(self, source: str, asset: str, amount: Decimal, network: str, *, to: str | None = None,
                        address: str | None = None, tag: str | None = None) -> TransitTransfer:
         """Withdraw `amount` of `asset` from `source` on `network`: to the venue `to` (its deposit address is asked
         for) or to `address` outside our books. Returns the transfer, in transit once the venue accepted it."""
-        funds = self.venue(source)
         if (to is None) == (address is None):
             raise NonRetryableVenueError("a withdrawal goes either to one of our venues or to an address")
         if to is not None:
             landing = await self.venue(to).deposit_address(asset, network)
             address, tag = landing.address, landing.tag
         assert address is not None
+        return await self._withdraw(source, asset, amount, network, to, address, tag)
+
+    async def _withdraw(self, source: str, asset: str, amount: Decimal, network: str, destination: str | None,
+                        address: str, tag: str | None, ref: str | None = None) -> TransitTransfer:
+        funds = self.venue(source)
         rule = await funds.withdrawal_rule(asset, network)
         refusal = funds.refusal(rule, amount)
         if refusal is not None:
             raise WithdrawalRefused(f"{source}: withdrawal refused: {refusal}", refusal)
         # Registered before the venue is asked: from here its debit may show at any moment, and is not a drift.
         pending_id = f"{source}:request-{next(self._sequence)}-{self._wall_ms()}"
-        self.book.request(pending_id, asset, source, to, amount, rule.debit(amount))
+        self.book.request(pending_id, asset, source, destination, amount, rule.debit(amount))
         sent_ms = self._wall_ms()
         self._meta[pending_id] = _Flight(rule, address, sent_ms, None)
+        if ref is not None:
+            self._refs[ref] = pending_id
         self._save()  # before the venue is asked: after a crash, `poll` looks for it in the venue's history
         if funds.withdraws_from_funding:  # OKX: into the funding account first (the debit, as the report sees it)
             try:
@@ -428,12 +486,118 @@ class TransferDesk:
         transfer = self.book.rename(pending_id, transfer_id)
         self._meta.pop(pending_id, None)
         self._meta[transfer_id] = flight
+        self._refs = {r: transfer_id if t == pending_id else t for r, t in self._refs.items()}
         rule = flight.rule
         change = self.book.debit(transfer_id, rule.debit(transfer.requested), rule.fee, self._clock.now_ns())
         await self._send(transfer.source, change)
         found = self.book.get(transfer_id)
         assert found is not None
         return found
+
+    # --- the wallet's transfers (daemon.ports.WalletRails) -------------------------------------------------------
+
+    async def deposit_address(self, venue: str, asset: str) -> str:
+        """`venue`'s deposit address for `asset` on the desk's network, read once (a venue's address is stable)."""
+        found = self._addresses.get((venue, asset))
+        if found is None:
+            found = await self.venue(venue).deposit_address(asset, self._network)
+            if found.tag:  # a plain transfer from the wallet cannot carry a memo: it would be lost at the venue
+                raise NonRetryableVenueError(f"{venue}: the {asset} deposit address on {self._network} needs a tag, "
+                                             "which a transfer from the wallet cannot carry")
+            self._addresses[(venue, asset)] = found
+        return found.address
+
+    async def deposit_sent(self, venue: str, asset: str, amount: Decimal, tx_hash: str, ref: str) -> None:
+        """The wallet's transfer `tx_hash` of `amount` to `venue` is mined and its debit booked by the chain adapter:
+        carried in the book from here (source `wallet`), and waited for until `venue` credits it (the landing is
+        booked here). Idempotent on `tx_hash`: a repeat (after `TransferStillMoving`) goes on waiting."""
+        self.venue(venue)
+        transfer_id = f"{WALLET}:{tx_hash}"
+        if self.book.get(transfer_id) is None:
+            if any(same_tx(tx_hash, t) for t in self._our_txids):
+                return  # landed long enough ago to be forgotten by the book: booked once, not again
+            self.book.carry(transfer_id, asset, WALLET, venue, amount)
+            self._our_txids.add(tx_hash)  # its credit at the venue is this transfer's landing, not a deposit
+            # Deposit records are looked for from a minute before now (the venues' clocks and ours differ).
+            self._arrivals[transfer_id] = _Arrival(tx_hash, self._wall_ms())
+            self._save()
+        transfer = await self._wait_landed(transfer_id, f"{amount} {asset} sent to {venue} in {tx_hash} ({ref})")
+        if transfer.state is not TransitState.LANDED:  # (a carried transfer can only land)
+            raise NonRetryableVenueError(f"{venue}: the deposit {tx_hash} ended {transfer.state}")
+
+    async def withdraw_to_wallet(self, venue: str, asset: str, amount: Decimal, address: str, ref: str) -> Decimal:
+        """Withdraw `amount` of `asset` from `venue` on the desk's network to the wallet's `address` (destination: the
+        `wallet` account); waits until the venue reports it paid (with its chain transaction) and returns what
+        reached the wallet. Idempotent on `ref`: a repeat follows the first request (or returns its result), never
+        sends a second one; a withdrawal the venue refused or gave back frees the ref (nothing is outstanding)."""
+        if ref in self._landed:
+            return Decimal(self._landed[ref])
+        transfer_id = self._refs.get(ref)
+        if transfer_id is None or self.book.get(transfer_id) is None:
+            transfer = await self._withdraw(venue, asset, amount, self._network, WALLET, address, None, ref)
+            transfer_id = transfer.transfer_id
+        what = f"{amount} {asset} withdrawn from {venue} to the wallet ({ref})"
+        transfer = await self._wait_landed(transfer_id, what)
+        if transfer.state is not TransitState.LANDED:
+            self._refs.pop(ref, None)
+            self._save()
+            raise VenueRejected(f"{venue}: the withdrawal of {amount} {asset} to the wallet ended {transfer.state}: "
+                                "nothing reached the wallet", f"withdrawal {transfer.state}")
+        return transfer.settled
+
+    async def _wait_landed(self, transfer_id: str, what: str) -> TransitTransfer:
+        """Step `transfer_id` on until it is finished, reading every `landing_poll_s`; a read that fails for a
+        passing reason is retried within the wait. Past `landing_wait_s`: `TransferStillMoving`."""
+        deadline = self._clock.now_ns() + int(self.landing_wait_s * 1e9)
+        failed: RetryableVenueError | None = None
+        while True:
+            try:
+                await self._advance(transfer_id)
+                failed = None
+            except RetryableVenueError as exc:
+                failed = exc
+            transfer = self.book.get(transfer_id)
+            if transfer is None:
+                raise NonRetryableVenueError(f"transfer {transfer_id} is not in the book (forgotten: {what})")
+            if transfer.state in FINISHED:
+                return transfer
+            now = self._clock.now_ns()
+            if now >= deadline:
+                reason = f" (last read: {failed})" if failed is not None else ""
+                raise TransferStillMoving(f"{what}: not landed after {self.landing_wait_s:g} s; still in transit and "
+                                          f"followed{reason}", transfer_id, self.landing_poll_s)
+            await self._clock.sleep_until(min(deadline, now + int(self.landing_poll_s * 1e9)))
+
+    async def _advance(self, transfer_id: str) -> int:
+        """One step of one transfer (under the desk's lock: `poll` and a waiting caller never book a leg twice)."""
+        async with self._lock:
+            transfer = self.book.get(transfer_id)
+            if transfer is None or transfer.state in FINISHED:
+                return 0
+            arrival = self._arrivals.get(transfer_id)
+            if arrival is not None:
+                return await self._follow_arrival(transfer, arrival)
+            flight = self._meta.get(transfer_id)
+            if flight is None:
+                return 0
+            if transfer.state is TransitState.REQUESTED:
+                return await self._adopt(transfer, flight)
+            return await self._follow(transfer, flight)
+
+    async def _follow_arrival(self, transfer: TransitTransfer, arrival: _Arrival) -> int:
+        assert transfer.destination is not None
+        landing = self.venue(transfer.destination)
+        arrived = next((d for d in await landing.deposits(transfer.asset, arrival.sent_ms - 60_000)
+                        if same_tx(d.txid, arrival.txid) and d.status == "ok"), None)
+        if arrived is None:
+            return 0  # not seen yet, or not confirmed yet by the venue
+        if landing.deposits_to_funding:
+            await landing.sweep(transfer.asset, arrived.amount, to_trading=True, key=f"{transfer.transfer_id}-in")
+        change = self.book.land(transfer.transfer_id, arrived.amount, self._clock.now_ns())
+        await self._send(transfer.destination, change)
+        return 1
+
+    # --- following transfers -------------------------------------------------------------------------------------
 
     async def poll(self) -> int:
         """Follow every transfer in flight: adopt a withdrawal whose request got no answer, land what the
@@ -442,18 +606,14 @@ class TransferDesk:
         moved = 0
         failed: VenueError | None = None
         for transfer in self.book.pending():
-            flight = self._meta.get(transfer.transfer_id)
-            if flight is None:
-                continue
             try:
-                if transfer.state is TransitState.REQUESTED:
-                    moved += await self._adopt(transfer, flight)
-                else:
-                    moved += await self._follow(transfer, flight)
+                moved += await self._advance(transfer.transfer_id)
             except VenueError as exc:
                 failed = failed or exc
         if self.book.prune(self._clock.now_ns()):
             self._meta = {i: f for i, f in self._meta.items() if self.book.get(i) is not None}
+            self._arrivals = {i: a for i, a in self._arrivals.items() if self.book.get(i) is not None}
+            self._refs = {r: i for r, i in self._refs.items() if self.book.get(i) is not None}
             self._save()
         if failed is not None:
             raise failed
@@ -467,6 +627,7 @@ class TransferDesk:
     def _abandon(self, transfer_id: str) -> None:
         self.book.abandon(transfer_id, self._clock.now_ns())
         self._meta.pop(transfer_id, None)
+        self._refs = {r: i for r, i in self._refs.items() if i != transfer_id}  # nothing outstanding: free the ref
         self._save()
 
     async def _adopt(self, transfer: TransitTransfer, flight: _Flight) -> int:
@@ -497,6 +658,8 @@ class TransferDesk:
                 return 0
             await self._send(transfer.source, self.book.land(transfer.transfer_id, transfer.carried, now))
             return 1
+        if transfer.destination == WALLET:
+            return await self._paid_to_wallet(transfer, mine, now)
         if not mine.txid:
             return 0  # not on the chain yet: nothing the destination could have credited
         self._our_txids.add(mine.txid)
@@ -511,6 +674,19 @@ class TransferDesk:
         await self._send(transfer.destination, self.book.land(transfer.transfer_id, arrived.amount, now))
         return 1
 
+    async def _paid_to_wallet(self, transfer: TransitTransfer, mine: VenueTransaction, now: int) -> int:
+        """Paid when the venue says it is done and names its chain transaction (the books take the venue's word, as
+        for any withdrawal; the reconciler holds the wallet's chain balance against them)."""
+        if mine.status != "ok" or not mine.txid:
+            return 0
+        self._our_txids.add(mine.txid)
+        change = self.book.land(transfer.transfer_id, transfer.carried, now)
+        for ref, transfer_id in list(self._refs.items()):
+            if transfer_id == transfer.transfer_id:
+                self._landed[ref] = str(transfer.carried)
+        await self._send(transfer.source, change)  # (saves the state, the ref's answer with it)
+        return 1
+
     async def poll_deposits(self, assets: Iterable[str]) -> int:
         """Book the deposits from outside our books (an operator funding an account) as `Reason.DEPOSIT` capital
         flows, once each (`<venue>:deposit-<the venue's id>`), swept into the trading account where the venue
@@ -521,14 +697,16 @@ class TransferDesk:
         wanted = tuple(assets)
         for name, funds in self._venues.items():
             for asset in wanted:
-                incoming = [t for t in self.book.pending() if t.destination == name and t.asset == asset]
+                # The wallet's transfers name their chain transaction from the start: they never hide a deposit.
+                incoming = [t for t in self.book.pending() if t.destination == name and t.asset == asset
+                            and t.transfer_id not in self._arrivals]
                 for tx in await funds.deposits(asset, self._deposits_since_ms):
                     key = f"{name}:deposit-{tx.transaction_id}"
                     if key in self._deposits_seen or tx.status != "ok":
                         continue
                     if tx.ts_ms is not None and tx.ts_ms < self._deposits_since_ms:
                         continue
-                    if tx.txid is not None and tx.txid in self._our_txids:
+                    if tx.txid is not None and any(same_tx(tx.txid, ours) for ours in self._our_txids):
                         self._deposits_seen.add(key)  # the landing of one of our transfers: booked by it
                         continue
                     if incoming:
@@ -557,6 +735,14 @@ class _Flight:
     address: str
     sent_ms: int
     venue_id: str | None  # the source venue's withdrawal id, once known
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    """A transfer of the wallet's to a venue: found in the venue's deposit history by its chain transaction."""
+
+    txid: str
+    sent_ms: int
 
 
 def venue_funds(venue: str, clients: Iterable[Any], **kwargs: Any) -> VenueFunds:

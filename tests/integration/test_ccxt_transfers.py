@@ -5,6 +5,7 @@ by the books until the destination is credited, with the reconciler calling none
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,16 +17,22 @@ import pytest_asyncio
 
 from daemon.bus import LosslessChannel
 from daemon.clock import WallClock
-from daemon.domain.ledger import TRANSIT, ChangeSet, Ledger, Reason, TokenChange
+from daemon.domain.ledger import TRANSIT, WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.market import MarketState
 from daemon.domain.messages import BalancesChanged, VenueReport
 from daemon.domain.pnl import nav_usd
 from daemon.domain.reconcile import reconcile
 from daemon.domain.transit import TransitState
-from daemon.errors import UnknownOrderOutcome, VenueDegraded
+from daemon.errors import RetryableVenueError, UnknownOrderOutcome, VenueDegraded, VenueRejected
 from daemon.state_store import StateStore
 from daemon.venues.ccxt_exchange import CcxtExchange, CcxtVenueConfig, Credentials
-from daemon.venues.ccxt_transfers import TransferDesk, VenueFunds, WalletMoveNotNeeded, WithdrawalRefused
+from daemon.venues.ccxt_transfers import (
+    TransferDesk,
+    TransferStillMoving,
+    VenueFunds,
+    WalletMoveNotNeeded,
+    WithdrawalRefused,
+)
 
 pytestmark = [pytest.mark.exchange_fake, pytest.mark.asyncio]
 
@@ -44,6 +51,14 @@ def adapter(fake: Any, venue: str, reports: LosslessChannel[VenueReport]) -> Ccx
                                                      creds.passphrase if venue == "okx" else None),
                              leverage=3, enable_rate_limit=False)
     return CcxtExchange(config, WallClock(), reports, session=fake.session())
+
+
+async def close(venue: CcxtExchange) -> None:
+    """Close the adapter without ccxt's 0.25 s pause per client on exit (it is for a session ccxt owns: here the
+    fake's session is the test's, closed by the fake)."""
+    for client in venue.ccxt_clients.values():
+        getattr(client, "raw", client).timeout_on_exit = 0
+    await venue.close()
 
 
 @dataclass
@@ -86,7 +101,7 @@ async def rig(exchange_fake: Any) -> AsyncIterator[Rig]:
         yield Rig(exchange_fake, venues, TransferDesk(funds, reports, WallClock()), reports, ledger)
     finally:
         for venue in venues.values():
-            await venue.close()
+            await close(venue)
 
 
 async def test_binance_moves_between_spot_and_futures_and_the_books_need_nothing(rig: Rig) -> None:
@@ -339,3 +354,100 @@ async def test_a_venue_that_cannot_be_read_does_not_hold_up_the_other_transfers(
     assert rig.desk.book.get(moving.transfer_id).state is TransitState.LANDED  # type: ignore[union-attr]
     assert rig.desk.book.get(stuck.transfer_id).state is TransitState.IN_TRANSIT  # type: ignore[union-attr]
     assert [r.change.ref for r in rig.book()] == [f"transfer-{moving.transfer_id}-land"]
+
+
+# --- the wallet's transfers (the WalletRails port): the chain side is the test's here, see test_wallet_rails.py ---
+
+
+WALLET_ADDRESS = "0x" + "cd" * 20
+
+
+def wallet_desk(rig: Rig, **kwargs: Any) -> TransferDesk:
+    funds = {name: VenueFunds(name, venue.ccxt_clients) for name, venue in rig.venues.items()}
+    return TransferDesk(funds, rig.reports, WallClock(), landing_poll_s=0.01, **kwargs)
+
+
+def sent_from_wallet(rig: Rig, amount: Decimal, asset: str = "USDT") -> None:
+    """The wallet's capital, and its transaction's debit as the chain adapter books it once mined."""
+    rig.ledger.apply(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange(WALLET, asset, amount),)))
+    rig.ledger.apply(ChangeSet(Reason.VENUE_TRANSFER, 1, (TokenChange(WALLET, asset, -amount),
+                                                          TokenChange(TRANSIT, asset, amount))))
+
+
+async def test_a_deposit_from_the_wallet_lands_when_the_venue_lists_its_transaction(rig: Rig) -> None:
+    desk = wallet_desk(rig)
+    address = await desk.deposit_address("bybit", "USDT")
+    assert address == rig.fake.bybit.deposit_address("USDT", "ETH")
+    calls = len(rig.fake.requests)
+    assert await desk.deposit_address("bybit", "USDT") == address and len(rig.fake.requests) == calls  # cached
+    sent_from_wallet(rig, D(120))
+    waiting = asyncio.create_task(desk.deposit_sent("bybit", "USDT", D(120), "0xAbC123", "dep-1"))
+    await anyio.sleep(0.05)
+    assert not waiting.done() and desk.allowances(WallClock().now_ns())  # excused while it travels
+    rig.fake.bybit.credit_deposit("USDT", D(120), "ETH", "abc123")  # the venue spells the hash its own way
+    with anyio.fail_after(5):
+        await waiting
+    (land,) = rig.book()
+    assert land.venue == "bybit" and land.change.tokens == (TokenChange(TRANSIT, "USDT", D(-120)),
+                                                            TokenChange("bybit", "USDT", D(120)))
+    assert rig.fake.bybit.balance("USDT") == D(10_120) and rig.fake.bybit.balance("USDT", "funding") == 0  # swept
+    assert (await rig.reconcile(allowances=False)).clean
+    assert await desk.poll_deposits(["USDT"]) == 0 and await desk.poll() == 0  # ours: not a deposit from outside
+    await desk.deposit_sent("bybit", "USDT", D(120), "0xAbC123", "dep-1")  # again: landed already, nothing booked
+    assert not rig.book()
+
+
+async def test_a_deposit_not_credited_within_the_wait_stays_in_transit_across_a_restart(
+        rig: Rig, tmp_path: Any) -> None:
+    store = StateStore(tmp_path / "state")
+    desk = wallet_desk(rig, store=store, landing_wait_s=0.05)
+    sent_from_wallet(rig, D(60))
+    with pytest.raises(TransferStillMoving) as moving:
+        await desk.deposit_sent("okx", "USDT", D(60), "0xfeed01", "dep-2")
+    assert isinstance(moving.value, RetryableVenueError) and moving.value.transfer_id == "wallet:0xfeed01"
+    assert (await rig.reconcile()).clean
+    resumed = wallet_desk(rig, store=store)  # the daemon restarts: the transfer is carried on
+    assert [t.transfer_id for t in resumed.book.pending()] == ["wallet:0xfeed01"]
+    rig.fake.okx.credit_deposit("USDT", D(60), "ETH", "0xfeed01")
+    assert await resumed.poll_deposits(["USDT"]) == 0  # known by its transaction: never a deposit from outside
+    assert await resumed.poll() == 1
+    (land,) = rig.book()
+    assert land.change.tokens == (TokenChange(TRANSIT, "USDT", D(-60)), TokenChange("okx", "USDT", D(60)))
+    assert (await rig.reconcile(allowances=False)).clean
+
+
+async def test_a_withdrawal_to_the_wallet_lands_when_paid_and_the_ref_is_not_sent_twice(rig: Rig) -> None:
+    rig.ledger.apply(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange(WALLET, "USDT", D(1)),)))
+    desk = wallet_desk(rig)
+    waiting = asyncio.create_task(desk.withdraw_to_wallet("binance", "USDT", D(40), WALLET_ADDRESS, "wd-1"))
+    with anyio.fail_after(5):
+        while not [t for t in rig.fake.binance.transfers if t.kind == "withdrawal"]:
+            await anyio.sleep(0.01)
+    (withdrawal,) = [t for t in rig.fake.binance.transfers if t.kind == "withdrawal"]
+    assert withdrawal.address == WALLET_ADDRESS
+    rig.fake.binance.complete_withdrawal(withdrawal.id, tx_id="0xpaid")
+    with anyio.fail_after(5):
+        assert await waiting == D(37)  # Binance takes its fee out of the amount
+    debit, land = rig.book()
+    assert debit.change.tokens == (TokenChange("binance", "USDT", D(-40)), TokenChange(TRANSIT, "USDT", D(37)))
+    assert land.change.tokens == (TokenChange(TRANSIT, "USDT", D(-37)), TokenChange(WALLET, "USDT", D(37)))
+    assert rig.ledger.balance(WALLET, "USDT") == D(38) and rig.ledger.balance("binance", "USDT") == D(19_960)
+    assert await desk.withdraw_to_wallet("binance", "USDT", D(40), WALLET_ADDRESS, "wd-1") == D(37)
+    assert len([t for t in rig.fake.binance.transfers if t.kind == "withdrawal"]) == 1 and not rig.book()
+
+
+async def test_a_withdrawal_to_the_wallet_the_venue_gives_back_frees_its_ref(rig: Rig) -> None:
+    desk = wallet_desk(rig)
+    waiting = asyncio.create_task(desk.withdraw_to_wallet("okx", "USDT", D(30), WALLET_ADDRESS, "wd-2"))
+    with anyio.fail_after(5):
+        while not [t for t in rig.fake.okx.transfers if t.kind == "withdrawal"]:
+            await anyio.sleep(0.01)
+    rig.fake.okx.fail_withdrawal(next(t.id for t in rig.fake.okx.transfers if t.kind == "withdrawal"))
+    with anyio.fail_after(5), pytest.raises(VenueRejected, match="nothing reached the wallet"):
+        await waiting
+    rig.book()
+    assert rig.ledger.balance("okx", "USDT") == D(10_000) and (await rig.reconcile(allowances=False)).clean
+    desk.landing_wait_s = 0.05
+    with pytest.raises(TransferStillMoving):  # the same ref again: a new request (the first is settled)
+        await desk.withdraw_to_wallet("okx", "USDT", D(30), WALLET_ADDRESS, "wd-2")
+    assert len([t for t in rig.fake.okx.transfers if t.kind == "withdrawal"]) == 2

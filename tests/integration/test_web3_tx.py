@@ -13,12 +13,16 @@ import logging
 import pickle
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
+import structlog
 from web3 import AsyncWeb3
+from web3.exceptions import TransactionNotFound
 from web3.providers import AsyncHTTPProvider
 from web3.types import RPCEndpoint, RPCResponse
 
@@ -33,6 +37,7 @@ from daemon.venues.web3_tx import (
     TxReverted,
     TxSender,
     TxState,
+    TxStuck,
     UnknownTxOutcome,
     _Signer,
 )
@@ -63,8 +68,16 @@ class LossyProvider(AsyncHTTPProvider):
     def __init__(self, url: str) -> None:
         super().__init__(url, request_kwargs={"timeout": 30})
         self.lose: str | None = None  # "after" | "before"
+        self.raw_sent: list[str] = []  # every submission, answered or not
+        self.down_after_send = 0  # requests after the next submission that find the node gone (a connection error)
 
     async def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        if self.down_after_send < 0:
+            self.down_after_send += 1
+            raise aiohttp.ClientConnectionError("the node is gone")
+        if method == "eth_sendRawTransaction":
+            self.raw_sent.append(str(params[0]))
+            self.down_after_send = -self.down_after_send
         if method == "eth_sendRawTransaction" and self.lose is not None:
             lose, self.lose = self.lose, None
             if lose == "after":
@@ -288,6 +301,165 @@ async def test_a_lost_answer_pending_or_never_received(aave_chain: AaveChain) ->
     assert await weth.functions.allowance(who, chain.book["Pool"]).call() == 2
 
 
+# --- transact() as a policy ---------------------------------------------------------------------------------------
+
+
+async def pool_hashes(chain: AaveChain, who: str) -> dict[int, str]:
+    """The node's pending pool for `who`: nonce → hash."""
+    content = await chain.rpc("txpool_content", [])
+    pending: dict[str, dict[str, Any]] = content["pending"]
+    mine = next((txs for address, txs in pending.items() if address.lower() == who.lower()), {})
+    return {int(n): tx["hash"] for n, tx in mine.items()}
+
+
+@pytest.mark.asyncio
+async def test_transact_replaces_a_stuck_transaction_by_itself_and_it_lands_once(aave_chain: AaveChain) -> None:
+    """Automine off; the test's miner mines only once the pool's transaction at our nonce has changed (the
+    replacement arrived): `transact` must replace it by itself after `stuck_after_s`."""
+    chain, who = aave_chain, aave_chain.accounts[USER]
+    persisted: list[SentTx] = []  # the journal hook's view: the first attempt, before it left
+    s, provider = sender(chain, TxPolicy(max_fee_cap_wei=500 * GWEI, poll_interval_s=0.01, stuck_after_s=0.3),
+                         persisted)
+    start = await nonce(chain, who)
+    await chain.rpc("evm_setAutomine", [False])
+    first: list[str] = []
+
+    async def miner() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            pending = await pool_hashes(chain, who)
+            if persisted and start in pending and pending[start] != persisted[0].tx_hash:
+                first.append(persisted[0].tx_hash)
+                await chain.rpc("evm_mine", [])
+                return
+
+    mining = asyncio.create_task(miner())
+    try:
+        with structlog.testing.capture_logs() as logs:
+            receipt = await s.transact(replace(approve_call(chain, 8), ref="op-8"))
+    finally:
+        mining.cancel()
+    landed = receipt["transactionHash"].to_0x_hex()
+    assert first and landed != first[0] and receipt["status"] == 1
+    assert len(provider.raw_sent) == 2  # the original and one replacement, nothing more
+    replaced = [e for e in logs if e["event"] == "tx_replaced"]
+    assert [(e["nonce"], e["tx_hash"], e["replaces"], e["ref"]) for e in replaced] == [(start, landed, first, "op-8")]
+    assert await nonce(chain, who) == start + 1
+    with pytest.raises(TransactionNotFound):  # the first attempt never mined: its nonce went to the replacement
+        await chain.w3.eth.get_transaction_receipt(first[0])  # type: ignore[arg-type]
+    assert len((await chain.w3.eth.get_block(receipt["blockNumber"]))["transactions"]) == 1
+    assert await chain.token("WETH").functions.allowance(who, chain.book["Pool"]).call() == 8
+    assert s.nonces.in_flight == {}
+
+
+@pytest.mark.asyncio
+async def test_transact_gives_up_naming_nonce_and_hash_and_keeps_following_it(aave_chain: AaveChain,
+                                                                              tmp_path: Path) -> None:
+    from daemon.venues.web3_tx_journal import TxJournal
+
+    chain, who = aave_chain, aave_chain.accounts[USER]
+    provider = LossyProvider(chain.url)
+    OPEN.append(provider)
+    journal = TxJournal(tmp_path / "txs.sqlite")
+    s = TxSender(AsyncWeb3(provider), dev_key(USER), TxPolicy(max_fee_cap_wei=500 * GWEI, poll_interval_s=0.01,
+                                                              stuck_after_s=0.05, max_replacements=1),
+                 journal=journal)
+    start = await nonce(chain, who)
+    await chain.rpc("evm_setAutomine", [False])
+    with pytest.raises(TxStuck) as caught:
+        await s.transact(approve_call(chain, 4))
+    SEEN_ERRORS.append(caught.value)
+    stuck = caught.value.sent
+    assert stuck.nonce == start and len(stuck.replaces) == 1
+    assert f"nonce {start}" in str(caught.value) and stuck.tx_hash in str(caught.value)
+    assert stuck.replaces[0] in str(caught.value)
+    assert not isinstance(caught.value, RetryableVenueError)  # never an invitation to build it again
+    assert s.nonces.in_flight[start] == stuck
+    assert journal.in_flight(await chain.w3.eth.chain_id, who) == [stuck]  # a restart would follow it too
+    await chain.rpc("evm_mine", [])
+    assert (await s.follow(stuck))["transactionHash"].to_0x_hex() == stuck.tx_hash
+    assert await nonce(chain, who) == start + 1 and len(provider.raw_sent) == 2
+    assert journal.in_flight(await chain.w3.eth.chain_id, who) == []
+    assert sorted(r["state"] for r in journal.rows(who)) == ["mined", "replaced"]
+    journal.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("lose", ["before", "after"])
+async def test_transact_resolves_a_lost_answer_and_rebroadcasts_only_a_dropped_one(aave_chain: AaveChain,
+                                                                                   lose: str) -> None:
+    chain, who = aave_chain, aave_chain.accounts[USER]
+    s, provider = sender(chain)
+    start = await nonce(chain, who)
+    provider.lose = lose
+    receipt = await s.transact(approve_call(chain, 12))
+    assert receipt["status"] == 1
+    assert await nonce(chain, who) == start + 1  # landed once
+    # Lost before the node got it: resolved DROPPED, the same bytes sent again; after: found, nothing resent.
+    assert len(provider.raw_sent) == (2 if lose == "before" else 1)
+    assert len(set(provider.raw_sent)) == 1
+    assert await chain.token("WETH").functions.allowance(who, chain.book["Pool"]).call() == 12
+
+
+@pytest.mark.asyncio
+async def test_transact_waits_for_the_fee_to_fall_under_the_cap_saying_so_once(aave_chain: AaveChain) -> None:
+    chain, who = aave_chain, aave_chain.accounts[USER]
+    await chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(40 * GWEI)])
+    await chain.rpc("evm_mine", [])  # the next base fee: 35 gwei; each empty block after it, 12.5 % less
+    start = await nonce(chain, who)
+    patient = TxPolicy(max_fee_cap_wei=30 * GWEI, poll_interval_s=0.01, fee_wait_s=30, fee_retry_s=0.02)
+    s, _ = sender(chain, patient)
+
+    async def blocks() -> None:
+        await asyncio.sleep(0.1)
+        for _ in range(3):
+            await chain.rpc("evm_mine", [])
+
+    falling = asyncio.create_task(blocks())
+    with structlog.testing.capture_logs() as logs:
+        receipt = await s.transact(approve_call(chain, 2))
+    await falling
+    waits = [e for e in logs if e["event"] == "tx_waiting_for_fee_under_cap"]
+    assert len(waits) == 1 and waits[0]["cap_gwei"] == "30" and waits[0]["label"] == "approve WETH"
+    assert receipt["status"] == 1 and await nonce(chain, who) == start + 1
+    tx = await chain.w3.eth.get_transaction(receipt["transactionHash"])
+    assert tx["maxFeePerGas"] <= 30 * GWEI
+
+    # No fall within fee_wait_s: FeeAboveCap, saying it waited, nothing sent.
+    await chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(40 * GWEI)])
+    await chain.rpc("evm_mine", [])
+    impatient, _ = sender(chain, TxPolicy(max_fee_cap_wei=30 * GWEI, fee_wait_s=0.1, fee_retry_s=0.02))
+    with pytest.raises(FeeAboveCap) as caught:
+        await impatient.transact(approve_call(chain, 3))
+    SEEN_ERRORS.append(caught.value)
+    assert "after waiting" in str(caught.value)
+    assert await nonce(chain, who, "pending") == start + 1
+
+
+
+@pytest.mark.asyncio
+async def test_transact_rides_out_a_node_that_stops_answering_and_never_invites_a_resend(
+        aave_chain: AaveChain) -> None:
+    chain, who = aave_chain, aave_chain.accounts[USER]
+    s, provider = sender(chain)
+    start = await nonce(chain, who)
+    provider.down_after_send = 20  # the next 20 requests after the submission fail: receipts, resolve, ...
+    receipt = await s.transact(approve_call(chain, 13))
+    assert receipt["status"] == 1 and provider.down_after_send == 0
+    assert len(provider.raw_sent) == 1 and await nonce(chain, who) == start + 1
+
+    # Gone for good: after receipt_timeout_s it is an unknown outcome (resolve it), not a plain retryable error.
+    await chain.rpc("evm_setAutomine", [False])
+    brief, provider = sender(chain, TxPolicy(max_fee_cap_wei=500 * GWEI, poll_interval_s=0.01, receipt_timeout_s=0.2,
+                                             stuck_after_s=0.05))
+    provider.down_after_send = 10**6
+    with pytest.raises(UnknownTxOutcome) as caught:
+        await brief.transact(approve_call(chain, 14))
+    SEEN_ERRORS.append(caught.value)
+    assert "did not answer" in str(caught.value) and caught.value.sent.nonce == start + 1
+    assert brief.nonces.in_flight[start + 1] == caught.value.sent
+
+
 @pytest.mark.asyncio
 async def test_the_key_never_appears(aave_chain: AaveChain, caplog: pytest.LogCaptureFixture) -> None:
     """Every error the sender raises here (and those the tests before provoked), its reprs and the debug log."""
@@ -409,3 +581,4 @@ async def test_the_executors_custom_error_is_named(aave_chain: AaveChain) -> Non
     assert caught.value.reason == "NotOwner"
     assert caught.value.revert.args == (who,)
     assert s.nonces.in_flight == {}
+

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.domain.ledger import TRANSIT, ChangeSet, Ledger, LedgerError, Reason, TokenChange
+from daemon.domain.ledger import TRANSIT, WALLET, ChangeSet, Ledger, LedgerError, Reason, TokenChange
 from daemon.domain.market import MarketState
 from daemon.domain.messages import AccountReport
 from daemon.domain.pnl import attribute_step, nav_usd
@@ -208,3 +208,41 @@ def test_the_book_survives_a_state_file_exactly() -> None:
     book.land("b", D("1.5"), 9)
     restored = TransitBook.load(json.loads(json.dumps(book.dump())))
     assert restored.transfers == book.transfers and restored.allowances(10) == book.allowances(10)
+
+
+# --- the wallet's transfers: a debit booked by the chain adapter, a landing in the wallet ---------------------------
+
+
+def test_a_transfer_from_the_wallet_is_carried_from_its_mined_debit_to_its_landing() -> None:
+    ledger, book = Ledger(VENUES), TransitBook(linger_ns=100)
+    ledger.apply(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange(WALLET, "USDT", D(500)),)))
+    # The chain adapter books the mined transaction itself; the book only carries it on.
+    ledger.apply(ChangeSet(Reason.VENUE_TRANSFER, 1, (TokenChange(WALLET, "USDT", D(-200)),
+                                                      TokenChange(TRANSIT, "USDT", D(200)))))
+    carried = book.carry("wallet:0xabc", "USDT", WALLET, "binance", D(200))
+    assert (carried.state, carried.debited, carried.carried) == (TransitState.IN_TRANSIT, D(200), D(200))
+    assert book.in_transit("USDT") == ledger.balance(TRANSIT, "USDT") == D(200)
+    # In flight: the chain may show the debit before the books do, the venue the credit.
+    assert [(a.account, a.low, a.high) for a in book.allowances(2)] == [("binance", 0, D(200)),
+                                                                         (WALLET, D(-200), 0)]
+    with pytest.raises(TransitError):
+        book.carry("wallet:0xabc", "USDT", WALLET, "binance", D(200))  # once
+    with pytest.raises(TransitError):
+        book.carry("wallet:0xdef", "USDT", WALLET, "binance", D(0))
+    ledger.apply(book.land("wallet:0xabc", D(200), 10))
+    assert ledger.balance(TRANSIT, "USDT") == 0 and ledger.balance("binance", "USDT") == D(200)
+    assert book.allowances(200) == () and not book.pending()
+
+
+def test_a_withdrawal_to_the_wallet_lands_in_the_wallet_account() -> None:
+    ledger, book = funded(D(2), "ETH"), TransitBook()
+    book.request("okx:w1", "ETH", "okx", WALLET, D("0.5"), D("0.5008"))
+    assert {(a.account, a.high) for a in book.allowances(0)} == {("okx", 0), (WALLET, D("0.5"))}
+    ledger.apply(book.debit("okx:w1", D("0.5008"), D("0.0008"), 1))
+    land = book.land("okx:w1", D("0.5"), 2)
+    assert land.reason is Reason.VENUE_TRANSFER and land.tokens == (TokenChange(TRANSIT, "ETH", D("-0.5")),
+                                                                    TokenChange(WALLET, "ETH", D("0.5")))
+    ledger.apply(land)
+    assert ledger.balance(WALLET, "ETH") == D("0.5") and ledger.balance("okx", "ETH") == D("1.4992")
+    restored = TransitBook.load(json.loads(json.dumps(book.dump())))
+    assert restored.transfers == book.transfers

@@ -214,6 +214,11 @@ class BinanceState:
     # withdraws from there only (Bybit from either, by accountType). Moving between it and the trading (unified)
     # wallet is `move_funds`, keyed by the caller's id so that a repeat is recognised.
     funding_account: bool = False
+    # The local world (tests/fakes/chain_bridge.py): `chain_address` is the venue's deposit address on the EVM chain
+    # (network ETH, every asset: an anvil account), and with `chain_settles` a completed withdrawal is not credited to
+    # a peer directly: the bridge pays it on the chain, and the peer is credited when the bridge sees the transfer.
+    chain_address: str | None = None
+    chain_settles: bool = False
     # Called with (execution type NEW|TRADE|CANCELED|EXPIRED, order, trade or None) on every order event: the
     # user-data stream subscribes here.
     listeners: list[Callable[[str, Order, Trade | None], None]] = field(default_factory=list, repr=False)
@@ -268,6 +273,8 @@ class BinanceState:
         return done
 
     def deposit_address(self, asset: str, network: str) -> str:
+        if network == "ETH" and self.chain_address is not None:
+            return self.chain_address
         # Deterministic per (venue, asset, network), like a venue's address that does not change between calls.
         salt = "" if self.name == "binance" else f"{self.name}:"
         digest = hashlib.sha256(f"{salt}{asset}/{network}".encode()).hexdigest()
@@ -340,7 +347,8 @@ class BinanceState:
         return wd
 
     def _complete_if_pending(self, withdrawal_id: str) -> None:
-        if any(t.id == withdrawal_id and t.status == "4" for t in self.transfers):
+        if any(t.id == withdrawal_id and t.status == "4" and not (self.chain_settles and t.network == "ETH")
+               for t in self.transfers):  # (paid on the chain: the bridge completes it)
             self.complete_withdrawal(withdrawal_id)
 
     def withdrawal(self, withdrawal_id: str) -> Transfer:
@@ -354,11 +362,17 @@ class BinanceState:
         of what the recipient gets (amount − fee on Binance, the amount where the fee is on top)."""
         t = self.withdrawal(withdrawal_id)
         t.status, t.tx_id = "6", tx_id or "0x" + hashlib.sha256(t.id.encode()).hexdigest()
-        received = t.amount if self.withdraw_fee_on_top else t.amount - t.fee
+        received = self.withdrawal_received(t)
+        if self.chain_settles and t.network == "ETH":
+            return t  # paid on the chain: the bridge credits the recipient venue when it sees the transfer
         for peer in self.peers:
             if peer is not self and peer.deposit_address(t.asset, t.network) == t.address:
                 peer.credit_deposit(t.asset, received, t.network, t.tx_id)
         return t
+
+    def withdrawal_received(self, t: Transfer) -> Decimal:
+        """What the recipient of withdrawal `t` gets: the amount where the fee is on top, else amount − fee."""
+        return t.amount if self.withdraw_fee_on_top else t.amount - t.fee
 
     def fail_withdrawal(self, withdrawal_id: str) -> Transfer:
         """The venue gave up on it (→ 5, failed): what it debited goes back to the wallet."""
