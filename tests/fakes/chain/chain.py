@@ -17,6 +17,7 @@ from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 from web3.types import RPCEndpoint, TxReceipt
 
+from daemon.venues.web3_chain import ChainContracts
 from daemon.venues.web3_reads import ChainAddresses, ReserveAddresses
 
 from .artifacts import aave_artifact
@@ -201,3 +202,9 @@ def chain_addresses(book: dict[str, Any], lst: str = "weETH") -> ChainAddresses:
     )
     return ChainAddresses(pool=book["Pool"], oracle=book["AaveOracle"], reserves=reserves, lst=lst,
                           emode_categories=(book["emode"]["id"],))
+
+
+def chain_contracts(book: dict[str, Any], lst: str = "weETH") -> ChainContracts:
+    """The contracts outside AAVE the live adapter calls, in this world: the DEX, and the LST as its own staking
+    entry (TestWeETH has EtherFi's `depositETHForWeETH`, TestWstETH stakes ETH sent to it, as wstETH does)."""
+    return ChainContracts(swap_router=book["SwapRouter"], lst_staking=book["reserves"][lst]["underlying"])

@@ -81,6 +81,14 @@ abstract contract RatedToken {
     function ethPerToken() public view returns (uint256) {
         return rate;
     }
+
+    /// Staking as the real protocols do it, in one step: the ETH sent is staked (it stays in this contract: there is
+    /// no beacon chain here) and wrapped, minting `msg.value / rate` tokens to the sender (rounded down).
+    function _stake() internal returns (uint256 minted) {
+        require(msg.value > 0, "zero stake");
+        minted = (msg.value * 1e18) / rate;
+        _mint(msg.sender, minted);
+    }
 }
 
 /// EtherFi's weETH read interface: getRate() is eETH per weETH.
@@ -97,6 +105,13 @@ contract TestWeETH is RatedToken {
 
     function getWeETHByeETH(uint256 amount) external view returns (uint256) {
         return (amount * 1e18) / rate;
+    }
+
+    /// EtherFi's DepositAdapter entry (`depositETHForWeETH(address _referral) payable returns (uint256)`): ETH in,
+    /// weETH out in one call. On mainnet it is a separate contract; here the token is its own adapter.
+    function depositETHForWeETH(address referral) external payable returns (uint256) {
+        referral; // EtherFi only logs it
+        return _stake();
     }
 }
 
@@ -118,6 +133,11 @@ contract TestWstETH is RatedToken {
 
     function getWstETHByStETH(uint256 amount) external view returns (uint256) {
         return (amount * 1e18) / rate;
+    }
+
+    /// Lido's wstETH shortcut: ETH sent to the contract is submitted to stETH and wrapped, wstETH to the sender.
+    receive() external payable {
+        _stake();
     }
 }
 
