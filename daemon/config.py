@@ -432,12 +432,16 @@ def _paper_problems(src: str, settings: Settings, mode: ModeDefinition, params: 
     if runtime not in LIVE_DATA_MODES:
         return []
     problems = []
-    if mode.lending or mode.borrowing or mode.staking:
+    on_chain = mode.lending or mode.borrowing or mode.staking
+    if on_chain and runtime == "paper":
         problems.append(ConfigProblem(src, "strategy.mode", f"mode {mode.name!r} needs AAVE or staking on chain, "
-                                                            f"which {runtime} cannot run yet (no chain adapter): "
-                                                            f"{runtime} runs {' or '.join(PAPER_STRATEGY_MODES)}"))
+                                                            "which paper does not simulate at live prices: paper "
+                                                            f"runs {' or '.join(PAPER_STRATEGY_MODES)} (live runs "
+                                                            "it with chain.address_book and the wallet's key)"))
     if runtime == "live":
         problems += _live_problems(src, settings, venues)
+        if on_chain or settings.chain.address_book is not None:
+            problems += _chain_problems(src, settings, mode.name)
     problems += _paper_venue_problems(src, mode, params, venues)
     market, risk, sup = settings.market, settings.risk, settings.supervisor
     if market.poll_interval_s >= risk.data_stale_after_s:
@@ -473,7 +477,7 @@ def _live_problems(src: str, settings: Settings, venues: dict[str, VenueDefiniti
         needed = ["api_key", "api_secret"] + (["passphrase"] if name == "okx" else [])
         problems += [ConfigProblem(src, f"credentials.{name}.{key}",
                                    f"live trades {name} with its API keys: set it (env "
-                                   f"{'__'.join(('BASISD', 'CREDENTIALS', name, key)).upper()}, or the credential "
+                                   f"BASISD_{'__'.join(('CREDENTIALS', name, key)).upper()}, or the credential "
                                    f"file {name}_{key})") for key in needed if getattr(keys, key) is None]
     if not settings.runtime.state_dir:
         problems.append(ConfigProblem(src, "runtime.state_dir", "live needs a state directory: its journal numbers "
@@ -483,6 +487,27 @@ def _live_problems(src: str, settings: Settings, venues: dict[str, VenueDefiniti
     if chaos.unreported_usdt or chaos.unreachable_accounts or chaos.resting_orders_per_venue:
         problems.append(ConfigProblem(src, "chaos", "the drills plant balances and orders on simulated exchanges; "
                                                     "live trades real accounts: remove them"))
+    return problems
+
+
+def _chain_problems(src: str, settings: Settings, mode: str) -> list[ConfigProblem]:
+    """An AAVE or staking mode in live trades the wallet on chain: it needs the market's address book, the RPC URL
+    and the wallet's key (named, never shown); the fee cap must let an entry through under the risk limit's gas."""
+    problems = []
+    chain, creds = settings.chain, settings.credentials
+    if chain.address_book is None:
+        problems.append(ConfigProblem(src, "chain.address_book", f"mode {mode!r} trades AAVE on chain: name the "
+                                                                 "market's address book (a JSON file; the local "
+                                                                 "world writes one)"))
+    else:
+        book = Path(src).parent / chain.address_book
+        if not book.is_file():
+            problems.append(ConfigProblem(src, "chain.address_book", f"{book} is not a file"))
+    for key, what in (("rpc_url", "the chain's JSON-RPC endpoint"), ("wallet_private_key", "the wallet's key")):
+        if getattr(creds, key) is None:
+            env = "BASISD_" + "__".join(("CREDENTIALS", key)).upper()
+            problems.append(ConfigProblem(src, f"credentials.{key}", f"live on chain needs {what}: set it (env "
+                                                                     f"{env}, or the credential file {key})"))
     return problems
 
 

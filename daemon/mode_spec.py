@@ -31,8 +31,8 @@ def mode_spec(config: ResolvedConfig) -> ModeSpec:
         max_leverage_iterations=p.max_leverage_iterations,
         withdrawal_fees_usdt={name: Decimal(str(v.withdrawal_fee.get("USDT", 0))) for name, v in config.venues.items()
                               if v.kind == "cex"},
-        # `live` has no chain adapter yet: capital stays on the venues it was deposited to (daemon.world).
-        wallet_transfers=config.settings.runtime.mode != "live",
+        # `live` without a chain (no `chain.address_book`): capital stays on the venues it was deposited to.
+        wallet_transfers=config.settings.runtime.mode != "live" or config.settings.chain.address_book is not None,
         lot_steps={name: Decimal(str(v.lot_step[p.asset])) for name, v in config.venues.items()
                    if v.kind == "cex" and p.asset in v.lot_step},
         spot_lot_step=_spot_lot_step(config),

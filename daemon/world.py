@@ -8,11 +8,12 @@ The actors and their wiring (`daemon.app`) are the same in every world; only thi
 * `paper` — the wall clock, the venues' real public market data (`daemon.replay.live_feed`, REST polling through
   ccxt, no keys), and the same simulated exchanges filling at the live marks. The wallet is the simulated chain
   (transfers to and from the exchanges, gas at `market.paper_gas_gwei`): paper runs the CEX-only modes
-  (`eth_basis`, `btc_basis`); the AAVE and staking modes are refused at load until the chain adapter exists.
+  (`eth_basis`, `btc_basis`); the AAVE and staking modes are refused at load (live runs them on chain).
 * `live` — the wall clock, the venues' real accounts through ccxt (`daemon.live_accounts`: started together, the
-  books opening on what they hold, a REST backstop for fills), the same public market data as paper, and no wallet
-  (`daemon.venues.no_chain`) until the chain adapter exists: the CEX-only modes, each venue trading with the
-  capital it holds.
+  books opening on what they hold, a REST backstop for fills), the same public market data as paper, and the wallet
+  on chain through web3 when `chain.address_book` is set (`daemon.live_chain`: every mode, the chain's oracle,
+  indexes and gas in the feed, liquidations watched); without it no wallet (`daemon.venues.no_chain`): the
+  CEX-only modes, each venue trading with the capital it holds.
 """
 
 from __future__ import annotations
@@ -169,9 +170,10 @@ def paper_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessC
 
 def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessChannel[VenueReport]) -> World:
     """The wall clock, the venues' real accounts through ccxt (their keys from `credentials`), their public market
-    data as in paper, and no wallet: the CEX-only modes, each venue trading with what it holds."""
+    data as in paper, and the wallet: on chain through web3 when `chain.address_book` names the market
+    (`daemon.live_chain`: AAVE, staking, the DEX and the transfers to and from the exchanges), else none (the
+    CEX-only modes, each venue trading with what it holds)."""
     from daemon.live_accounts import LiveAccounts  # ccxt is imported by the worlds that use it only
-    from daemon.venues.no_chain import NoChain
 
     s = config.settings
     clock = WallClock()
@@ -181,25 +183,47 @@ def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessCh
     session = venue_session(config)
     accounts = LiveAccounts(config, spot_venue, clock, venue_reports, session=session)
     board = MarketBoard()
-    spot_assets = (asset,)  # no wallet: no gas to value
+    on_chain = s.chain.address_book is not None
+    # The wallet pays gas in ETH: with a chain, ETH is valued even where the mode trades another asset.
+    spot_assets = tuple(dict.fromkeys((asset, "ETH"))) if on_chain else (asset,)
+    live_chain = None
+    chain: ChainVenue
+    if on_chain:
+        from daemon.live_chain import LiveChain  # web3 is imported by the world that uses it only
+
+        live_chain = LiveChain(config, spec, clock, venue_reports, accounts)
+        chain = live_chain.chain
+    else:
+        from daemon.venues.no_chain import NoChain
+
+        chain = NoChain(clock)
     feed = LiveFeed(market_sources(config, cex, spot_assets, spot_venue, session), clock, {}, board,
                     assets=(asset,), spot_assets=spot_assets, spot_venue=spot_venue,
                     poll_interval_s=s.market.poll_interval_s, request_timeout_s=s.market.request_timeout_s,
-                    gas_gwei=None)
+                    gas_gwei=None, chain=live_chain.market if live_chain is not None else None)
     closers: tuple[Callable[[], Awaitable[None]], ...] = (feed.close, accounts.close)
+    if live_chain is not None:
+        closers += (live_chain.close,)
     if session is not None:
         closers += (session.close,)
-    world = World(clock, accounts.exchanges, NoChain(clock), board, feed, accounts.opening, (), closers)
+    world = World(clock, accounts.exchanges, chain, board, feed, accounts.opening, (), closers)
 
     async def start() -> None:
         await accounts.start()
-        world.opening = accounts.opening
+        opening = accounts.opening
+        if live_chain is not None:
+            await live_chain.start()
+            opening = replace(opening, tokens=(*opening.tokens, *live_chain.opening))
+        world.opening = opening
 
     world.start = start
     world.services = (accounts.backstop, accounts.funding, accounts.transfers)  # and watch_access (daemon.app)
+    if live_chain is not None:
+        world.services += (live_chain.liquidations,)
     world.live = accounts
     log.info("live_world", venues=cex, asset=asset, spot_venue=spot_venue, poll_interval_s=s.market.poll_interval_s,
-             market_source=s.market.source, fills_poll_interval_s=s.exchange.fills_poll_interval_s)
+             market_source=s.market.source, fills_poll_interval_s=s.exchange.fills_poll_interval_s,
+             chain=live_chain.wallet if live_chain is not None else None)
     return world
 
 

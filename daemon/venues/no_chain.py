@@ -1,6 +1,6 @@
-"""The wallet of a `live` run before the chain adapter exists: none.
+"""The wallet of a `live` run without a chain (`chain.address_book` unset): none.
 
-Live trades the CEX-only modes (`eth_basis`, `btc_basis`) with the capital already on the venues; nothing moves
+Such a run trades the CEX-only modes (`eth_basis`, `btc_basis`) with the capital already on the venues; nothing moves
 between them (the strategy plans no transfer: `ModeSpec.wallet_transfers` is False in live). This stands where the
 `ChainVenue` port is wired, so the actors stay the same in every world: its wallet is empty (the reconciler finds
 it so), it has sent no transaction, and any operation that would need the chain is refused before anything is
@@ -18,11 +18,11 @@ from daemon.errors import NonRetryableVenueError
 
 
 class ChainUnavailable(NonRetryableVenueError):
-    """An operation needs the chain, and this run has no chain adapter."""
+    """An operation needs the chain, and this run has none."""
 
     def __init__(self, operation: str) -> None:
-        super().__init__(f"{operation} needs the wallet on chain, and live has no chain adapter yet: capital stays "
-                         "on the venues it was deposited to (move it by hand, then restart)")
+        super().__init__(f"{operation} needs the wallet on chain, and this run has none (chain.address_book is not "
+                         "set): capital stays on the venues it was deposited to (move it by hand, then restart)")
         self.operation = operation
 
 

@@ -270,7 +270,7 @@ def test_check_config_refuses_a_paper_config_of_an_aave_mode_as_run_does(tmp_pat
                              "catalog_dir": str(ROOT / "configs")})
     path.write_text(yaml.safe_dump(data))
     message = (f"{path}: strategy.mode: mode 'usdt_market_neutral' needs AAVE or staking on chain, which paper "
-               "cannot run yet (no chain adapter): paper runs btc_basis or eth_basis")
+               "does not simulate at live prices: paper runs btc_basis or eth_basis")
     for argv in (["check-config", str(path)], ["run", "--config", str(path)]):
         assert_refused(basisd(*argv), message)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,15 +18,28 @@ NOT_YET: dict[str, str] = {}
 
 
 # Examples that load only with secrets from the environment (never in the file): set here, as an operator would.
-NEEDS_KEYS = {"live.yaml": {f"BASISD_CREDENTIALS__{v.upper()}__{k.upper()}": f"{v}-{k}-0123456789"
-                            for v in ("binance", "bybit", "okx") for k in ("api_key", "api_secret")}
-              | {"BASISD_CREDENTIALS__OKX__PASSPHRASE": "okx-passphrase-0123"}}
+VENUE_KEYS = {f"BASISD_CREDENTIALS__{v.upper()}__{k.upper()}": f"{v}-{k}-0123456789"
+              for v in ("binance", "bybit", "okx") for k in ("api_key", "api_secret")} \
+    | {"BASISD_CREDENTIALS__OKX__PASSPHRASE": "okx-passphrase-0123"}
+CHAIN_KEYS = {"BASISD_CREDENTIALS__RPC_URL": "http://127.0.0.1:8545",
+              "BASISD_CREDENTIALS__WALLET_PRIVATE_KEY": "0x" + "59" * 32}
+NEEDS_KEYS = {"live.yaml": VENUE_KEYS, "live-chain.yaml": VENUE_KEYS | CHAIN_KEYS,
+              "local-world.yaml": VENUE_KEYS | CHAIN_KEYS}
+# Examples on chain name an address book the operator (or the local world) writes: a minimal one stands in.
+NEEDS_BOOK = ("live-chain.yaml", "local-world.yaml")
+RESERVE = {"underlying": "0x" + "01" * 20, "aToken": "0x" + "02" * 20, "variableDebtToken": "0x" + "03" * 20,
+           "decimals": 18}
+BOOK = {"chainId": 1, "Pool": "0x" + "0a" * 20, "AaveOracle": "0x" + "0b" * 20, "SwapRouter": "0x" + "0c" * 20,
+        "emode": {"id": 1}, "reserves": {"WETH": RESERVE, "weETH": RESERVE, "USDT": RESERVE}}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_every_shipped_example_loads(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_shipped_example_loads(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key, value in NEEDS_KEYS.get(path.name, {}).items():
         monkeypatch.setenv(key, value)
+    if path.name in NEEDS_BOOK:
+        (tmp_path / "book.json").write_text(json.dumps(BOOK))
+        monkeypatch.setenv("BASISD_CHAIN__ADDRESS_BOOK", str(tmp_path / "book.json"))
     data_dir = (yaml.safe_load(path.read_text()).get("replay") or {}).get("data_dir")
     if data_dir and not (path.parent / data_dir).is_dir():
         pytest.skip(f"{path.name} replays {path.parent / data_dir}, which is not present here")

@@ -1,0 +1,242 @@
+"""The live run's wallet on chain: the `Web3Chain` adapter, the chain's market data and the liquidation watch, built
+from the settings (`chain.*`, the address book, `credentials.rpc_url` / `credentials.wallet_private_key`) and started
+before anything trades.
+
+`start()` refuses a node on another chain than the config and the book name (nothing is ever signed for the wrong
+chain), resolves what the transaction journal says the last run left in flight — every attempt is followed until it
+is mined or dropped, so the books open *after* it: its effect is in the balances read, never booked twice, never
+lost — deploys the flash-loan executor once if the mode needs one and the book names none (before the opening read:
+its gas is in the balances too), and reads the wallet: its balances join the exchanges' in the books' opening.
+
+For the whole session, `liquidations()` scans the AAVE Pool's `LiquidationCall` events for the wallet every
+`chain.poll_interval_s` (from the block after the last one scanned: the state directory keeps it across restarts),
+each booked once as a LIQUIDATION report, on which the positions actor halts trading.
+
+The wallet's transfers to and from the exchanges go through the exchanges' `TransferDesk` (`WalletRails`), which
+exists once the live accounts have started: `DeskRails` stands in for it until then.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from eth_abi.abi import encode
+from web3 import AsyncWeb3
+
+from daemon.bus import LosslessChannel
+from daemon.clock import Clock
+from daemon.config import ResolvedConfig
+from daemon.domain.ledger import WALLET, TokenChange
+from daemon.domain.messages import MarketData, VenueReport
+from daemon.domain.strategy import ModeSpec
+from daemon.errors import FatalVenueError, NonRetryableVenueError, VenueError
+from daemon.live_accounts import LiveAccounts
+from daemon.state_store import StateStore
+from daemon.venues.address_book import AddressBook, load_address_book
+from daemon.venues.web3_chain import ChainContracts, ChainPolicy, Web3Chain
+from daemon.venues.web3_liquidations import LiquidationWatch
+from daemon.venues.web3_market import ChainMarketSource, FixedRateDex
+from daemon.venues.web3_reads import ChainReader
+from daemon.venues.web3_tx import TxPolicy, TxSender, TxState
+from daemon.venues.web3_tx_journal import TxJournal
+
+log = structlog.get_logger()
+
+GWEI = 10**9
+LIQUIDATION_STATE_KEY = "chain-liquidations"
+
+
+class DeskRails:
+    """`WalletRails` through the live accounts' transfer desk, which exists once they have started."""
+
+    def __init__(self, accounts: LiveAccounts) -> None:
+        self._accounts = accounts
+
+    def _desk(self) -> Any:
+        if self._accounts.desk is None:
+            raise NonRetryableVenueError("the exchanges' transfer desk is not started yet: no transfer before the "
+                                         "accounts are read")
+        return self._accounts.desk
+
+    async def deposit_address(self, venue: str, asset: str) -> str:
+        address: str = await self._desk().deposit_address(venue, asset)
+        return address
+
+    async def deposit_sent(self, venue: str, asset: str, amount: Decimal, tx_hash: str, ref: str) -> None:
+        await self._desk().deposit_sent(venue, asset, amount, tx_hash, ref)
+
+    async def withdraw_to_wallet(self, venue: str, asset: str, amount: Decimal, address: str, ref: str) -> Decimal:
+        received: Decimal = await self._desk().withdraw_to_wallet(venue, asset, amount, address, ref)
+        return received
+
+
+class ThrottledChainSource:
+    """The chain's market data at most every `interval_s` (the live feed polls the venues far more often; the chain
+    changes once a block). Between reads it adds nothing: the feed re-publishes the chain's last gas to keep market
+    time moving, and the chain's own series age as they should."""
+
+    venue = "chain"
+
+    def __init__(self, interval_s: float) -> None:
+        self.source: ChainMarketSource | None = None  # set by `LiveChain.start` (its DEX read is probed first)
+        self._interval_s = interval_s
+        self._last = float("-inf")
+
+    async def poll(self, now_ns: int) -> list[MarketData]:
+        if self.source is None or time.monotonic() - self._last < self._interval_s:
+            return []
+        messages = await self.source.poll(now_ns)
+        self._last = time.monotonic()
+        return messages
+
+    async def close(self) -> None:
+        if self.source is not None:
+            await self.source.close()
+
+
+class LiveChain:
+    def __init__(self, config: ResolvedConfig, spec: ModeSpec, clock: Clock, reports: LosslessChannel[VenueReport],
+                 accounts: LiveAccounts) -> None:
+        s = config.settings
+        c = s.chain
+        assert c.address_book is not None and s.credentials.rpc_url is not None  # config.py refuses a config without
+        assert s.credentials.wallet_private_key is not None and s.runtime.state_dir is not None
+        needs = ("USDT",) if spec.share_class == "USDT" or spec.hedged else ()
+        self.book: AddressBook = load_address_book(config.path.parent / c.address_book, spec.lst, needs)
+        self._settings = c
+        self._spec = spec
+        self._clock = clock
+        self._reports = reports
+        self._state = StateStore(s.runtime.state_dir)
+        provider = AsyncWeb3.AsyncHTTPProvider(s.credentials.rpc_url.get_secret_value(),
+                                               request_kwargs={"timeout": c.rpc_timeout_s})
+        self.w3: AsyncWeb3[Any] = AsyncWeb3(provider)
+        self.journal = TxJournal(Path(s.runtime.state_dir) / "chain-txs.sqlite")
+        self._tx_policy = TxPolicy(max_fee_cap_wei=int(Decimal(str(c.max_fee_gwei)) * GWEI),
+                                   priority_fee_percentile=c.priority_fee_percentile, confirmations=c.confirmations,
+                                   receipt_timeout_s=c.receipt_timeout_s, stuck_after_s=c.receipt_timeout_s,
+                                   max_replacements=c.max_replacements)
+        self.sender = TxSender(self.w3, s.credentials.wallet_private_key, self._tx_policy, journal=self.journal)
+        self.wallet = self.sender.address
+        market = self.book.market
+        self._contracts = ChainContracts(swap_router=self.book.swap_router, lst_staking=self.book.staking[spec.lst],
+                                         executor=self.book.executor)
+        self._policy = ChainPolicy(slippage_bps=int(c.slippage_bps), ltv_tolerance=Decimal(str(c.ltv_tolerance)),
+                                   min_health_factor=Decimal(str(c.min_health_factor)), deadline_s=int(c.deadline_s),
+                                   dex_fee_tier=c.dex_fee_tier, emode_category=self.book.emode_category,
+                                   gas_reserve_eth=Decimal(str(config.params.gas_reserve_eth)))
+        self._rails = DeskRails(accounts)
+        self.chain = Web3Chain(self.w3, self.sender, ChainReader(self.w3, market, self.wallet), market,
+                               self._contracts, reports, self._rails, clock, self._policy)
+        self._market_reader = ChainReader(self.w3, market, self.wallet)
+        self.market = ThrottledChainSource(c.poll_interval_s)  # the live feed's chain source, read once started
+        self.watch: LiquidationWatch | None = None
+        self.opening: tuple[TokenChange, ...] = ()
+
+    async def start(self) -> None:
+        """The node's chain, what the last run left in flight, the executor, then the wallet the books open on."""
+        try:
+            node_chain = int(await self.w3.eth.chain_id)
+        except Exception as e:  # the URL may carry a key: the type only
+            raise FatalVenueError(f"the chain's RPC node does not answer ({type(e).__name__}): check "
+                                  "credentials.rpc_url") from None
+        expected = self._settings.chain_id
+        if node_chain != expected or self.book.chain_id != expected:
+            raise FatalVenueError(f"chain ids disagree: the node is on {node_chain}, chain.chain_id is {expected}, "
+                                  f"the address book names {self.book.chain_id}: nothing is signed")
+        await self._settle_in_flight()
+        if self._needs_executor():
+            await self._ensure_executor()
+        wallet = await self.chain.fetch_wallet()
+        self.opening = tuple(TokenChange(WALLET, token, amount) for token, amount in wallet.balances)
+        head = int(await self.w3.eth.block_number)
+        saved = self._state.load(LIQUIDATION_STATE_KEY) or {}
+        from_block = int(saved.get("last_scanned_block", head)) + 1
+        self.watch = LiquidationWatch(self.w3, self.book.market, self.wallet, self._reports, self._clock,
+                                      from_block=from_block, confirmations=self._settings.confirmations)
+        self.market.source = ChainMarketSource(self._market_reader, self.book.market, dex=await self._dex(),
+                                               w3=self.w3,
+                                               priority_fee_percentile=self._settings.priority_fee_percentile)
+        log.info("live_chain_opened", wallet=self.wallet, chain_id=node_chain, block=head,
+                 executor=self.chain.executor, balances={t: str(a) for t, a in wallet.balances},
+                 liquidations_from_block=from_block)
+
+    async def _settle_in_flight(self) -> None:
+        """Every transaction the last run left in flight, followed until mined (or found used): the opening read
+        after this holds its effect, so it is neither booked again nor lost."""
+        for resolution in await self.sender.recover():
+            sent = resolution.sent
+            if resolution.state in (TxState.PENDING, TxState.DROPPED):
+                log.warning("tx_in_flight_at_start", label=sent.label, ref=sent.ref, nonce=sent.nonce,
+                            tx_hash=sent.tx_hash, detail="the last run left it in flight: followed until mined "
+                                                         "before the books open")
+                await self.sender.follow(sent)
+
+    def _needs_executor(self) -> bool:
+        return self._spec.borrowing and self._spec.leverage == "atomic"
+
+    async def _ensure_executor(self) -> None:
+        """The wallet's FlashLeverage: the book's, or the one this wallet deployed (found at its CREATE2 address),
+        or deployed now — on a scratch adapter whose report is dropped, since the opening read comes after it."""
+        if self.book.executor is not None:
+            code = await self.w3.eth.get_code(AsyncWeb3.to_checksum_address(self.book.executor))
+            if not code:
+                raise FatalVenueError(f"the address book's FlashLeverage {self.book.executor} has no code on chain "
+                                      f"{self._settings.chain_id}")
+            return
+        scratch: LosslessChannel[VenueReport] = LosslessChannel("executor-deploy", 16)
+        deployer = Web3Chain(self.w3, self.sender, ChainReader(self.w3, self.book.market, self.wallet),
+                             self.book.market, self._contracts, scratch, self._rails, self._clock,
+                             self._policy)
+        address = await deployer.deploy_executor("executor-deploy")
+        await self.chain.deploy_executor("executor-deploy")  # finds it: sends nothing, and adopts its address
+        log.warning("executor_deployed", address=address, owner=self.wallet,
+                    detail="the wallet's FlashLeverage executor (CREATE2: the same address on every start); add "
+                           "\"FlashLeverage\" to the address book to skip this look-up")
+
+    async def _dex(self) -> FixedRateDex | None:
+        """The DEX's own price where it can be read: the test world's fixed-rate router answers `rate(base, quote)`;
+        a real router does not (then the DEX tick is the oracle's, said once)."""
+        try:
+            weth = self.book.reserve("WETH").underlying
+            usdt = self.book.reserve("USDT").underlying
+        except KeyError:
+            return None
+        data = AsyncWeb3.keccak(text="rate(address,address)")[:4] + encode(["address", "address"], [weth, usdt])
+        probe = {"to": AsyncWeb3.to_checksum_address(self.book.swap_router), "data": data}
+        try:
+            answer = await self.w3.eth.call(probe)  # type: ignore[arg-type]
+        except Exception:  # a router without `rate`: reverts, or answers nothing
+            return None
+        return FixedRateDex(self.book.swap_router) if len(answer) == 32 and int.from_bytes(answer, "big") else None
+
+    async def liquidations(self) -> None:
+        """The wallet's liquidations, scanned every `chain.poll_interval_s` for the whole session."""
+        assert self.watch is not None
+        while True:
+            await anyio.sleep(self._settings.poll_interval_s)
+            await self.scan_liquidations()
+
+    async def scan_liquidations(self) -> int:
+        if self.watch is None:
+            return 0
+        try:
+            found = await self.watch.scan()
+        except VenueError as e:
+            log.warning("liquidation_scan_failed", error=str(e), kind=type(e).__name__,
+                        last_scanned_block=self.watch.last_scanned_block)
+            return 0
+        self.chain.liquidations = self.watch.liquidations  # for the metrics' count by venue
+        self._state.save(LIQUIDATION_STATE_KEY, {"last_scanned_block": self.watch.last_scanned_block})
+        return found
+
+    async def close(self) -> None:
+        try:
+            await self.w3.provider.disconnect()
+        finally:
+            self.journal.close()
