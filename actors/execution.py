@@ -307,8 +307,9 @@ async def _transfer_eth(c: ChainVenue, s: Step, freed: Decimal | None, ref: str)
     await c.transfer_eth_to_cex(s.venue, _amount(s, freed, "amount_eth"), ref)
 
 
-async def _withdraw_to_wallet(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
-    await c.withdraw_eth_from_cex(s.venue, _amount(s, freed, "amount_eth"), ref)
+async def _withdraw_to_wallet(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> Decimal | None:
+    # A live venue says what reached the wallet (its fee, a spot fee taken in ETH): the steps after size on it.
+    return await c.withdraw_eth_from_cex(s.venue, _amount(s, freed, "amount_eth"), ref)
 
 
 async def _stake(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
@@ -316,7 +317,12 @@ async def _stake(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> Non
 
 
 async def _leverage(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:
-    await c.atomic_leverage_entry(_d(s, "equity_eth"), _d(s, "supply_eth"), _d(s, "borrow_eth"), ref)
+    equity, supply, borrow = _d(s, "equity_eth"), _d(s, "supply_eth"), _d(s, "borrow_eth")
+    if freed is not None and 0 < freed < equity:
+        # Less ETH arrived than planned (fees): the same leverage on what did, so the flash loan still balances.
+        scale = freed / equity
+        equity, supply, borrow = freed, supply * scale, borrow * scale
+    await c.atomic_leverage_entry(equity, supply, borrow, ref)
 
 
 async def _sequential_leverage(c: ChainVenue, s: Step, freed: Decimal | None, ref: str) -> None:

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The exchange fake's fixtures (exchange_fake, binanceusdm, binance_spot): tests/fakes/exchange/plugin.py.
 # The anvil world's (aave_world, aave_node, aave_chain): tests/fakes/chain/plugin.py.
-pytest_plugins = ["tests.fakes.exchange.plugin", "tests.fakes.chain.plugin"]
+# The local world's (local_world: both, bridged, with the daemon's wallet): tests/fakes/local_world_plugin.py.
+pytest_plugins = ["tests.fakes.exchange.plugin", "tests.fakes.chain.plugin", "tests.fakes.local_world_plugin"]
 
 # Tests (and the daemons they start, which inherit the environment) never write into the user's own cache.
 os.environ.setdefault("BASISD_CACHE_DIR", tempfile.mkdtemp(prefix="basisd-test-cache-"))

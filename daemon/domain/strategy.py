@@ -611,10 +611,8 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal, net_venues: bool
     """Initial setup or deposit of `amount` (share-class currency), per mode (ADR-6 sequence for USDT MN).
     `net_venues`: the capital is the whole book, part of it possibly on the venues already (an initial setup,
     a re-entry after a flatten); False for a deposit, which arrives in the wallet beside margins in use."""
-    if spec.share_class == "ETH" and net_venues:
-        # Keep gas money back: an ETH share class pays gas from wallet ETH and cannot go into gas debt. (A deposit
-        # is capital beside the book, whose reserve is already held.)
-        amount = max(ZERO, amount - spec.gas_reserve)
+    if net_venues:
+        amount = _deployable(spec, view, amount)
     d = desired_state(spec, amount, view.price_usd)
     steps: list[Step] = []
 
@@ -657,6 +655,19 @@ def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal, net_venues: bool
                 add("STAKE", Executor.STAKING, spec.staking_venue, amount_eth=long_eth, lst=spec.lst)
     return [Instruction(0, "ENTRY", spec.name, amount if spec.share_class == "USDT" else amount * price,
                         tuple(steps), False, "entry")]
+
+
+def _deployable(spec: ModeSpec, view: StrategyView, amount: Decimal) -> Decimal:
+    """What of the book's `amount` an initial setup deploys: all of it less the wallet's gas money. (A deposit is
+    capital beside the book, whose gas money is already held.)"""
+    if spec.share_class == "ETH":
+        # An ETH share class pays gas from wallet ETH and cannot go into gas debt: keep the reserve back.
+        return max(ZERO, amount - spec.gas_reserve)
+    if spec.share_class == "USDT" and spec.asset == "ETH" and view.wallet_asset > 0:
+        # A USDT class deploys USDT: ETH in the wallet is gas money (a real wallet must hold some; a simulated one
+        # runs a gas debt instead), never USDT the entry could move to a venue.
+        return max(ZERO, amount - view.wallet_asset * view.price_usd)
+    return amount
 
 
 def _long_leg(spec: ModeSpec, d: DesiredState) -> Decimal:

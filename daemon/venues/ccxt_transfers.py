@@ -61,10 +61,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import ccxt.async_support as ccxt
+import structlog
 
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
@@ -83,7 +84,7 @@ from daemon.errors import (
 )
 from daemon.state_store import StateStore
 from daemon.venues.ccxt_errors import Call, map_error
-from daemon.venues.ccxt_parse import exact, family
+from daemon.venues.ccxt_parse import exact, family, parse_balances
 
 NS_PER_MS = 1_000_000
 STATE_KEY = "transfers"  # the desk's state file in the state store
@@ -178,6 +179,12 @@ def parse_transaction(tx: Mapping[str, Any], exchange_id: str) -> VenueTransacti
                             tx.get("txid") or None, int(ts) if isinstance(ts, int | float) else None)
 
 
+log = structlog.get_logger()
+
+# A withdrawal may debit this much less than planned, when the venue holds less (see TransferDesk._within_free).
+WITHDRAWAL_SHORTFALL_FRACTION = Decimal("0.005")
+
+
 class VenueFunds:
     """One venue's funds side: its ccxt clients by exchange id (`{"binanceusdm": …, "binance": …}`, `{"bybit": …}`)."""
 
@@ -264,6 +271,14 @@ class VenueFunds:
         return DepositAddress(self.venue, asset, network, str(found["address"]), found.get("tag") or None)
 
     # --- withdrawals ----------------------------------------------------------------------------------------------
+
+    async def held(self, asset: str) -> Decimal | None:
+        """What the withdrawing wallet holds of `asset` now, exactly from the payload (None: none listed)."""
+        try:
+            balance = await self._funds.fetch_balance()
+        except ccxt.BaseError as exc:
+            raise self._error(exc, Call.READ, f"reading the {asset} balance") from None
+        return parse_balances(balance, self._funds.id).get(asset)
 
     async def withdrawal_rule(self, asset: str, network: str) -> WithdrawalRule:
         """The fee and minimum of withdrawing `asset` on `network`: the venue's, else the config's."""
@@ -534,6 +549,7 @@ class TransferDesk:
             return Decimal(self._landed[ref])
         transfer_id = self._refs.get(ref)
         if transfer_id is None or self.book.get(transfer_id) is None:
+            amount = await self._within_free(venue, asset, amount, ref)
             transfer = await self._withdraw(venue, asset, amount, self._network, WALLET, address, None, ref)
             transfer_id = transfer.transfer_id
         what = f"{amount} {asset} withdrawn from {venue} to the wallet ({ref})"
@@ -544,6 +560,27 @@ class TransferDesk:
             raise VenueRejected(f"{venue}: the withdrawal of {amount} {asset} to the wallet ended {transfer.state}: "
                                 "nothing reached the wallet", f"withdrawal {transfer.state}")
         return transfer.settled
+
+    async def _within_free(self, venue: str, asset: str, amount: Decimal, ref: str) -> Decimal:
+        """`amount`, or less by the shortfall when the venue holds a little less than the withdrawal debits — by at
+        most `WITHDRAWAL_SHORTFALL_FRACTION`: a spot buy's fee charged in the asset bought, as all three venues do
+        by default, leaves that much less than the strategy planned to withdraw. The caller gets what arrived and
+        sizes the next step on it. A larger shortfall is asked for as planned, for the venue to refuse by name."""
+        funds = self.venue(venue)
+        try:
+            free = await funds.held(asset)
+            rule = await funds.withdrawal_rule(asset, self._network)
+        except VenueError:
+            return amount  # the balance cannot be read now: ask as planned (the venue refuses if it is short)
+        needed = rule.debit(amount)
+        if free is None or free >= needed or needed - free > amount * WITHDRAWAL_SHORTFALL_FRACTION:
+            return amount
+        # Down to 1e-8 (the venues' finest withdrawal step): a float balance must not round above what is held.
+        capped = (amount - (needed - free)).quantize(Decimal("1e-8"), rounding=ROUND_DOWN)
+        log.warning("withdrawal_capped_to_free", venue=venue, asset=asset, planned=str(amount), withdrawn=str(capped),
+                    free=str(free), ref=ref, detail="the venue holds a fee's worth less than planned (a spot fee "
+                                                    "charged in the asset): the whole free balance is withdrawn")
+        return capped
 
     async def _wait_landed(self, transfer_id: str, what: str) -> TransitTransfer:
         """Step `transfer_id` on until it is finished, reading every `landing_poll_s`; a read that fails for a

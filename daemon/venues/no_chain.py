@@ -51,10 +51,10 @@ class NoChain:
     async def transfer_eth_to_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
         raise ChainUnavailable(f"moving {amount_eth} ETH from the wallet to {venue} ({ref})")
 
-    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
+    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> Decimal | None:
         raise ChainUnavailable(f"withdrawing {amount_eth} ETH from {venue} to the wallet ({ref})")
 
-    async def withdraw_usdt_from_cex(self, venue: str, amount: Decimal, ref: str) -> None:
+    async def withdraw_usdt_from_cex(self, venue: str, amount: Decimal, ref: str) -> Decimal | None:
         raise ChainUnavailable(f"withdrawing {amount} USDT from {venue} to the wallet ({ref})")
 
     async def stake(self, amount_eth: Decimal, ref: str) -> None:

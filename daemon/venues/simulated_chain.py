@@ -120,11 +120,14 @@ class SimulatedChain:
         await self._book(Reason.VENUE_TRANSFER, "TRANSFER", ref, (
             TokenChange(WALLET, "ETH", -amount_eth), TokenChange(venue, "ETH", amount_eth)), exchange=venue)
 
-    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
+    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> Decimal | None:
+        # None: as asked less the venue's fee (the steps after it keep their sizes: the backtests' convention).
         await self._withdraw_from_cex(venue, "ETH", amount_eth, ref)
+        return None
 
-    async def withdraw_usdt_from_cex(self, venue: str, amount: Decimal, ref: str) -> None:
+    async def withdraw_usdt_from_cex(self, venue: str, amount: Decimal, ref: str) -> Decimal | None:
         await self._withdraw_from_cex(venue, "USDT", amount, ref)
+        return None
 
     async def _withdraw_from_cex(self, venue: str, asset: str, amount: Decimal, ref: str) -> None:
         """An exchange withdrawal costs no wallet gas: the exchange takes its own fixed fee from the amount, so

@@ -146,24 +146,6 @@ def flash_for_borrow(borrow_wei: int, premium_bps: int) -> int:
 
 # --- the DEX and staking -----------------------------------------------------------------------------------------
 
-# The test DEX's custom errors (deploy/contracts/test/FixedRateSwapRouter.sol); Uniswap's own router reverts with
-# strings ("Too little received"), which the revert decoder names already.
-DEX_ERRORS: dict[bytes, str] = {keccak(text=s)[:4]: s.partition("(")[0] for s in (
-    "TooLittleReceived(uint256,uint256)", "NoRate(address,address)", "TransferFailed()", "NotAdmin()")}
-
-
-def dex_error_name(reason: str) -> str | None:
-    """The DEX's name for a revert the decoder left as "custom error 0x<selector>"."""
-    if not reason.startswith("custom error 0x"):
-        return None
-    try:
-        return DEX_ERRORS.get(bytes.fromhex(reason.removeprefix("custom error 0x")))
-    except ValueError:
-        return None
-
-
-# --- the DEX and staking calls -----------------------------------------------------------------------------------
-
 
 def exact_input_single(router: str, token_in: str, token_out: str, fee: int, recipient: str, amount_in: int,
                        min_out: int, label: str = "swap") -> TxCall:

@@ -48,7 +48,6 @@ from daemon.errors import NonRetryableVenueError, RetryableVenueError, VenueBadP
 from daemon.ports import WalletRails
 from daemon.venues import web3_calls as calls
 from daemon.venues.web3_reads import MAX_UINT256, ChainAddresses, ChainReader, ChainSnapshot, ReserveAddresses
-from daemon.venues.web3_reverts import Revert
 from daemon.venues.web3_tx import CONNECTION_ERRORS, TxCall, TxReverted, TxSender
 from daemon.venues.web3_wallet import changes_between, wallet_balances
 
@@ -211,11 +210,11 @@ class Web3Chain:
                                      transit=(TokenChange(TRANSIT, "ETH", self._decimal(units, 18)),))
         await self._rails.deposit_sent(venue, "ETH", self._decimal(units, 18), mined.tx_hash, ref)
 
-    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
-        await self._rails.withdraw_to_wallet(venue, "ETH", amount_eth, self._wallet, ref)
+    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> Decimal:
+        return await self._rails.withdraw_to_wallet(venue, "ETH", amount_eth, self._wallet, ref)
 
-    async def withdraw_usdt_from_cex(self, venue: str, amount: Decimal, ref: str) -> None:
-        await self._rails.withdraw_to_wallet(venue, "USDT", amount, self._wallet, ref)
+    async def withdraw_usdt_from_cex(self, venue: str, amount: Decimal, ref: str) -> Decimal:
+        return await self._rails.withdraw_to_wallet(venue, "USDT", amount, self._wallet, ref)
 
     # --- staking and swaps ---------------------------------------------------------------------------------------
 
@@ -598,12 +597,11 @@ class Web3Chain:
         async with self._booking:
             try:
                 receipt = await self._sender.transact(call)
-            except TxReverted as e:
-                named = _named(e, call.label)
+            except TxReverted as e:  # named by the shared table (web3_reverts: AAVE's, the executor's, the DEX's)
                 if e.tx_hash is not None:  # mined reverted: only its gas moved, and that is booked
                     receipt = await self._receipt(e.tx_hash)
                     await self._book(receipt, Reason.GAS_FEE_PAID, ref, (), call.label)
-                raise named from None
+                raise
             return await self._book(receipt, reason, ref, transit, call.label)
 
     async def _book(self, receipt: TxReceipt, reason: Reason, ref: str, transit: Sequence[TokenChange],
@@ -736,12 +734,3 @@ def _ceil(value: Decimal) -> int:
 def _with_headroom(units: int) -> int:
     """An allowance for "all of" a balance that accrues until the transaction is mined: + 1 ppm + 1 unit."""
     return units + units * ALLOWANCE_HEADROOM_PPM // 1_000_000 + 1
-
-
-def _named(e: TxReverted, label: str) -> TxReverted:
-    """The DEX's custom errors by name (the shared decoder knows AAVE's and the executor's)."""
-    name = calls.dex_error_name(e.reason)
-    if name is None:
-        return e
-    return TxReverted(label, Revert(name), e.tx_hash)
-

@@ -1,9 +1,15 @@
-"""Revert data decoded into names: AAVE v3's numeric error codes and the FlashLeverage executor's custom errors.
+"""Revert data decoded into names: AAVE v3's numeric error codes, the FlashLeverage executor's custom errors and the
+DEX's (the test router's custom errors, Uniswap V3 SwapRouter02's revert strings).
 
 AAVE v3 (`@aave/core-v3` 1.19.3) reverts with `Error(string)` whose string is a number ("35"); the names are the
 constants of its `protocol/libraries/helpers/Errors.sol`, copied here (the daemon never needs node_modules; a test
-checks the table against the npm file). FlashLeverage (`deploy/contracts/src/FlashLeverage.sol`) reverts with custom
-errors, known here by signature (a test checks them against the committed ABI) and matched by their 4-byte selector.
+checks the table against the npm file). FlashLeverage (`deploy/contracts/src/FlashLeverage.sol`) and the test DEX
+(`deploy/contracts/test/FixedRateSwapRouter.sol`) revert with custom errors, known here by signature (tests check
+them against the committed ABI and the contract's source) and matched by their 4-byte selector.
+
+The real SwapRouter02 (`Uniswap/swap-router-contracts`, `V3SwapRouter.sol` and the periphery's `TransferHelper`)
+reverts with strings; those a swap can hit are named here as the test DEX names the same failure, so a slippage
+revert is `TooLittleReceived` whichever router refused (the string carries no amounts: `args` is empty then).
 """
 
 from __future__ import annotations
@@ -63,11 +69,26 @@ FLASH_LEVERAGE_ERRORS: tuple[str, ...] = (
     "InsufficientToRepayFlash(uint256,uint256)", "TokenCallFailed(address,bytes4)", "GrantFailed(address)",
 )
 
+# The test DEX's custom errors, as FixedRateSwapRouter.sol declares them.
+DEX_ERRORS: tuple[str, ...] = (
+    "TooLittleReceived(uint256,uint256)", "NoRate(address,address)", "TransferFailed()", "NotAdmin()",
+)
+
+# SwapRouter02's revert strings → the same names as the test DEX's errors where the failure is the same one.
+SWAP_ROUTER_ERRORS: dict[str, str] = {
+    "Too little received": "TooLittleReceived",  # exactInput(Single): out < amountOutMinimum (the slippage guard)
+    "Too much requested": "TooMuchRequested",  # exactOutput(Single): in > amountInMaximum
+    "Transaction too old": "TransactionTooOld",  # multicall(deadline, ...) past its deadline
+    "STF": "TransferFailed",  # TransferHelper.safeTransferFrom: the payer's tokens did not move (allowance, balance)
+    "ST": "TransferFailed",  # TransferHelper.safeTransfer
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Revert:
-    """A revert as a name: `reason` is AAVE's constant name, a custom error's name, `Panic(0x11)`, the revert string
-    itself when no table knows it, or "unknown" with no data; `code` is AAVE's numeric string when there is one."""
+    """A revert as a name: `reason` is AAVE's constant name, a custom error's name, the router's string's name,
+    `Panic(0x11)`, the revert string itself when no table knows it, or "unknown" with no data; `code` is AAVE's
+    numeric string when there is one."""
 
     reason: str
     code: str | None = None
@@ -81,7 +102,7 @@ class Revert:
 @cache
 def _custom_errors() -> dict[bytes, tuple[str, tuple[str, ...]]]:
     table: dict[bytes, tuple[str, tuple[str, ...]]] = {}
-    for signature in FLASH_LEVERAGE_ERRORS:
+    for signature in (*FLASH_LEVERAGE_ERRORS, *DEX_ERRORS):
         name, _, rest = signature.partition("(")
         types = tuple(t for t in rest.rstrip(")").split(",") if t)
         table[keccak(text=signature)[:4]] = (name, types)
@@ -116,7 +137,9 @@ def decode_revert(data: bytes | str | None, message: str = "") -> Revert:
 
 def _from_string(text: str) -> Revert:
     name = AAVE_ERRORS.get(text)
-    return Revert(name, code=text) if name else Revert(text)
+    if name:
+        return Revert(name, code=text)
+    return Revert(SWAP_ROUTER_ERRORS.get(text, text))
 
 
 def _bytes(data: bytes | str | None) -> bytes | None:

@@ -59,7 +59,8 @@ class Rig:
 
 
 @asynccontextmanager
-async def running(gate: StartGate | None = None) -> AsyncIterator[Rig]:
+async def running(gate: StartGate | None = None, chain_type: type[SimulatedChain] = SimulatedChain
+                  ) -> AsyncIterator[Rig]:
     clock = VirtualClock(0, None)
     orders: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 64)
     reports: LosslessChannel[VenueReport] = LosslessChannel("fills.reports", 256)
@@ -73,7 +74,7 @@ async def running(gate: StartGate | None = None) -> AsyncIterator[Rig]:
                     ReserveIndexesReported("weETH", D("1.01"), D("1.01"), 0, 0),
                     ReserveIndexesReported("WETH", D("1.03"), D("1.05"), 0, 0)):
         board.update(message)
-    chain = SimulatedChain(clock, board, reports, exchanges)
+    chain = chain_type(clock, board, reports, exchanges)
     chain.receive(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange(WALLET, "USDT", D(100_000)),)))
     actor = ExecutionActor(orders, exchanges, events, chain, gate=gate)
     trading = TradingStateCell()
@@ -141,6 +142,36 @@ async def test_an_entry_runs_its_steps_in_order_and_its_reports_book_cleanly() -
     # withdrawal costs the wallet nothing.
     assert ledger.balance(WALLET, "ETH") == -(D(100_000) + D(1_250_000)) * D(10) * D("1e-9")
     assert ledger.perp("binance", "ETHUSDT").quantity == -10
+
+
+class ChainToldWhatArrived(SimulatedChain):
+    """A chain whose rails say what reached the wallet (as the live ones do): a spot fee taken in ETH left the
+    venue 0.1 % short of what the strategy planned to withdraw."""
+
+    leverage_calls: list[tuple[Decimal, Decimal, Decimal]]
+
+    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> Decimal:
+        short = amount_eth * D("0.999")
+        await super().withdraw_eth_from_cex(venue, short, ref)
+        return short - self._exchanges[venue].withdrawal_fee("ETH")
+
+    async def atomic_leverage_entry(self, equity_eth: Decimal, supply_eth: Decimal, borrow_eth: Decimal,
+                                    ref: str) -> None:
+        self.leverage_calls = [*getattr(self, "leverage_calls", []), (equity_eth, supply_eth, borrow_eth)]
+        await super().atomic_leverage_entry(equity_eth, supply_eth, borrow_eth, ref)
+
+
+@pytest.mark.asyncio
+async def test_the_leveraged_entry_is_sized_on_what_arrived_from_the_venue_at_the_planned_leverage() -> None:
+    async with running(chain_type=ChainToldWhatArrived) as rig:
+        await rig.orders.send(ExecuteInstruction(InstructionId("i9"), entry_instruction(D(10)), 0, 0))
+        done = await finished(rig)
+        assert done.completed, done.reason
+    assert isinstance(rig.chain, ChainToldWhatArrived)
+    ((equity, supply, borrow),) = rig.chain.leverage_calls
+    planned = atomic_entry(D(10), D("0.9"))
+    assert equity == D("9.99") and supply - borrow == equity  # the flash loan still balances to the wei
+    assert borrow / supply == planned.borrowed / planned.supplied  # at the planned LTV
 
 
 @pytest.mark.asyncio

@@ -23,7 +23,7 @@ from daemon.domain.messages import BalancesChanged, VenueReport
 from daemon.domain.pnl import nav_usd
 from daemon.domain.reconcile import reconcile
 from daemon.domain.transit import TransitState
-from daemon.errors import RetryableVenueError, UnknownOrderOutcome, VenueDegraded, VenueRejected
+from daemon.errors import RetryableVenueError, UnknownOrderOutcome, VenueDegraded, VenueError, VenueRejected
 from daemon.state_store import StateStore
 from daemon.venues.ccxt_exchange import CcxtExchange, CcxtVenueConfig, Credentials
 from daemon.venues.ccxt_transfers import (
@@ -451,3 +451,30 @@ async def test_a_withdrawal_to_the_wallet_the_venue_gives_back_frees_its_ref(rig
     with pytest.raises(TransferStillMoving):  # the same ref again: a new request (the first is settled)
         await desk.withdraw_to_wallet("okx", "USDT", D(30), WALLET_ADDRESS, "wd-2")
     assert len([t for t in rig.fake.okx.transfers if t.kind == "withdrawal"]) == 2
+
+
+async def test_a_withdrawal_a_spot_fee_left_short_takes_what_is_held_and_says_what_arrived(rig: Rig) -> None:
+    """Binance (as Bybit and OKX) takes a spot buy's fee in the asset bought: the strategy planned to withdraw the
+    ETH it bought, and 0.1 % less is there. The whole balance goes, and the caller is told what arrived (the next
+    step, the leveraged entry, sizes on it); a larger shortfall is asked as planned, for the venue to refuse."""
+    held = D("0.999")
+    rig.fake.binance.set_balance("ETH", held, wallet="spot")
+    rig.ledger.apply(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange("binance", "ETH", held),)))
+    desk = wallet_desk(rig)
+    waiting = asyncio.create_task(desk.withdraw_to_wallet("binance", "ETH", D(1), WALLET_ADDRESS, "wd-eth"))
+    with anyio.fail_after(5):
+        while not [t for t in rig.fake.binance.transfers if t.kind == "withdrawal"]:
+            await anyio.sleep(0.01)
+    (withdrawal,) = [t for t in rig.fake.binance.transfers if t.kind == "withdrawal"]
+    assert withdrawal.amount == held  # not the planned 1 ETH
+    rig.fake.binance.complete_withdrawal(withdrawal.id, tx_id="0xeth")
+    with anyio.fail_after(5):
+        arrived = await waiting
+    fee = held - arrived
+    assert D(0) < fee < D("0.01") and rig.fake.binance.balance("ETH", wallet="spot") == 0
+    debit, land = rig.book()
+    assert debit.change.tokens[0] == TokenChange("binance", "ETH", -held)
+    assert land.change.tokens[-1] == TokenChange(WALLET, "ETH", arrived)
+    rig.fake.binance.set_balance("ETH", D("0.9"), wallet="spot")  # 10 % short: not a fee's worth
+    with pytest.raises(VenueError):
+        await desk.withdraw_to_wallet("binance", "ETH", D(1), WALLET_ADDRESS, "wd-eth-2")

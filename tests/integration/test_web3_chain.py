@@ -342,6 +342,8 @@ async def test_swaps_book_what_arrived_and_a_price_below_min_out_reverts(rig: Ri
     with pytest.raises(TxReverted) as caught:
         await rig.adapter.swap_lst_to_eth(Decimal("0.5"), "refused")
     assert caught.value.reason == "TooLittleReceived"
+    out, minimum = caught.value.revert.args  # the DEX's error carries its amounts: what it offered, what we required
+    assert isinstance(out, int) and isinstance(minimum, int) and out < minimum
     assert [r.change.reason for r in rig.drain()] == [Reason.GAS_FEE_PAID]  # the approval alone was mined
     await rig.assert_books_match_chain()
     assert rig.ledger.balance(WALLET, "weETH") == held

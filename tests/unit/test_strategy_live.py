@@ -86,3 +86,25 @@ def test_live_margin_top_up_plans_no_transfer_when_the_long_is_on_another_venue(
     for instruction in top_ups:
         actions = [s.action for s in instruction.steps]
         assert "TRANSFER_USDT_TO_CEX" not in actions and "WITHDRAW_USDT_TO_WALLET" not in actions, actions
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=20_000, max_value=500_000), st.decimals(min_value=D("0.01"), max_value=D("5"), places=3),
+       st.integers(min_value=500, max_value=10_000))
+def test_a_usdt_class_entry_moves_only_usdt_the_wallet_holds_its_gas_eth_is_not_capital_to_deploy(
+        wallet_usdt: int, gas_eth: Decimal, price: int) -> None:
+    """A real wallet holds ETH for gas beside its USDT (a simulated one runs a gas debt): the entry must not plan
+    to send that ETH's worth of USDT too (the local world's first live entry failed so: transfers beyond the
+    wallet's USDT), nor buy the spot leg with it."""
+    held = {"binance": "20000", "bybit": "10000", "okx": "10000"}
+    venues = {v: VenueView(D(usdt), D(0), D(0), D(0), D(price)) for v, usdt in held.items()}
+    equity = sum((D(u) for u in held.values()), D(0)) + wallet_usdt + gas_eth * price
+    view = StrategyView(equity, D(price), D(1), D(0), D(0), gas_eth, D(0), D(wallet_usdt), venues)
+    (instruction,) = decide(Change.INITIAL_SETUP, spec("usdt_market_neutral"), view).instructions
+    sent = sum((D(str(s.params["amount_usd"])) for s in instruction.steps if s.action == "TRANSFER_USDT_TO_CEX"),
+               D(0))
+    back = sum((D(str(s.params["amount_usd"])) for s in instruction.steps if s.action == "WITHDRAW_USDT_TO_WALLET"),
+               D(0))
+    assert sent <= wallet_usdt + back, (sent, back, wallet_usdt)
+    # and it deploys the USDT: nearly all of it goes to the venues (the withdrawal fees aside)
+    assert sent >= wallet_usdt - 100, (sent, wallet_usdt)

@@ -35,16 +35,21 @@ ex = ccxt.binanceusdm({{"apiKey": {key!r}, "secret": {secret!r}, "session": sess
 """
 
 
-def write_env(fake: FakeExchange, env_file: Path) -> None:
-    lines = [f"BASISD_VENUE_REDIRECT__ADDRESS=127.0.0.1:{fake.port}",
-             f"BASISD_VENUE_REDIRECT__CA_FILE={fake.tls.cert_path}"]
+def fake_env(fake: FakeExchange) -> dict[str, str]:
+    """The environment a live daemon needs to trade the fake: the venue redirect and every venue's keys."""
+    env = {"BASISD_VENUE_REDIRECT__ADDRESS": f"127.0.0.1:{fake.port}",
+           "BASISD_VENUE_REDIRECT__CA_FILE": str(fake.tls.cert_path)}
     for venue in ("binance", "bybit", "okx"):
         c = fake.credentials(venue)
-        lines += [f"BASISD_CREDENTIALS__{venue.upper()}__API_KEY={c.api_key}",
-                  f"BASISD_CREDENTIALS__{venue.upper()}__API_SECRET={c.secret}"]
-    lines.append(f"BASISD_CREDENTIALS__OKX__PASSPHRASE={fake.credentials('okx').passphrase}")
+        env[f"BASISD_CREDENTIALS__{venue.upper()}__API_KEY"] = c.api_key
+        env[f"BASISD_CREDENTIALS__{venue.upper()}__API_SECRET"] = c.secret
+    env["BASISD_CREDENTIALS__OKX__PASSPHRASE"] = fake.credentials("okx").passphrase
+    return env
+
+
+def write_env(fake: FakeExchange, env_file: Path) -> None:
     env_file.parent.mkdir(parents=True, exist_ok=True)
-    env_file.write_text("\n".join(lines) + "\n")
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in fake_env(fake).items()))
     env_file.chmod(0o600)  # the fake's keys: test secrets, but kept as a credential file would be
 
 
