@@ -88,6 +88,7 @@ class LiveAccounts:
         self.desk: TransferDesk | None = None
         self._state_dir = s.runtime.state_dir
         self._transfer_wait_s = s.chain.transfer_wait_s  # the wallet's transfers to and from the venues
+        self._transfer_poll_s = s.chain.transfer_poll_interval_s
 
     async def start(self) -> None:
         """Every venue's start-up checks, concurrently, then the opening books from their accounts."""
@@ -128,7 +129,7 @@ class LiveAccounts:
         self.desk = TransferDesk({name: VenueFunds(name, exchange.ccxt_clients) for name, exchange in
                                   self.exchanges.items()}, self._reports, self._clock, deposits_since_ms=read_ms,
                                  store=StateStore(self._state_dir) if self._state_dir else None,
-                                 landing_wait_s=self._transfer_wait_s)
+                                 landing_wait_s=self._transfer_wait_s, landing_poll_s=self._transfer_poll_s)
         if self._settings.fills_stream:
             settings = StreamSettings(backstop_interval_s=self._settings.fills_poll_interval_s,
                                       dead_after_s=self._settings.stream_dead_after_s,

@@ -120,6 +120,7 @@ class LiveChain:
         self._tx_policy = TxPolicy(max_fee_cap_wei=int(Decimal(str(c.max_fee_gwei)) * GWEI),
                                    priority_fee_percentile=c.priority_fee_percentile, confirmations=c.confirmations,
                                    receipt_timeout_s=c.receipt_timeout_s, stuck_after_s=c.receipt_timeout_s,
+                                   poll_interval_s=c.receipt_poll_interval_s,
                                    max_replacements=c.max_replacements)
         self.sender = TxSender(self.w3, s.credentials.wallet_private_key, self._tx_policy, journal=self.journal)
         self.wallet = self.sender.address

@@ -421,6 +421,11 @@ class ChainSettings(Frozen):
                                                                   "than this after it was signed")
     dex_fee_tier: int = Field(100, ge=1, le=1_000_000, description="The DEX pool's fee tier (Uniswap v3 units: "
                                                                    "100 = 0.01 %)")
+    receipt_poll_interval_s: float = Field(0.5, ge=0.01, le=60, description="How often a transaction's receipt "
+                                                                            "is asked for while it is being mined")
+    transfer_poll_interval_s: float = Field(5.0, ge=0.05, le=HOUR_S, description="How often the venue is read "
+                                                                                "while a transfer to or from it is "
+                                                                                "awaited")
     transfer_wait_s: float = Field(1800.0, ge=10, le=DAY_S, description="How long a transfer to or from an "
                                                                         "exchange may take before the operation is "
                                                                         "reported late (it is still followed)")

@@ -141,11 +141,11 @@ class TimedChain:
     async def transfer_eth_to_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
         await self._timed("transfer_eth_to_cex", self._inner.transfer_eth_to_cex(venue, amount_eth, ref))
 
-    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
-        await self._timed("withdraw_eth_from_cex", self._inner.withdraw_eth_from_cex(venue, amount_eth, ref))
+    async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> Decimal | None:
+        return await self._timed("withdraw_eth_from_cex", self._inner.withdraw_eth_from_cex(venue, amount_eth, ref))
 
-    async def withdraw_usdt_from_cex(self, venue: str, amount: Decimal, ref: str) -> None:
-        await self._timed("withdraw_usdt_from_cex", self._inner.withdraw_usdt_from_cex(venue, amount, ref))
+    async def withdraw_usdt_from_cex(self, venue: str, amount: Decimal, ref: str) -> Decimal | None:
+        return await self._timed("withdraw_usdt_from_cex", self._inner.withdraw_usdt_from_cex(venue, amount, ref))
 
     async def stake(self, amount_eth: Decimal, ref: str) -> None:
         await self._timed("stake", self._inner.stake(amount_eth, ref))
