@@ -25,6 +25,7 @@ from daemon.domain.messages import (
     PositionView,
 )
 from daemon.domain.pnl import COMPONENTS, attribute_step, nav_usd
+from daemon.domain.reconcile import accounts_touched
 from daemon.lifecycle import ActorContext, serve
 
 HOUR_NS = 3_600 * 1_000_000_000
@@ -55,6 +56,10 @@ class PositionsActor:
             self.book_opening(change)
         self.board = MarketBoard()
         self._booked: set[str] = set()
+        # Per account, the reports booked that touch it: the reconciler's "have the books caught up" (the tuple is
+        # what snapshots carry, remade only when a report is booked).
+        self._booked_by_account: dict[str, int] = {}
+        self._booked_by_account_view: tuple[tuple[str, int], ...] = ()
         self.latest: PortfolioSnapshotted | None = None
         self._currency = currency
         self._attributions = attributions
@@ -108,6 +113,9 @@ class PositionsActor:
             ctx.trading.halt(f"{key} could not be booked: {exc}", source="positions")
             return
         self._booked.add(key)
+        for account in accounts_touched(report):
+            self._booked_by_account[account] = self._booked_by_account.get(account, 0) + 1
+        self._booked_by_account_view = tuple(sorted(self._booked_by_account.items()))
         self._step_changes.append(change)
         if change.reason is Reason.LIQUIDATION:
             # The venue acted on its own: the books follow, and trading stops. A liquidation means the risk
@@ -138,7 +146,7 @@ class PositionsActor:
             positions=tuple(positions), cash=tuple((f"{a}:{t}", v) for a, t, v in snapshot.balances),
             eth_usd=market.price_usd("ETH"), net_delta_eth=exposure.net_delta("ETH"), nav_usd=nav,
             reports_booked=len(self._booked), ts_event=market.ts_ns, ts_recv=ctx.clock.now_ns(), ledger=snapshot,
-            series_ages_s=tuple(sorted(self.board.ages_s().items())),
+            series_ages_s=tuple(sorted(self.board.ages_s().items())), booked_by_account=self._booked_by_account_view,
         )
         self._snapshots.publish(self.latest)
 

@@ -60,7 +60,7 @@ from daemon.domain.messages import (
     TradingState,
     VenueReport,
 )
-from daemon.domain.reconcile import summarize
+from daemon.domain.reconcile import EXACT, summarize
 from daemon.domain.risk import BreakerAction, DrawdownBreaker, RiskLimits
 from daemon.domain.strategy import Change, decide
 from daemon.domain.view import strategy_view
@@ -321,6 +321,7 @@ class Daemon:
                     self.notifier.status("starting: checking the venues")
                     await self.world.start()
                     self.positions.book_opening(self.world.opening)
+                    self._halt_on_recovery()
                 for service in self.world.services:
                     tg.start_soon(service)
                 if self.world.live is not None:
@@ -462,7 +463,12 @@ class Daemon:
             r.max_deferrals, self.journal,
             # Live: a transfer still moving between accounts explains its difference (never a drift).
             in_transit=self.world.live.allowances if self.world.live is not None else None,
-            read_concurrently=self.world.live is not None)
+            read_concurrently=self.world.live is not None,
+            # Live: each account compared once the books have booked what it published this run; dust and a
+            # relative tolerance are not drifts; the perps every positions_interval_s between full runs.
+            per_account=self.world.live is not None,
+            tolerance=r.tolerance() if self.world.live is not None else EXACT,
+            positions_interval_s=r.positions_interval_s if self.world.live is not None else None)
 
     async def _reconcile_now(self) -> dict[str, Any]:
         """`basisd reconcile`: ask for a reconciliation on the next snapshot and report what it found."""
@@ -558,7 +564,13 @@ class Daemon:
                 "path": str(self.journal.path), "run": self.journal.run, "records": self.journal.appended,
                 "previous_run_unclean": self.journal.previous_unclean,
                 "failed": self.journal.failed or None},
+            "recovery": self._recovery_status(),
         }
+
+    def _recovery_status(self) -> dict[str, Any] | None:
+        """What recovery at start-up resolved (live, with a journal to read back), for `basisd status`."""
+        recovery = getattr(self.world.live, "recovery", None)
+        return None if recovery is None else dict(recovery.as_dict())
 
     def reload(self) -> None:
         """SIGHUP: re-read the file; apply the risk thresholds, report anything else as needing a restart."""
@@ -692,6 +704,15 @@ class Daemon:
             out[(("venue", name), ("path", "stream"))] = float(stream.counters.fills_stream)
             out[(("venue", name), ("path", "backstop"))] = float(stream.counters.fills_backstop)
         return out
+
+    def _halt_on_recovery(self) -> None:
+        """What recovery at start-up could not settle (daemon.recovery): the run comes up HALTED, before the start-up
+        gate opens and before any actor can trade, naming what differs and what the operator can do."""
+        recovery = getattr(self.world.live, "recovery", None)
+        reason = getattr(recovery, "halt_reason", None)
+        if reason is not None:
+            log.critical("recovery_halted", reason=reason)
+            self.trading.halt(f"recovery at start-up: {reason}", source="recovery")
 
     def _halt_on_access_lost(self, reason: str) -> None:
         self.trading.halt(f"a venue refused our keys after start-up: {reason}", source="venues")

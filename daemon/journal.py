@@ -4,8 +4,10 @@ Every venue report is written here before the books see it (DESIGN §3: "a fill 
 published"), every order before it is sent and its outcome after, every change of the trading state with who
 made it, and every reconciliation's findings. A crash can therefore lose nothing the daemon had acted on: the
 journal says which fills it had, which orders it had sent (and may have to ask the venue about by client order
-id), who halted it and why, and what the last reconciliation found. Recovery — rebuilding the books from it at
-start-up — comes with the live adapters; today the journal is the durable audit trail under `runtime.state_dir`.
+id), who halted it and why, and what the last reconciliation found. At a live start-up
+`daemon.recovery` reads it back (`PastRuns`): every order a previous run sent without a final outcome is resolved
+on its venue by client id, the instruction in progress is abandoned explicitly, and each resolution is a
+`recoveries` row of the new run, so the next restart does not resolve it again.
 
 Writes are synchronous (`synchronous=FULL`: each commit is on disk before the call returns), so a fill is never
 reported onwards before it is durable. Values are JSON with exact decimals as strings. A venue report is keyed by
@@ -106,8 +108,18 @@ CREATE TABLE IF NOT EXISTS risk_actions (
     reason TEXT NOT NULL,
     sent TEXT NOT NULL                   -- the unwind's instructions, or why none went out
 );
+CREATE TABLE IF NOT EXISTS recoveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run INTEGER NOT NULL REFERENCES runs (run),  -- the run that recovered (at its start-up)
+    recorded_ns INTEGER NOT NULL,
+    wall_ns INTEGER,
+    kind TEXT NOT NULL,                  -- order | instruction | position
+    ref TEXT NOT NULL,                   -- the client order id | the instruction id | venue:instrument
+    outcome TEXT NOT NULL,               -- order: filled | cancelled | never_sent | ...; instruction: abandoned; ...
+    body TEXT NOT NULL
+);
 """
-RECORD_TABLES = ("venue_reports", "orders", "trading_state", "reconciliations", "risk_actions")
+RECORD_TABLES = ("venue_reports", "orders", "trading_state", "reconciliations", "risk_actions", "recoveries")
 # Columns added since the first schema: a journal written by an older daemon gains them (NULL in its rows).
 MIGRATIONS = {"runs": {"ended_ns": "INTEGER", "end_reason": "TEXT", "previous_unclean": "TEXT"},
               **{table: {"wall_ns": "INTEGER"} for table in RECORD_TABLES}}
@@ -290,3 +302,119 @@ class Journal:
         return [row[0] for row in self._db.execute(
             "SELECT event FROM orders WHERE client_order_id = ? AND run = ? ORDER BY seq",
             (client_order_id, run or self.run))]
+
+
+# --- read-back of the runs before this one (daemon.recovery, at a live start-up) ------------------------------------
+
+# An order's last row that settles it: nothing is left to ask its venue. (An "error" of any kind but an unknown
+# outcome is an answer too: the venue did nothing; a "timeout" or an unknown-outcome error is not.)
+FINAL_EVENTS = ("filled", "rejected", "canceled")  # (as `PastRuns.unresolved_orders` lists them in its SQL)
+UNKNOWN_ERRORS = frozenset({"UnknownOrderOutcome", "DuplicateClientOrderId"})
+
+
+class PastRuns:
+    """The journal as the previous runs left it, for recovery at start-up, through a connection of its own (the
+    daemon's `Journal` has already opened this process's run: the newest in `runs`, or `run`). What it writes —
+    one `recoveries` row per resolution, and the recovered fills in `venue_reports` — belongs to that run."""
+
+    def __init__(self, path: Path, run: int | None = None) -> None:
+        self.path = path
+        self._db = Journal._open(path)
+        self.run = run if run is not None else int(self._db.execute("SELECT MAX(run) FROM runs").fetchone()[0] or 0)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def previous_unclean(self) -> dict[str, Any] | None:
+        """What this run's start said of the run before it (None: it stopped cleanly, or there was none)."""
+        row = self._db.execute("SELECT previous_unclean FROM runs WHERE run = ?", (self.run,)).fetchone()
+        return json.loads(row[0]) if row is not None and row[0] else None
+
+    def unresolved_orders(self) -> list[dict[str, Any]]:
+        """Every order a live run before this one sent (an `intent` row) whose last row is not a final outcome — an
+        intent, an acknowledgement of an order left resting, a timeout, an unknown-outcome error — and that no
+        later start-up has resolved: {client_order_id, instruction_id, run, last_event, last_body, order}, oldest
+        first (`order`: the intent's body, the order as it was sent)."""
+        # One pass in SQLite (a journal of months holds many thousands of orders, nearly all settled): each client
+        # id's first intent and its last row, unless a start-up resolved it already.
+        rows = self._db.execute(
+            "WITH ids AS (SELECT client_order_id AS cid, MIN(seq) AS first, MAX(seq) AS last FROM orders "
+            "WHERE run < ? AND run IN (SELECT run FROM runs WHERE runtime_mode = 'live') GROUP BY client_order_id) "
+            "SELECT i.client_order_id, i.instruction_id, i.run, i.body, l.event, l.body FROM ids "
+            "JOIN orders i ON i.seq = (SELECT MIN(seq) FROM orders WHERE client_order_id = ids.cid "
+            "AND event = 'intent' AND seq >= ids.first) JOIN orders l ON l.seq = ids.last "
+            "WHERE l.event NOT IN ('filled', 'rejected', 'canceled') AND NOT EXISTS (SELECT 1 FROM recoveries r "
+            "WHERE r.kind = 'order' AND r.ref = ids.cid) ORDER BY i.seq", (self.run,)).fetchall()
+        out = []
+        for cid, instruction_id, run, body, event, last in rows:
+            last_body = json.loads(last)
+            if event == "error" and last_body.get("kind") not in UNKNOWN_ERRORS:
+                continue  # an answer: the venue did nothing
+            out.append({"client_order_id": cid, "instruction_id": instruction_id, "run": int(run),
+                        "last_event": event, "last_body": last_body, "order": json.loads(body)})
+        return out
+
+    def instruction_rows(self, instruction_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(client order id or step ref, event, body) of every order row of an instruction, in order."""
+        return [(cid, event, json.loads(body)) for cid, event, body in self._db.execute(
+            "SELECT client_order_id, event, body FROM orders WHERE instruction_id = ? AND run < ? ORDER BY seq",
+            (instruction_id, self.run))]
+
+    def unfinished_instructions(self) -> list[str]:
+        """Instructions of earlier runs with a step timed out (`timeout`: a chain step's outcome unknown too), not
+        abandoned by a start-up yet; and the last instruction the previous run journaled, had it ended unclean (the
+        journal holds its orders, not its plan: it may have been mid-way)."""
+        ids = [row[0] for row in self._db.execute(
+            "SELECT DISTINCT instruction_id FROM orders WHERE event = 'timeout' AND run < ? ORDER BY seq",
+            (self.run,))]
+        if self.previous_unclean() is not None:
+            last = self._db.execute("SELECT instruction_id FROM orders WHERE run = ? ORDER BY seq DESC LIMIT 1",
+                                    (self.run - 1,)).fetchone()
+            if last is not None:
+                ids.append(last[0])
+        done = {row[0] for row in self._db.execute("SELECT ref FROM recoveries WHERE kind = 'instruction'")}
+        return [i for i in dict.fromkeys(ids) if i not in done]
+
+    def report_seen(self, report_key: str) -> bool:
+        """Whether any run journaled this venue report (a fill: "venue:trade id")."""
+        return self._db.execute("SELECT 1 FROM venue_reports WHERE report_key = ? LIMIT 1",
+                                (report_key,)).fetchone() is not None
+
+    def journaled_perps(self) -> dict[tuple[str, str], Decimal]:
+        """(venue, instrument as the books name it) → the perp size the journal accounts for: every fill any live run
+        journaled (signed by side) plus every position a start-up adopted."""
+        held: dict[tuple[str, str], Decimal] = {}
+        # Once per fill, should two runs have journaled the same trade.
+        for (body,) in self._db.execute("SELECT MIN(body) FROM venue_reports WHERE kind = 'FillReport' AND run IN "
+                                        "(SELECT run FROM runs WHERE runtime_mode = 'live') GROUP BY report_key"):
+            fill = json.loads(body)
+            parts = str(fill.get("instrument_id", "")).split(":")
+            if len(parts) != 3 or parts[1] != "Perp":
+                continue
+            venue, instrument = parts[0], parts[2]
+            signed = Decimal(fill["quantity"]) * (1 if fill.get("side") == "BUY" else -1)
+            held[(venue, instrument)] = held.get((venue, instrument), Decimal(0)) + signed
+        for ref, body in self._db.execute("SELECT ref, body FROM recoveries WHERE kind = 'position'"):
+            venue, instrument = ref.split(":", 1)
+            held[(venue, instrument)] = held.get((venue, instrument), Decimal(0)) + Decimal(json.loads(body)["delta"])
+        return held
+
+    def record_recovery(self, kind: str, ref: str, outcome: str, body: Any) -> None:
+        """One resolution, durable when this returns (a write error raises: a start-up that cannot journal what it
+        resolved must not go on to trade)."""
+        self._db.execute("INSERT INTO recoveries (run, recorded_ns, wall_ns, kind, ref, outcome, body) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (self.run, time.time_ns(), time.time_ns(), kind, ref, outcome, encode(body)))
+
+    def record_report(self, venue: str, report_key: str, kind: str, report: Any) -> bool:
+        """A venue report recovery found (a fill made while the daemon was down), journaled in this run as the fills
+        actor journals one; False if this run has it already."""
+        return self._db.execute(
+            "INSERT OR IGNORE INTO venue_reports (run, recorded_ns, wall_ns, venue, report_key, kind, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.run, time.time_ns(), time.time_ns(), venue, report_key, kind, encode(report))).rowcount == 1
+
+    def recoveries(self, run: int | None = None) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """(kind, ref, outcome, body) of a run's resolutions (this one's by default)."""
+        return [(k, r, o, json.loads(b)) for k, r, o, b in self._db.execute(
+            "SELECT kind, ref, outcome, body FROM recoveries WHERE run = ? ORDER BY seq", (run or self.run,))]

@@ -5,8 +5,10 @@ opening read from what they hold.
 `exchange.startup_timeout_s`; any venue that cannot be traded stops the run before anything is sent (exit 78 for
 what a human must fix: keys, clock, account modes). It then reads every account: the books open on exactly that —
 each wallet's balances and each open perp at the venue's own entry price — so a restart comes back to what the
-venues hold, not to `strategy.initial_capital`. (Resolving the journal's open intents against the venues at a
-restart is the recovery issue's; here a start is always from the venues' truth.)
+venues hold, not to `strategy.initial_capital`. Between the two, `daemon.recovery` resolves what the journal's
+earlier runs left open (orders by client id on their venue, the instruction in progress abandoned), so the accounts
+read are the venues' truth after it; the perps they hold are then checked against what the journal accounts for
+(`recovery.positions`: adopt, or come up HALTED). `recovery` holds the summary (`RecoveryReport`).
 
 Fills then come from each venue's private streams (`daemon.venues.ccxt_streams.FillStream`: ccxt.pro, reconnected
 with backoff, a REST backstop after every connect and every `exchange.fills_poll_interval_s`); with
@@ -33,10 +35,13 @@ from daemon.clock import Clock
 from daemon.config import ResolvedConfig
 from daemon.domain.ledger import ChangeSet, PerpChange, Reason, TokenChange
 from daemon.domain.messages import VenueReport
+from daemon.domain.reconcile import ReportCount
 from daemon.domain.transit import Allowance
 from daemon.errors import FatalVenueError, VenueError
+from daemon.journal import PastRuns
+from daemon.recovery import RecoveryReport, check_positions, log_report, recover_orders
 from daemon.state_store import StateStore
-from daemon.venues.ccxt_exchange import CcxtExchange, CcxtVenueConfig, Credentials, VenueStartupError
+from daemon.venues.ccxt_exchange import AccountDetail, CcxtExchange, CcxtVenueConfig, Credentials, VenueStartupError
 from daemon.venues.ccxt_funding import FundingPoller
 from daemon.venues.ccxt_streams import FillStream, StreamSettings
 from daemon.venues.ccxt_transfers import TransferDesk, VenueFunds
@@ -63,6 +68,10 @@ class LiveAccounts:
         self._funded_assets = ("USDT",) if asset == "USDT" else ("USDT", asset)
         self._venues = config.venues
         self.exchanges: dict[str, CcxtExchange] = {}
+        # What this run's adapters published, per account they touch: every exchange, funding poller and the
+        # transfer desk count into it, the live chain's adapter and liquidation watch too (daemon.live_chain); each
+        # account report carries its account's count, for the reconciler's "have the books caught up".
+        self.count = ReportCount()
         self._instruments: dict[str, tuple[str, ...]] = {}
         for name, v in config.venues.items():
             if v.kind != "cex":
@@ -78,7 +87,7 @@ class LiveAccounts:
                 key_setting=f"credentials.{name}", leverage=s.exchange.leverage,
                 max_clock_skew_ms=s.exchange.max_clock_skew_ms, timeout_ms=int(s.exchange.request_timeout_s * 1000),
                 market_cache_dir=Path(cache) if cache else None)
-            self.exchanges[name] = CcxtExchange(venue_config, clock, reports, session=session)
+            self.exchanges[name] = CcxtExchange(venue_config, clock, reports, session=session, count=self.count)
             self._instruments[name] = venue_config.instruments
         self.opening = ChangeSet(Reason.INITIAL_CAPITAL, clock.now_ns())
         self.started = False
@@ -89,15 +98,17 @@ class LiveAccounts:
         self._state_dir = s.runtime.state_dir
         self._transfer_wait_s = s.chain.transfer_wait_s  # the wallet's transfers to and from the venues
         self._transfer_poll_s = s.chain.transfer_poll_interval_s
+        self._positions_policy = s.recovery.positions
+        self.recovery: RecoveryReport | None = None  # once `start` has recovered (None: no journal to read)
 
     async def start(self) -> None:
-        """Every venue's start-up checks, concurrently, then the opening books from their accounts."""
+        """Every venue's start-up checks, concurrently, the recovery of what the last run left open, then the
+        opening books from their accounts."""
         names = list(self.exchanges)
         try:
             with anyio.fail_after(self._settings.startup_timeout_s):
                 await asyncio.gather(*(self.exchanges[n].start() for n in names))
-                read_ms = int(time.time() * 1000)  # payments from here on are not in the balances read now
-                details = await asyncio.gather(*(self.exchanges[n].fetch_account_detail() for n in names))
+                read_ms, details = await self._recover_and_read(names)
         except TimeoutError:
             raise FatalVenueError(f"the venues did not pass their start-up checks within "
                                   f"{self._settings.startup_timeout_s:g} s (exchange.startup_timeout_s)") from None
@@ -111,7 +122,7 @@ class LiveAccounts:
             log.info("live_account_opened", venue=name,
                      balances={token: str(amount) for token, amount in detail.report.balances},
                      perps={p.instrument: str(p.quantity) for p in detail.positions if p.quantity})
-            if any(p.quantity for p in detail.positions):
+            if any(p.quantity for p in detail.positions) and self.recovery is None:
                 log.warning("live_positions_adopted", venue=name,
                             positions={p.instrument: {"quantity": str(p.quantity), "entry": str(p.entry_price)}
                                        for p in detail.positions if p.quantity},
@@ -123,13 +134,14 @@ class LiveAccounts:
         for name, exchange in self.exchanges.items():
             perps_client = exchange.ccxt_clients[EXCHANGE_IDS[name]["Perp"]]
             self.funding_pollers[name] = FundingPoller(name, perps_client, self._instruments[name], self._reports,
-                                                       self._clock, since_ms=read_ms)
+                                                       self._clock, since_ms=read_ms, count=self.count)
         # Deposits from outside (an operator funding an account) are capital flows from the moment the accounts were
         # read; the transfers in flight survive a restart in the state directory.
         self.desk = TransferDesk({name: VenueFunds(name, exchange.ccxt_clients) for name, exchange in
                                   self.exchanges.items()}, self._reports, self._clock, deposits_since_ms=read_ms,
                                  store=StateStore(self._state_dir) if self._state_dir else None,
-                                 landing_wait_s=self._transfer_wait_s, landing_poll_s=self._transfer_poll_s)
+                                 landing_wait_s=self._transfer_wait_s, landing_poll_s=self._transfer_poll_s,
+                                 count=self.count)
         if self._settings.fills_stream:
             settings = StreamSettings(backstop_interval_s=self._settings.fills_poll_interval_s,
                                       dead_after_s=self._settings.stream_dead_after_s,
@@ -137,6 +149,32 @@ class LiveAccounts:
             self.streams = {name: FillStream(exchange, settings) for name, exchange in self.exchanges.items()}
             await asyncio.gather(*(stream.start() for stream in self.streams.values()))
         self.started = True
+
+    async def _recover_and_read(self, names: list[str]) -> tuple[int, list[AccountDetail]]:
+        """What the journal's earlier runs left open, resolved on the venues (daemon.recovery); then every account,
+        read: the venues' truth after it; then the perps they hold against what the journal accounts for."""
+        past = self._past_runs()
+        try:
+            if past is not None:
+                self.recovery = await recover_orders(past, self.exchanges)
+            read_ms = int(time.time() * 1000)  # payments from here on are not in the balances read now
+            details = list(await asyncio.gather(*(self.exchanges[n].fetch_account_detail() for n in names)))
+            if past is not None and self.recovery is not None:
+                check_positions(past, [(name, p) for name, d in zip(names, details, strict=True)
+                                       for p in d.positions], self._positions_policy, self.recovery)
+        finally:
+            if past is not None:
+                past.close()
+        if self.recovery is not None:
+            log_report(self.recovery)
+        return read_ms, details
+
+    def _past_runs(self) -> PastRuns | None:
+        """The journal the daemon keeps under `runtime.state_dir` (daemon.app opened this run in it already)."""
+        if not self._state_dir:
+            return None
+        path = Path(self._state_dir) / "journal.sqlite"
+        return PastRuns(path) if path.exists() else None
 
     def _check_lot_steps(self, name: str) -> None:
         """The strategy plans every quantity in the catalog's lot step (`lot_step`, `spot_lot_step`): each must be a

@@ -112,6 +112,7 @@ class LiveChain:
         self._spec = spec
         self._clock = clock
         self._reports = reports
+        self._count = accounts.count  # the run's published reports per account, shared with the exchanges
         self._state = StateStore(s.runtime.state_dir)
         provider = AsyncWeb3.AsyncHTTPProvider(s.credentials.rpc_url.get_secret_value(),
                                                request_kwargs={"timeout": c.rpc_timeout_s})
@@ -133,7 +134,7 @@ class LiveChain:
                                    gas_reserve_eth=Decimal(str(config.params.gas_reserve_eth)))
         self._rails = DeskRails(accounts)
         self.chain = Web3Chain(self.w3, self.sender, ChainReader(self.w3, market, self.wallet), market,
-                               self._contracts, reports, self._rails, clock, self._policy)
+                               self._contracts, reports, self._rails, clock, self._policy, count=accounts.count)
         self._market_reader = ChainReader(self.w3, market, self.wallet)
         self.market = ThrottledChainSource(c.poll_interval_s)  # the live feed's chain source, read once started
         self.watch: LiquidationWatch | None = None
@@ -159,7 +160,8 @@ class LiveChain:
         saved = self._state.load(LIQUIDATION_STATE_KEY) or {}
         from_block = int(saved.get("last_scanned_block", head)) + 1
         self.watch = LiquidationWatch(self.w3, self.book.market, self.wallet, self._reports, self._clock,
-                                      from_block=from_block, confirmations=self._settings.confirmations)
+                                      from_block=from_block, confirmations=self._settings.confirmations,
+                                      count=self._count)
         self.market.source = ChainMarketSource(self._market_reader, self.book.market, dex=await self._dex(),
                                                w3=self.w3,
                                                priority_fee_percentile=self._settings.priority_fee_percentile)

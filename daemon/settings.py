@@ -15,7 +15,7 @@ import os
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -31,6 +31,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from daemon.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from daemon.domain.reconcile import Tolerance
 
 
 class Frozen(BaseModel):
@@ -159,6 +162,44 @@ class ReconcileSettings(Frozen):
         10, ge=1, le=1000,
         description="Times a reconciliation waits for the books to catch up with the venues' reports "
                     "before it compares anyway")
+    positions_interval_s: float = Field(
+        60.0, ge=1, le=7 * DAY_S,
+        description="Live: seconds between comparisons of the exchanges' perp positions alone, between the full "
+                    "runs of every `interval_s`")
+    dust: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per token (as the books name it: USDT, ETH, aWeETH ...), a difference no larger than this "
+                    "agrees (a venue's rounding): booked to the venue's figure, never a drift")
+    relative_tolerance: float = Field(
+        0.01, ge=0, le=0.5,
+        description="A token difference no larger than this fraction of the venue's figure agrees (0.01: 1 %): "
+                    "booked to the venue's figure, never a drift. Perp sizes are never tolerated")
+
+    @field_validator("dust")
+    @classmethod
+    def _dust(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [token for token, level in v.items() if not level >= 0]
+        if bad:
+            raise ValueError(f"dust levels are amounts of at least 0 (not for: {', '.join(sorted(bad))})")
+        return v
+
+    def tolerance(self) -> Tolerance:
+        """The reconciler's tolerance from these figures (imported here: the domain does not load at config time)."""
+        from decimal import Decimal
+
+        from daemon.domain.reconcile import Tolerance
+
+        return Tolerance({token: Decimal(str(level)) for token, level in self.dust.items()},
+                         Decimal(str(self.relative_tolerance)))
+
+
+class RecoverySettings(Frozen):
+    """Recovery at a live start-up (daemon.recovery): what a restart does with what the journal cannot explain."""
+
+    positions: Literal["adopt", "halt"] = Field(
+        "adopt", description="A perp a venue holds that the journal's fills do not account for (or of another "
+                             "size): adopt it at the venue's entry price and trade on, or come up HALTED naming it "
+                             "(`basisd flatten` closes it, `basisd resume` adopts it)")
 
 
 class ControlSettings(Frozen):
@@ -785,6 +826,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     control: ControlSettings = ControlSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    recovery: RecoverySettings = RecoverySettings()
     replay: ReplaySettings = ReplaySettings()
     market: MarketSettings = MarketSettings()
     venue_redirect: VenueRedirectSettings = VenueRedirectSettings()

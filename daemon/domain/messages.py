@@ -320,6 +320,9 @@ class PortfolioSnapshotted:
     ts_recv: int
     ledger: LedgerSnapshot | None = None  # the books this view was valued from
     series_ages_s: tuple[tuple[str, Decimal], ...] = ()  # market data age per series, in market time
+    # Per ledger account, the reports booked this run that touch it (daemon.domain.reconcile.ReportCount): the
+    # reconciler compares an account once these reach what its venue says it published.
+    booked_by_account: tuple[tuple[str, int], ...] = ()
 
     @property
     def key(self) -> str:

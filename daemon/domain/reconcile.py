@@ -5,17 +5,26 @@ size differs is a drift too, but it is never corrected by bookkeeping (a positio
 to look at). `correction` is the change set that makes our token balances equal to the venues' — booked as
 `Reason.RECONCILIATION`, so the difference shows as the `reconciliation` P&L component and the attribution
 still sums exactly.
+
+`Tolerance` is how far a token balance may differ and still agree: an absolute dust level per asset (a venue's
+rounding) or a fraction of the venue's figure. A difference inside it is no drift (it neither alerts nor halts) but
+is still booked to the venues' figure: the books keep following the truth.
+
+`ReportCount` counts venue reports per ledger account they touch, distinct by report, on both sides of the books'
+inbox: the live adapters count what they publish (each account report says how many touching it were published
+this run), the positions actor what it has booked, so the reconciler compares an account only once every report
+published for it has been booked (a fill or a transaction between the venue and the books is not a drift).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from daemon.domain.ledger import ChangeSet, LedgerSnapshot, Reason, TokenChange
 from daemon.domain.market import MarketState, MissingMarketData
-from daemon.domain.messages import AccountReport
+from daemon.domain.messages import AccountReport, BalancesChanged, FillReport, OrderFilled
 from daemon.domain.pnl import token_value_usd
 from daemon.domain.transit import Allowance
 
@@ -42,11 +51,29 @@ class Drift:
 
 
 @dataclass(frozen=True, slots=True)
+class Tolerance:
+    """How far a token balance may differ from the venue's and still agree: `dust` per token (absolute, the
+    venue's rounding), or `relative` of the venue's figure (0.01: 1 %). Perp sizes are never tolerated."""
+
+    dust: Mapping[str, Decimal] = field(default_factory=dict)
+    relative: Decimal = ZERO
+
+    def explains(self, token: str, ours: Decimal, theirs: Decimal) -> bool:
+        delta = abs(theirs - ours)
+        return delta <= self.dust.get(token, ZERO) or delta <= self.relative * abs(theirs)
+
+
+EXACT = Tolerance()
+
+
+@dataclass(frozen=True, slots=True)
 class Reconciliation:
     accounts: tuple[str, ...]
     drifts: tuple[Drift, ...]
     # Differences that transfers still moving explain (daemon.domain.transit): not drifts, never corrected.
     in_transit: tuple[Drift, ...] = ()
+    # Differences inside the tolerance: not drifts (no alert, no halt), but booked to the venues' figures.
+    tolerated: tuple[Drift, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -67,24 +94,32 @@ class Reconciliation:
 
 
 def reconcile(ledger: LedgerSnapshot, reports: Iterable[AccountReport], market: MarketState,
-              in_transit: Iterable[Allowance] = ()) -> Reconciliation:
+              in_transit: Iterable[Allowance] = (), tolerance: Tolerance = EXACT,
+              tokens: bool = True) -> Reconciliation:
     """Every holding where the books and the venues differ. `in_transit`: per account and token, how far the venue
     may be from the books because of transfers still moving; a token difference inside it is listed apart
-    (`Reconciliation.in_transit`) and is not a drift: the transfer's own legs will book it."""
+    (`Reconciliation.in_transit`) and is not a drift: the transfer's own legs will book it. A token difference
+    inside `tolerance` is listed apart too (`Reconciliation.tolerated`). `tokens=False`: the perps alone."""
     allowed = {(a.account, a.token): a for a in in_transit}
     accounts: list[str] = []
     drifts: list[Drift] = []
     moving: list[Drift] = []
+    tolerated: list[Drift] = []
     for report in reports:
         account = report.account
         accounts.append(account)
         ours = {t: v for a, t, v in ledger.balances if a == account}
         theirs = dict(report.balances)
-        for token in sorted(ours.keys() | theirs.keys()):
+        for token in sorted(ours.keys() | theirs.keys()) if tokens else ():
             mine, truth = ours.get(token, ZERO), theirs.get(token, ZERO)
             if abs(truth - mine) > EPSILON:
                 allowance = allowed.get((account, token))
-                found = moving if allowance is not None and allowance.explains(truth - mine, EPSILON) else drifts
+                if allowance is not None and allowance.explains(truth - mine, EPSILON):
+                    found = moving
+                elif tolerance is not EXACT and tolerance.explains(token, mine, truth):
+                    found = tolerated
+                else:
+                    found = drifts
                 found.append(Drift(account, token, mine, truth, _value(account, token, truth - mine, market)))
         our_perps = {p.instrument: p.quantity for p in ledger.perps if p.venue == account}
         their_perps = dict(report.perps)
@@ -94,7 +129,7 @@ def reconcile(ledger: LedgerSnapshot, reports: Iterable[AccountReport], market: 
                 asset = instrument[:-4] if instrument.endswith("USDT") else instrument
                 drifts.append(Drift(account, f"perp:{instrument}", mine, truth,
                                     _value(account, asset, truth - mine, market)))
-    return Reconciliation(tuple(accounts), tuple(drifts), tuple(moving))
+    return Reconciliation(tuple(accounts), tuple(drifts), tuple(moving), tuple(tolerated))
 
 
 def _value(account: str, token: str, delta: Decimal, market: MarketState) -> Decimal | None:
@@ -105,8 +140,11 @@ def _value(account: str, token: str, delta: Decimal, market: MarketState) -> Dec
 
 
 def correction(result: Reconciliation, ts_ns: int, ref: str) -> ChangeSet | None:
-    """The change set that brings our token balances to the venues' (perp drifts are not corrected here)."""
-    tokens = tuple(TokenChange(d.account, d.holding, d.delta) for d in result.drifts if not d.is_perp)
+    """The change set that brings our token balances to the venues' (perp drifts are not corrected here), the
+    differences inside the tolerance included."""
+    tokens = tuple(TokenChange(d.account, d.holding, d.delta)
+                   for d in sorted((*result.drifts, *result.tolerated), key=lambda d: (d.account, d.holding))
+                   if not d.is_perp)
     if not tokens:
         return None
     return ChangeSet(Reason.RECONCILIATION, ts_ns, tokens, ref=ref)
@@ -141,3 +179,57 @@ def reports_expected(reports: Iterable[AccountReport]) -> int | None:
         total += r.reports_sent
     return total
 
+
+
+Report = OrderFilled | FillReport | BalancesChanged
+
+
+def accounts_touched(report: Report) -> frozenset[str]:
+    """The ledger accounts a venue report changes: its token changes' accounts and its perps' venues (a fill's:
+    the venue of its instrument)."""
+    if not isinstance(report, BalancesChanged):
+        return frozenset((report.instrument_id.split(":", 1)[0],))
+    change = report.change
+    return frozenset(t.account for t in change.tokens) | frozenset(p.venue for p in change.perps)
+
+
+class ReportCount:
+    """Per ledger account, how many distinct venue reports touching it have gone by (`<venue>:<report id>`, as the
+    books key them: a report resent is counted once). One counter is shared by the adapters of a live run (what
+    they published) and one kept by the positions actor (what it booked); both start at zero with the run."""
+
+    __slots__ = ("_by_account", "_keys")
+
+    def __init__(self) -> None:
+        self._by_account: dict[str, int] = {}
+        self._keys: set[str] = set()
+
+    def count(self, report: Report) -> None:
+        key = f"{report.venue}:{report.report_id}" if isinstance(report, BalancesChanged) \
+            else f"{report.venue}:{report.trade_id}"
+        if key in self._keys:
+            return
+        self._keys.add(key)
+        for account in accounts_touched(report):
+            self._by_account[account] = self._by_account.get(account, 0) + 1
+
+    def of(self, account: str) -> int:
+        return self._by_account.get(account, 0)
+
+    def by_account(self) -> tuple[tuple[str, int], ...]:
+        return tuple(sorted(self._by_account.items()))
+
+
+def accounts_behind(reports: Iterable[AccountReport], booked: Mapping[str, int],
+                    corrections: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """The accounts whose books have not yet booked every report published for them, as (booked, expected):
+    expected is the venue's `reports_sent` (reports touching the account, this run) plus the reconciler's own
+    corrections of it. An account whose venue cannot count (None) is never behind."""
+    behind = {}
+    for r in reports:
+        if r.reports_sent is None:
+            continue
+        expected = r.reports_sent + corrections.get(r.account, 0)
+        if booked.get(r.account, 0) < expected:
+            behind[r.account] = (booked.get(r.account, 0), expected)
+    return behind

@@ -52,6 +52,7 @@ from daemon.clock import Clock
 from daemon.domain.booking import split_instrument
 from daemon.domain.ids import ClientOrderId, InstrumentId, TradeId, VenueId, VenueOrderId
 from daemon.domain.messages import AccountReport, FillReport, OrderStatusReport, Side, SubmitOrder, VenueReport
+from daemon.domain.reconcile import ReportCount
 from daemon.errors import (
     DuplicateClientOrderId,
     ExitCode,
@@ -274,10 +275,13 @@ class CcxtExchange:
     def __init__(self, config: CcxtVenueConfig, clock: Clock, reports: LosslessChannel[VenueReport],
                  session: Any = None, factory: ExchangeFactory = _default_factory,
                  wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, rng: random.Random | None = None,
+                 count: ReportCount | None = None) -> None:
         """`session`: an aiohttp session every client uses (a test's resolver to the fake); ccxt does not close
         a session it did not make, so its owner does. `wall_ms`, `sleep` and `rng` drive the request gates (the
-        venue's waits, backoff and jitter): a test injects its own."""
+        venue's waits, backoff and jitter): a test injects its own. `count`: the run's count of published reports
+        per account (shared by the run's adapters, `daemon.domain.reconcile.ReportCount`): each fill is counted
+        before it is sent, and the account report says how many touch this account (None without one)."""
         self.venue = VenueId(config.venue)
         self._config = config
         self._clock = clock
@@ -328,6 +332,8 @@ class CcxtExchange:
         self._publish_lock = asyncio.Lock()
         self._since_ms: dict[InstrumentId, int] = {}
         self.reports_sent = 0
+        self._count = count
+        self._submitting = 0  # orders being placed: each may have traded on the venue before its fills are published
         self.fills_overdue = False  # a fill poll after an order failed: poll_fills() soon
         self.started = False
 
@@ -516,6 +522,15 @@ class CcxtExchange:
         return rules
 
     async def submit_order(self, order: SubmitOrder) -> OrderStatusReport:
+        # While an order is being placed the venue may hold its trade before we have published it (its fills are
+        # published before this returns): the account report counts it as one report to come.
+        self._submitting += 1
+        try:
+            return await self._submit_order(order)
+        finally:
+            self._submitting -= 1
+
+    async def _submit_order(self, order: SubmitOrder) -> OrderStatusReport:
         if not self.started:
             raise FatalVenueError(f"{self.venue}: submit_order before start()")
         cid = order.client_order_id
@@ -664,6 +679,57 @@ class CcxtExchange:
                 self.fills_overdue = True
         return report
 
+    async def resolve_order(self, order: SubmitOrder) -> tuple[OrderStatusReport, tuple[FillReport, ...]] | None:
+        """Recovery at a restart (`daemon.recovery`): what became of an order an earlier run sent, asked by its
+        client id, as an unknown outcome is (`_look_up`). None: the venue never had it (recorded here as never
+        sent, so this account never sends that id). An order still resting is cancelled first: the restarted
+        strategy plans afresh from the venues' truth and no longer intends it. The fills are the order's trades,
+        read exactly and marked seen — they are in the balances and positions the books open on, read after this,
+        so no later poll or stream publishes them again — returned for the journal, never published. Raises
+        `UnknownOrderOutcome` if the venue cannot be asked."""
+        cid = order.client_order_id
+        kind, symbol, _ = ccxt_symbol(order.instrument_id)
+        client, exchange_id = self._clients[kind], self._config.exchanges[kind]
+        _, _, venue_cid = self._check(order, exchange_id)
+        found = await self._look_up(client, symbol, venue_cid, order) if venue_cid else None
+        if found is None:
+            self._record(self._report(cid, None, "rejected", "never sent: the venue has no order with this client id "
+                                                            "(found at a restart)"))
+            return None
+        size = self.rules(order.instrument_id).contract_size
+        state = parse_order(found, exchange_id, size)
+        cancelled = False
+        if state.status == "accepted":  # resting (maybe partly filled)
+            try:
+                await client.cancel_order(str(state.venue_order_id), symbol)
+                cancelled = True
+            except ccxt.OrderNotFound:
+                pass  # filled or cancelled since it was read
+            except ccxt.BaseError as exc:
+                raise self._error(exc, Call.WRITE, what=f"cancelling order {cid} at a restart", client=client) \
+                    from None
+            found = await self._look_up(client, symbol, venue_cid, order) or found
+            state = parse_order(found, exchange_id, size)
+        self._order_clients[state.venue_order_id] = cid
+        fills: list[FillReport] = []
+        if state.filled:
+            since = found.get("timestamp")
+            try:
+                trades = await client.fetch_my_trades(symbol, int(since) if since else None, TRADES_PAGE)
+            except ccxt.BaseError as exc:
+                raise self._error(exc, Call.READ, what=f"reading the trades of order {cid} at a restart") from None
+            for trade in trades:
+                if str(trade.get("order")) != state.venue_order_id:
+                    continue
+                async with self._publish_lock:
+                    fill = await self._fill(client, order.instrument_id, symbol, trade)
+                    self._seen_trades.add((client.id, str(trade["id"])))
+                if fill is not None:
+                    fills.append(fill)
+        reason = "cancelled at a restart: the strategy no longer intends it" if cancelled else state.reason
+        report = self._record(self._report(cid, state.venue_order_id, state.status, reason))
+        return report, tuple(fills)
+
     def _report(self, cid: ClientOrderId, venue_order_id: VenueOrderId | None, status: str,
                 reason: str) -> OrderStatusReport:
         now = self._clock.now_ns()
@@ -721,8 +787,12 @@ class CcxtExchange:
         positions = [state for p in raw_positions
                      if (state := parse_position(p, perps.id, self._contract_size(perps, p["symbol"]))) is not None]
         now = self._clock.now_ns()
-        # reports_sent None: a live venue cannot count our reports across restarts, so the reconciler compares anyway.
-        report = account_report(self._config.venue, wallets.values(), positions, now, now, None)
+        # Counted within the run (a restart's books open on the venue's truth), and read after the venue answered:
+        # a fill published while the venue was read is waited for rather than called a drift; so is an order being
+        # placed (one report to come: its fills are published before `submit_order` returns, and the next read
+        # counts them exactly).
+        sent = self._count.of(self._config.venue) + self._submitting if self._count is not None else None
+        report = account_report(self._config.venue, wallets.values(), positions, now, now, sent)
         return AccountDetail(report, tuple((e, a, v) for e, w in wallets.items() for a, v in sorted(w.items()) if v),
                              tuple(positions))
 
@@ -797,6 +867,8 @@ class CcxtExchange:
             if fill is None:
                 return 0
             self.reports_sent += 1
+            if self._count is not None:
+                self._count.count(fill)  # before the send: from here the reconciler waits for it to be booked
             await self._reports.send(fill)
             return 1
 

@@ -39,6 +39,7 @@ from daemon.clock import Clock
 from daemon.domain.ids import InstrumentId, VenueId
 from daemon.domain.ledger import ChangeSet, Reason, TokenChange
 from daemon.domain.messages import BalancesChanged, FundingRateReported, VenueReport
+from daemon.domain.reconcile import ReportCount
 from daemon.errors import VenueBadPayload, VenueError
 from daemon.venues.ccxt_errors import Call, map_error
 from daemon.venues.ccxt_exchange import ccxt_symbol
@@ -79,10 +80,12 @@ class FundingPoller:
 
     def __init__(self, venue: str, client: Any, instruments: Iterable[str], reports: LosslessChannel[VenueReport],
                  clock: Clock, *, since_ms: int | None = None, seen: Iterable[str] = (), page: int = PAGE,
-                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 count: ReportCount | None = None) -> None:
         """`instruments`: our perp ids (`binance:Perp:ETHUSDT`; spot ones are ignored). `since_ms`: the first poll
         reads from there (None: from now, i.e. only payments made from start-up on). `seen`: payment ids already
-        booked (the venue's own ids, as in `report_id` after `funding-`)."""
+        booked (the venue's own ids, as in `report_id` after `funding-`). `count`: the run's count of published
+        reports per account, shared with the venue's adapter (what its account report says was sent)."""
         family(client.id)  # a venue we can parse, or VenueBadPayload now rather than at the first payment
         self.venue = venue
         self._client = client
@@ -94,6 +97,7 @@ class FundingPoller:
         self._since_ms = dict.fromkeys(self._symbols, start)
         self._seen: set[str] = set(seen)
         self.published = 0
+        self._count = count
 
     @property
     def since_ms(self) -> Mapping[str, int]:
@@ -127,7 +131,10 @@ class FundingPoller:
         if payment.instrument != self._symbols[symbol].rsplit(":", 1)[-1]:
             raise VenueBadPayload(f"{self.venue}: funding {payment.payment_id} is for {payment.instrument}, asked for "
                                   f"{symbol}")
-        await self._reports.send(funding_report(payment, self._clock.now_ns()))
+        report = funding_report(payment, self._clock.now_ns())
+        if self._count is not None:
+            self._count.count(report)  # before the send: the reconciler waits for it to be booked
+        await self._reports.send(report)
         self._seen.add(payment.payment_id)  # once delivered: a failed send is read and sent again
         self.published += 1
         return 1

@@ -72,6 +72,7 @@ from daemon.clock import Clock
 from daemon.domain.ids import VenueId
 from daemon.domain.ledger import WALLET, ChangeSet, Reason, TokenChange
 from daemon.domain.messages import BalancesChanged, VenueReport
+from daemon.domain.reconcile import ReportCount
 from daemon.domain.transit import FINISHED, Allowance, TransitBook, TransitState
 from daemon.domain.transit import Transfer as TransitTransfer
 from daemon.errors import (
@@ -381,14 +382,16 @@ class TransferDesk:
                  wall_ms: Callable[[], int] = lambda: int(time.time() * 1000), *,
                  deposits_since_ms: int | None = None, deposits_seen: Iterable[str] = (),
                  store: StateStore | None = None, network: str = "ERC20", landing_wait_s: float = 1800.0,
-                 landing_poll_s: float = 5.0) -> None:
+                 landing_poll_s: float = 5.0, count: ReportCount | None = None) -> None:
         """`deposits_since_ms`: deposits from outside are booked from there on (None: from now); `deposits_seen`:
         deposit report ids already booked (`<venue>:deposit-<id>`, from the journal). `store`: the transfers in
         flight survive a restart there (key `transfers`), written before a venue is asked and after each leg is
         published (a leg published again after a crash carries the same report id: the books book it once); a
         desk made with a store that holds state resumes it. `network`: the wallet's chain as ccxt names it (its
         transfers' deposit addresses and withdrawals); `landing_wait_s`, `landing_poll_s`: how long the wallet's
-        transfers are waited for, and how often the venue is read meanwhile."""
+        transfers are waited for, and how often the venue is read meanwhile. `count`: the run's count of published
+        reports per account (shared with the venues' adapters and the chain's): each leg is counted before it is
+        sent, under every account it moves."""
         self._venues = dict(venues)
         self._reports = reports
         self._clock = clock
@@ -408,6 +411,7 @@ class TransferDesk:
         self.landing_poll_s = landing_poll_s
         self._lock = asyncio.Lock()  # one step at a time per transfer: `poll` and a waiting caller share the book
         self._store = store
+        self._count = count
         saved = store.load(STATE_KEY) if store is not None else None
         if saved is not None:
             self._restore(saved)
@@ -754,7 +758,7 @@ class TransferDesk:
                     ts = tx.ts_ms * NS_PER_MS if tx.ts_ms is not None else now
                     change = ChangeSet(Reason.DEPOSIT, ts, (TokenChange(name, asset, tx.amount),),
                                        ref=f"deposit-{tx.transaction_id}")
-                    await self._reports.send(BalancesChanged(VenueId(name), change.ref, change, ts, now))
+                    await self._publish(BalancesChanged(VenueId(name), change.ref, change, ts, now))
                     self._deposits_seen.add(key)
                     self._save()
                     booked += 1
@@ -762,8 +766,13 @@ class TransferDesk:
 
     async def _send(self, venue: str, change: ChangeSet) -> None:
         now = self._clock.now_ns()
-        await self._reports.send(BalancesChanged(VenueId(venue), change.ref, change, change.ts_ns, now))
+        await self._publish(BalancesChanged(VenueId(venue), change.ref, change, change.ts_ns, now))
         self._save()  # after: a leg published again after a crash has the same report id, and is booked once
+
+    async def _publish(self, report: BalancesChanged) -> None:
+        if self._count is not None:
+            self._count.count(report)  # before the send: the reconciler waits for it to be booked
+        await self._reports.send(report)
 
 
 @dataclass(frozen=True, slots=True)

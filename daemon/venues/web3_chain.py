@@ -44,6 +44,7 @@ from daemon.domain.aave import sequential_loop
 from daemon.domain.ids import VenueId
 from daemon.domain.ledger import TRANSIT, WALLET, ChangeSet, Reason, TokenChange
 from daemon.domain.messages import AccountReport, BalancesChanged, VenueReport
+from daemon.domain.reconcile import ReportCount
 from daemon.errors import NonRetryableVenueError, RetryableVenueError, VenueBadPayload
 from daemon.ports import WalletRails
 from daemon.venues import web3_calls as calls
@@ -133,7 +134,10 @@ class Web3Chain:
 
     def __init__(self, w3: AsyncWeb3[Any], sender: TxSender, reader: ChainReader, addresses: ChainAddresses,
                  contracts: ChainContracts, reports: LosslessChannel[VenueReport], rails: WalletRails, clock: Clock,
-                 policy: ChainPolicy | None = None) -> None:
+                 policy: ChainPolicy | None = None, count: ReportCount | None = None) -> None:
+        """`count`: the run's count of published reports per account, shared with the liquidation watch and the
+        exchanges' adapters: the wallet's account report says how many touching it were published this run (without
+        one, how many transactions this adapter booked)."""
         if AsyncWeb3.to_checksum_address(reader.wallet) != AsyncWeb3.to_checksum_address(sender.address):
             raise ValueError("the reader reads another wallet than the sender signs for")
         self._w3 = w3
@@ -149,6 +153,7 @@ class Web3Chain:
         self._lst = addresses.lst
         self._executor = contracts.executor
         self._transactions = 0
+        self._count = count
         self.liquidations = 0  # booked by the liquidation watcher, not here
         self._last: ChainSnapshot | None = None
         self._premium_bps: int | None = None
@@ -185,7 +190,8 @@ class Web3Chain:
     async def fetch_wallet(self) -> AccountReport:
         async with self._booking:
             snap = await self._snap()
-            sent = self._transactions
+            # Read after the chain answered: a report published meanwhile is waited for, not called a drift.
+            sent = self._count.of(WALLET) if self._count is not None else self._transactions
         now = self._clock.now_ns()
         balances = tuple(sorted(wallet_balances(snap).items()))
         return AccountReport(WALLET, balances, (), sent, snap.block_timestamp * 1_000_000_000, now)
@@ -615,8 +621,11 @@ class Web3Chain:
         self.gas.append(GasRecord(label, int(receipt["gasUsed"])))
         self._transactions += 1
         now = self._clock.now_ns()
-        await self._reports.send(BalancesChanged(self.venue, tx_hash, ChangeSet(reason, now, changes, ref=ref),
-                                                 after.block_timestamp * 1_000_000_000, now))
+        report = BalancesChanged(self.venue, tx_hash, ChangeSet(reason, now, changes, ref=ref),
+                                 after.block_timestamp * 1_000_000_000, now)
+        if self._count is not None:
+            self._count.count(report)
+        await self._reports.send(report)
         return Mined(tx_hash, receipt, before, after, changes)
 
     async def _read_at(self, block: int) -> ChainSnapshot:

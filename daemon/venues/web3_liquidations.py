@@ -54,6 +54,7 @@ from daemon.clock import NS_PER_S, Clock
 from daemon.domain.ids import VenueId
 from daemon.domain.ledger import WALLET, ChangeSet, Reason, TokenChange
 from daemon.domain.messages import BalancesChanged, VenueReport
+from daemon.domain.reconcile import ReportCount
 from daemon.errors import RetryableVenueError, VenueBadPayload
 from daemon.venues.book import LiquidationEvent, Reading, worse
 from daemon.venues.web3_reads import (
@@ -99,7 +100,10 @@ class LiquidationWatch:
 
     def __init__(self, w3: AsyncWeb3[Any], addresses: ChainAddresses, wallet: str,
                  reports: LosslessChannel[VenueReport], clock: Clock, *, from_block: int,
-                 max_block_range: int = 1_000, confirmations: int = 1, reader: ChainReader | None = None) -> None:
+                 max_block_range: int = 1_000, confirmations: int = 1, reader: ChainReader | None = None,
+                 count: ReportCount | None = None) -> None:
+        """`count`: the run's count of published reports per account, shared with the chain adapter (its wallet
+        report then counts the liquidations this watch published under the same venue)."""
         if from_block < 1 or max_block_range < 1 or confirmations < 1:
             raise ValueError("from_block, max_block_range and confirmations are at least 1 (a liquidation is "
                              "measured against the block before it)")
@@ -122,6 +126,7 @@ class LiquidationWatch:
         self.liquidation_events: list[LiquidationEvent] = []
         self.worst_health_factor: Reading | None = None
         self._booked: set[str] = set()
+        self._count = count
 
     async def scan(self, from_block: int | None = None) -> int:
         """Scan from the block after the last one scanned (or from `from_block`) to the latest; book every new
@@ -161,7 +166,10 @@ class LiquidationWatch:
             tokens = changes_between(before, after) if before is not None else _event_changes(logs, after,
                                                                                                self._symbols)
             change = ChangeSet(Reason.LIQUIDATION, now, tokens, ref=first.report_id)
-            await self._reports.send(BalancesChanged(self.venue, first.report_id, change, at_ns, now))
+            report = BalancesChanged(self.venue, first.report_id, change, at_ns, now)
+            if self._count is not None:
+                self._count.count(report)  # before the send: the reconciler waits for it to be booked
+            await self._reports.send(report)
         loss = _position_loss_eth(before, after) if before is not None else self._event_loss_eth(logs, after)
         hf_before = before.account.health_factor if before is not None else UNKNOWN
         for entry in new:

@@ -4,7 +4,7 @@ run as before, and a transfer in transit is not called a drift."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,7 +17,7 @@ from actors.reconciler import ReconcilerActor
 from daemon.bus import ConflatingChannel, LosslessChannel
 from daemon.clock import VirtualClock
 from daemon.domain.ids import VenueId
-from daemon.domain.ledger import ChangeSet, Ledger, Reason, TokenChange
+from daemon.domain.ledger import ChangeSet, Ledger, PerpChange, Reason, TokenChange
 from daemon.domain.market import MarketState
 from daemon.domain.messages import (
     AccountReport,
@@ -26,7 +26,9 @@ from daemon.domain.messages import (
     OrderStatusReport,
     PortfolioSnapshotted,
     SubmitOrder,
+    TradingState,
 )
+from daemon.domain.reconcile import Tolerance
 from daemon.domain.transit import Allowance, TransitBook
 from daemon.errors import RetryableVenueError
 from daemon.supervisor import RestartPolicy, Supervisor
@@ -160,3 +162,102 @@ async def test_a_difference_beyond_what_is_in_transit_is_still_a_drift() -> None
         result = rig.actor.last
         assert result is not None and [(d.account, d.delta) for d in result.drifts] == [("binance", D(-60))]
         assert rig.actor.corrections_sent == 1
+
+
+# --- live counting, tolerance and the positions cadence -------------------------------------------------------------
+
+
+class CountingVenue:
+    """A live venue as the reconciler reads it: its account and how many reports touching it were published."""
+
+    def __init__(self, name: str, usdt: Decimal, perp: Decimal = Decimal(0), sent: int = 0) -> None:
+        self.venue = VenueId(name)
+        self.name, self.usdt, self.perp, self.sent = name, usdt, perp, sent
+        self.reads = 0
+
+    async def fetch_account(self) -> AccountReport:
+        self.reads += 1
+        return AccountReport(self.name, (("USDT", self.usdt),), (("ETHUSDT", self.perp),) if self.perp else (),
+                             self.sent, 0, 0)
+
+
+@asynccontextmanager
+async def live(venues: dict[str, CountingVenue], **kwargs: object) -> AsyncIterator[tuple[Rig, TradingStateCell]]:
+    snapshots: ConflatingChannel[PortfolioSnapshotted] = ConflatingChannel("reconciler.snapshots", 4, lambda s: s.key)
+    books: LosslessChannel[OrderFilled | BalancesChanged] = LosslessChannel("positions.reports", 16)
+    record = ReconciliationRecord(0)
+    actor = ReconcilerActor(snapshots, venues, None, books, lambda: MARKET, record, 3600, D(1000),  # type: ignore[arg-type]
+                            **kwargs)  # type: ignore[arg-type]
+    trading = TradingStateCell()
+    sup = Supervisor([actor], clock=VirtualClock(0, None), trading=trading, policy=RestartPolicy(),
+                     heartbeat_interval_s=0.05, heartbeat_timeout_s=1, rng=random.Random(0))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        yield Rig(actor, snapshots, books, record, {}), trading
+        tg.cancel_scope.cancel()
+
+
+def counted(ledger: Ledger, ts_s: int, booked: dict[str, int]) -> PortfolioSnapshotted:
+    return PortfolioSnapshotted((), (), D(3000), D(0), D(0), sum(booked.values()), ts_s * 10**9, 1,
+                                ledger=ledger.snapshot(), booked_by_account=tuple(sorted(booked.items())))
+
+
+async def settled(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(5):
+        while not condition():
+            await anyio.sleep(0.005)
+
+
+@pytest.mark.asyncio
+async def test_an_account_is_compared_once_its_reports_and_our_own_correction_are_booked() -> None:
+    venue = CountingVenue("binance", D(1040), sent=2)
+    ledger = books(binance=D(1000))
+    async with live({"binance": venue}) as (rig, _):
+        rig.snapshots.publish(counted(ledger, 1, {"binance": 1}))  # one of the venue's two reports in flight
+        await settled(lambda: rig.actor.deferrals == 1)
+        assert rig.record.runs == 0
+        rig.snapshots.publish(counted(ledger, 2, {"binance": 2}))
+        await settled(lambda: rig.record.runs == 1)
+        assert rig.actor.last is not None and [(d.holding, d.delta) for d in rig.actor.last.drifts] == [("USDT", D(40))]
+        assert rig.actor.corrections_sent == 1 and len(rig.books) == 1
+        # Asked again before the correction is booked: the run waits for it, rather than correcting twice.
+        rig.actor.request()
+        rig.snapshots.publish(counted(ledger, 3, {"binance": 2}))
+        await settled(lambda: rig.actor.deferrals == 1)
+        ledger.apply(rig.books.receive_nowait().change)  # type: ignore[union-attr]
+        rig.snapshots.publish(counted(ledger, 4, {"binance": 3}))
+        await settled(lambda: rig.record.runs == 2)
+        assert rig.actor.last.clean and rig.actor.corrections_sent == 1
+
+
+@pytest.mark.asyncio
+async def test_a_difference_inside_the_tolerance_is_booked_without_a_drift() -> None:
+    venue = CountingVenue("binance", D("1000.3"))
+    async with live({"binance": venue}, tolerance=Tolerance({"USDT": D(1)}, D(0))) as (rig, trading):
+        rig.snapshots.publish(counted(books(binance=D(1000)), 1, {}))
+        await settled(lambda: rig.record.runs == 1)
+        result = rig.actor.last
+        assert result is not None and result.clean and [d.delta for d in result.tolerated] == [D("0.3")]
+        assert rig.record.drift_usd == {"binance": 0} and trading.state is TradingState.ACTIVE
+        change = rig.books.receive_nowait()
+        assert isinstance(change, BalancesChanged) and change.change.tokens == (TokenChange("binance", "USDT",
+                                                                                            D("0.3")),)
+
+
+@pytest.mark.asyncio
+async def test_positions_are_compared_between_full_runs_and_a_perp_that_differs_halts() -> None:
+    venue = CountingVenue("binance", D(1000), perp=D(-1))
+    ledger = books(binance=D(1000))
+    ledger.apply(ChangeSet(Reason.TRADE_EXECUTED, 0, (), (PerpChange("binance", "ETHUSDT", D(-1), D(3000)),)))
+    async with live({"binance": venue}, positions_interval_s=60) as (rig, trading):
+        rig.snapshots.publish(counted(ledger, 1, {}))  # the start-up run
+        await settled(lambda: rig.record.runs == 1)
+        venue.usdt = D(990)  # a balance drift waits for the next full run...
+        rig.snapshots.publish(counted(ledger, 30, {}))
+        rig.snapshots.publish(counted(ledger, 61, {}))
+        await settled(lambda: venue.reads == 2)
+        assert rig.actor.last_positions_ts == 61 * 10**9 and rig.record.runs == 1 and rig.actor.corrections_sent == 0
+        venue.perp = D("-0.9")  # ...a perp size that differs does not
+        rig.snapshots.publish(counted(ledger, 125, {}))
+        await settled(lambda: trading.state is TradingState.HALTED)
+        assert "perp size differs" in trading.reason and rig.actor.corrections_sent == 0 and venue.reads == 3

@@ -7,10 +7,20 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from daemon.domain.ids import ClientOrderId, InstrumentId, TradeId, VenueId
 from daemon.domain.ledger import WALLET, ChangeSet, Ledger, PerpChange, Reason, TokenChange
 from daemon.domain.market import MarketState
-from daemon.domain.messages import AccountReport
-from daemon.domain.reconcile import correction, must_halt, reconcile, reports_expected
+from daemon.domain.messages import AccountReport, BalancesChanged, OrderFilled, Side
+from daemon.domain.reconcile import (
+    ReportCount,
+    Tolerance,
+    accounts_behind,
+    accounts_touched,
+    correction,
+    must_halt,
+    reconcile,
+    reports_expected,
+)
 
 D = Decimal
 MARKET = MarketState(0, {"ETH": D(3000)}, {("binance", "ETH"): D(3001)}, {"weETH": D("1.05")},
@@ -82,3 +92,48 @@ def test_booking_the_correction_always_makes_the_books_agree(usdt_drift: Decimal
     if change is not None:
         ledger.apply(change)
     assert reconcile(ledger.snapshot(), truth, MARKET).clean
+
+
+def test_a_difference_inside_the_tolerance_agrees_but_is_still_booked_to_the_venues_figure() -> None:
+    tolerance = Tolerance({"USDT": D("0.5")}, D("0.01"))
+    ledger = books()
+    # 0.4 USDT: inside the dust; 0.05 of 10 aWeETH: inside 1 %; a perp is never tolerated.
+    result = reconcile(ledger.snapshot(), venues(usdt="50000.4", a_token="9.95", perp="-4.999"), MARKET,
+                       tolerance=tolerance)
+    assert [d.holding for d in result.drifts] == ["perp:ETHUSDT"]
+    assert sorted((d.account, d.holding, d.delta) for d in result.tolerated) == [
+        ("binance", "USDT", D("0.4")), (WALLET, "aWeETH", D("-0.05"))]
+    assert result.total_usd() == D("0.001") * 3000  # the tolerated differences are not drift
+    change = correction(result, 1, "r")
+    assert change is not None and {(t.account, t.token) for t in change.tokens} == {("binance", "USDT"),
+                                                                                    (WALLET, "aWeETH")}
+    # Beyond both levels it is a drift: 2 % of the aTokens.
+    beyond = reconcile(ledger.snapshot(), venues(a_token="9.8"), MARKET, tolerance=tolerance)
+    assert [(d.holding, d.delta) for d in beyond.drifts] == [("aWeETH", D("-0.2"))] and not beyond.tolerated
+
+
+def fill(trade: str, instrument: str = "binance:Perp:ETHUSDT") -> OrderFilled:
+    return OrderFilled(VenueId("binance"), TradeId(trade), ClientOrderId("c"), InstrumentId(instrument), Side.BUY,
+                       D(1), D(3000), D(0), "USDT", 0, 0)
+
+
+def test_reports_are_counted_once_each_under_every_account_they_touch() -> None:
+    leg = BalancesChanged(VenueId("binance"), "w1", ChangeSet(Reason.VENUE_TRANSFER, 0, (
+        TokenChange("binance", "USDT", D(-50)), TokenChange("transit", "USDT", D(50)))), 0, 0)
+    landing = BalancesChanged(VenueId("binance"), "w1-landed", ChangeSet(Reason.VENUE_TRANSFER, 0, (
+        TokenChange("transit", "USDT", D(-50)), TokenChange(WALLET, "USDT", D(50)))), 0, 0)
+    assert accounts_touched(leg) == {"binance", "transit"} and accounts_touched(fill("t1")) == {"binance"}
+    count = ReportCount()
+    for report in (fill("t1"), fill("t1"), leg, landing, leg):  # a resent report is counted once
+        count.count(report)
+    # The landing at the wallet is published under the exchange's venue and still counts for the wallet.
+    assert count.by_account() == (("binance", 2), ("transit", 2), (WALLET, 1))
+    assert count.of("okx") == 0
+
+
+def test_an_account_is_behind_until_its_books_have_booked_what_its_venue_sent_and_our_corrections() -> None:
+    reports = venues(sent=2)
+    assert accounts_behind(reports, {"binance": 2, WALLET: 2}, {}) == {}
+    assert accounts_behind(reports, {"binance": 1, WALLET: 5}, {}) == {"binance": (1, 2)}
+    assert accounts_behind(reports, {"binance": 3, WALLET: 2}, {"binance": 2}) == {"binance": (3, 4)}
+    assert accounts_behind(venues(sent=None), {}, {}) == {}  # a venue that cannot count is never waited for
