@@ -326,6 +326,8 @@ class Daemon:
                     tg.start_soon(service)
                 if self.world.live is not None:
                     tg.start_soon(self.world.live.watch_access, self._halt_on_access_lost)
+                    if self.reconciler is not None:  # a private stream back after a drop: reconcile at once
+                        self.world.live.on_stream_reconnected = self.reconciler.request
                 await tg.start(self.supervisor.run)
                 await self._startup_reconciliation()
                 self.gate.passed(RECONCILIATION)

@@ -96,6 +96,7 @@ class LiveAccounts:
         self.funding_pollers: dict[str, FundingPoller] = {}
         self.desk: TransferDesk | None = None
         self._state_dir = s.runtime.state_dir
+        self.on_stream_reconnected: Callable[[], None] | None = None  # the daemon's reconciler asks here (daemon.app)
         self._transfer_wait_s = s.chain.transfer_wait_s  # the wallet's transfers to and from the venues
         self._transfer_poll_s = s.chain.transfer_poll_interval_s
         self._positions_policy = s.recovery.positions
@@ -146,7 +147,8 @@ class LiveAccounts:
             settings = StreamSettings(backstop_interval_s=self._settings.fills_poll_interval_s,
                                       dead_after_s=self._settings.stream_dead_after_s,
                                       ping_interval_s=min(10.0, self._settings.stream_dead_after_s / 3))
-            self.streams = {name: FillStream(exchange, settings) for name, exchange in self.exchanges.items()}
+            self.streams = {name: FillStream(exchange, settings, on_reconnected=self._stream_reconnected)
+                            for name, exchange in self.exchanges.items()}
             await asyncio.gather(*(stream.start() for stream in self.streams.values()))
         self.started = True
 
@@ -175,6 +177,11 @@ class LiveAccounts:
             return None
         path = Path(self._state_dir) / "journal.sqlite"
         return PastRuns(path) if path.exists() else None
+
+    def _stream_reconnected(self) -> None:
+        """A private stream came back: what it missed was read by its backstop; reconcile now, not at the hour."""
+        if self.on_stream_reconnected is not None:
+            self.on_stream_reconnected()
 
     def _check_lot_steps(self, name: str) -> None:
         """The strategy plans every quantity in the catalog's lot step (`lot_step`, `spot_lot_step`): each must be a

@@ -105,15 +105,19 @@ class _Link:
     pending: bool = False  # the trade cache changed since the watcher last read it
     timers: list[asyncio.TimerHandle] = field(default_factory=list)  # ccxt's delayed calls (listenKey keep-alive)
     last_error: str = ""
+    sessions: int = 0  # connections that became live and backstopped
 
 
 class FillStream:
     def __init__(self, adapter: CcxtExchange, settings: StreamSettings | None = None, *,
                  factory: ProFactory = _default_pro_factory, rand: Callable[[], float] = random.random,
-                 on_backstop: BackstopHook | None = None) -> None:
+                 on_backstop: BackstopHook | None = None, on_reconnected: Callable[[], None] | None = None) -> None:
         """`adapter`: a started `CcxtExchange` (its markets loaded). `on_backstop`: called with the open orders and
-        the account after every successful backstop (the reconciler's fresh truth)."""
+        the account after every successful backstop (the reconciler's fresh truth). `on_reconnected`: called once a
+        connection after the first is live and its backstop has read what was missed (the books should be checked
+        against the venue now: issue 14 asks for a reconciliation after every reconnect)."""
         self._adapter = adapter
+        self.on_reconnected = on_reconnected
         self.settings = settings or StreamSettings()
         self._factory = factory
         self._rand = rand
@@ -316,6 +320,9 @@ class FillStream:
             link.healthy = True
             link.last_error = ""
             self._changed()
+            link.sessions += 1
+            if link.sessions > 1 and self.on_reconnected is not None:
+                self.on_reconnected()  # a reconnect (not the first connect): what was missed is read; check the books
             await watcher  # returns only by raising
         finally:
             watcher.cancel()

@@ -188,6 +188,8 @@ async def test_fills_that_arrive_while_the_stream_waits_on_a_full_channel_are_no
 async def test_a_fill_during_a_dropped_connection_is_booked_once_after_the_reconnect(exchange_fake: Any,
                                                                                      venue: Venue) -> None:
     async with rig(exchange_fake, venue) as r:
+        reconciles: list[str] = []  # the daemon's reconciler asks here: after a reconnect, never the first connect
+        r.stream.on_reconnected = lambda: reconciles.append("asked")
         streams = venue.streams(exchange_fake)
         drop = streams.drop_connections if venue.name != "binance" else \
             streams.drop_spot_user_connections if venue.kind == "Spot" else streams.drop_user_connections
@@ -195,6 +197,7 @@ async def test_a_fill_during_a_dropped_connection_is_booked_once_after_the_recon
         r.place("i2-1-1")  # no await since the drop: the client cannot have reconnected, nobody hears this fill
         await r.until(lambda: r.stream.counters.reconnects >= 1 and r.stream.healthy and len(r.got) >= 1)
         assert [f.client_order_id for f in r.got] == ["i2-1-1"]
+        assert reconciles == ["asked"]  # once the backstop had read the fill the drop hid
         assert r.stream.counters.fills_backstop == 1 and r.stream.counters.fills_stream == 0
         r.place("i2-2-1")  # and the new connection streams again
         await r.until(lambda: len(r.got) >= 2)
