@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from decimal import Decimal
+from functools import partial
 
 import anyio
 
@@ -91,7 +92,9 @@ class PositionsActor:
                 self._publish(ctx)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(serve, ctx, self.fills, on_report)
+            # A report's booking is idempotent (booked once by its key): one cancelled mid-way — the marks' loop
+            # failed while it waited — is offered again after the restart rather than lost.
+            tg.start_soon(partial(serve, ctx, self.fills, on_report, redeliver_if_cancelled=True))
             tg.start_soon(serve, ctx, self.marks, on_mark)
 
     async def _book(self, ctx: ActorContext, report: OrderFilled | BalancesChanged) -> None:

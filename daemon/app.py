@@ -39,7 +39,7 @@ from actors.strategy import StrategyActor
 from daemon.api.taps import ApiTaps
 from daemon.api.views import ViewConfig
 from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
-from daemon.chaos import FailingActor
+from daemon.chaos import with_chaos
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings, reload_problems
 from daemon.control import ControlError, serve_control, socket_path
 from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
@@ -442,16 +442,14 @@ class Daemon:
         return journal
 
     def _with_chaos(self, actors: list[Actor]) -> list[Actor]:
-        """`chaos.fail_actor`: the named actor fails (or hangs) every `fail_after_s` — drills of the supervisor."""
+        """`chaos.fail_actor` (or every actor: `chaos.storm`) fails or hangs every `fail_after_s`, `crash_count`
+        times or until stopped — drills of the supervisor."""
         chaos = self.config.settings.chaos
-        if chaos.fail_actor is None:
-            return actors
         names = [a.name for a in actors]
-        if chaos.fail_actor not in names:
+        if chaos.fail_actor is not None and chaos.fail_actor not in names:
             problem = f"no actor named {chaos.fail_actor!r} (actors: {', '.join(names)})"
             raise ConfigError([ConfigProblem(str(self.config.path), "chaos.fail_actor", problem)])
-        log.warning("chaos_enabled", actor=chaos.fail_actor, fail_after_s=chaos.fail_after_s)
-        return [FailingActor(a, chaos.fail_after_s, chaos.fault) if a.name == chaos.fail_actor else a for a in actors]
+        return with_chaos(actors, chaos)
 
     def _reconciler(self, snapshots: list[ConflatingChannel[Any]],
                     books: LosslessChannel[OrderFilled | BalancesChanged]) -> ReconcilerActor | None:

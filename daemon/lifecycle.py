@@ -54,7 +54,10 @@ class ActorRecord:
     last_error: str = ""
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     latency_sum_s: float = 0.0
-    redelivery: tuple[str, Any, int] | None = None  # (inbox, message, attempts) whose handler raised
+    # inbox → (message, attempts): taken off that inbox, not handled — its handler raised, or was cancelled (a
+    # sibling loop of the actor failed mid-message) — and offered again after the restart. One per inbox: an actor
+    # with two loops can be mid-message on both.
+    redelivery: dict[str, tuple[Any, int]] = field(default_factory=dict)
     waiting: int = 0  # receive loops parked on an empty inbox
     busy: int = 0  # handlers running
 
@@ -116,22 +119,25 @@ class Actor(Protocol):
 Inbox = LosslessChannel[T] | ConflatingChannel[T]
 
 
-async def serve(ctx: ActorContext, inbox: Inbox[T], handle: Callable[[T], Awaitable[None]]) -> None:
+async def serve(ctx: ActorContext, inbox: Inbox[T], handle: Callable[[T], Awaitable[None]], *,
+                redeliver_if_cancelled: bool = False) -> None:
     """The receive loop of an inbox actor: take a message, handle it, time it; beat while idle.
 
-    A message whose handler raised is kept on the actor's record and offered again after the restart
-    (it was already taken off the inbox); after `MAX_DELIVERY_ATTEMPTS` it is dead-lettered and logged.
+    A message whose handler raised is kept on the actor's record and offered again after the restart (it was already
+    taken off the inbox); after `MAX_DELIVERY_ATTEMPTS` it is dead-lettered and logged. With `redeliver_if_cancelled`,
+    so is one whose handler was cancelled (the actor's other loop failed mid-message): only for a handler that is
+    idempotent — the positions actor's reports, booked once by key — since a cancelled handler may have acted partway
+    (an instruction half-executed must not run again from its first step).
     """
     record = ctx.record
-    if record.redelivery is not None and record.redelivery[0] == inbox.name:
-        _, message, attempts = record.redelivery
-        record.redelivery = None
+    if inbox.name in record.redelivery:
+        message, attempts = record.redelivery.pop(inbox.name)
         if attempts >= MAX_DELIVERY_ATTEMPTS:
             record.dead_letters += 1
             ctx.log.error("message_dead_lettered", message_type=type(message).__name__, attempts=attempts)
         else:
             ctx.started()
-            await _handle_one(ctx, inbox.name, handle, message, attempts)
+            await _handle_one(ctx, inbox.name, handle, message, attempts, redeliver_if_cancelled)
     ctx.started()
     receive_nowait = inbox.receive_nowait
     while True:
@@ -149,11 +155,12 @@ async def serve(ctx: ActorContext, inbox: Inbox[T], handle: Callable[[T], Awaita
             ctx.beat()
         except ChannelClosed:
             return
-        await _handle_one(ctx, inbox.name, handle, item, 0)
+        await _handle_one(ctx, inbox.name, handle, item, 0, redeliver_if_cancelled)
 
 
 async def _handle_one(
-    ctx: ActorContext, inbox: str, handle: Callable[[T], Awaitable[None]], message: T, attempts: int
+    ctx: ActorContext, inbox: str, handle: Callable[[T], Awaitable[None]], message: T, attempts: int,
+    redeliver_if_cancelled: bool = False,
 ) -> None:
     started = time.perf_counter()
     record = ctx.record
@@ -161,7 +168,14 @@ async def _handle_one(
     try:
         await handle(message)
     except Exception:
-        record.redelivery = (inbox, message, attempts + 1)
+        record.redelivery[inbox] = (message, attempts + 1)
+        raise
+    except BaseException:
+        if redeliver_if_cancelled:
+            # Cancelled mid-message (the actor's other loop failed): taken off the inbox and not handled, through no
+            # fault of its own — kept for the next run, its attempts unchanged. (Lost here, a fill waiting in the
+            # positions actor would never be booked.)
+            record.redelivery[inbox] = (message, attempts)
         raise
     finally:
         record.busy -= 1

@@ -285,6 +285,11 @@ class ChaosSettings(Frozen):
     fault: Literal["raise", "hang"] = Field(
         "raise", description="raise: the actor crashes (tests restarts); hang: it stops beating (tests the watchdog)"
     )
+    storm: bool = Field(False, description="Every actor fails as fail_actor's would (a crash storm; instead of "
+                                           "fail_actor)")
+    crash_count: int | None = Field(None, ge=1, le=100_000,
+                                    description="Crashes of each failing actor, after which it runs undisturbed "
+                                                "(null: it fails every fail_after_s until the daemon stops)")
     unreported_usdt: dict[str, Annotated[float, Field(gt=0, le=MAX_USD)]] = Field(
         default_factory=dict, description="USDT each named simulated exchange credits at start without reporting "
                                           "it (the accounts start empty, so credits only) — a drill for the reconciler")
@@ -294,6 +299,14 @@ class ChaosSettings(Frozen):
     resting_orders_per_venue: int = Field(
         0, ge=0, le=100, description="Far-from-market limit orders each simulated exchange holds open from the "
                                      "start, so an emergency-stop drill has open orders to cancel")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ChaosSettings:
+        if self.storm and self.fail_actor is not None:
+            raise ValueError("set fail_actor (one actor) or storm (every actor), not both")
+        if self.crash_count is not None and not self.storm and self.fail_actor is None:
+            raise ValueError("crash_count needs fail_actor or storm: no actor is set to fail")
+        return self
 
 
 # --- market -------------------------------------------------------------------------------------------
