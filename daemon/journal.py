@@ -332,9 +332,10 @@ class PastRuns:
 
     def unresolved_orders(self) -> list[dict[str, Any]]:
         """Every order a live run before this one sent (an `intent` row) whose last row is not a final outcome — an
-        intent, an acknowledgement of an order left resting, a timeout, an unknown-outcome error — and that no
-        later start-up has resolved: {client_order_id, instruction_id, run, last_event, last_body, order}, oldest
-        first (`order`: the intent's body, the order as it was sent)."""
+        intent, an acknowledgement of an order left resting, a timeout, an unknown-outcome error — or is `filled`
+        in a run that ended unseen without its trade journaled, and that no later start-up has resolved:
+        {client_order_id, instruction_id, run, last_event, last_body, order}, oldest first (`order`: the intent's
+        body, the order as it was sent)."""
         # One pass in SQLite (a journal of months holds many thousands of orders, nearly all settled): each client
         # id's first intent and its last row, unless a start-up resolved it already.
         rows = self._db.execute(
@@ -343,7 +344,14 @@ class PastRuns:
             "SELECT i.client_order_id, i.instruction_id, i.run, i.body, l.event, l.body FROM ids "
             "JOIN orders i ON i.seq = (SELECT MIN(seq) FROM orders WHERE client_order_id = ids.cid "
             "AND event = 'intent' AND seq >= ids.first) JOIN orders l ON l.seq = ids.last "
-            "WHERE l.event NOT IN ('filled', 'rejected', 'canceled') AND NOT EXISTS (SELECT 1 FROM recoveries r "
+            "WHERE (l.event NOT IN ('filled', 'rejected', 'canceled') "
+            # A fill the venue confirmed (the order's answer said filled) whose trade report the dead run never
+            # journaled: killed between the two. Its trades are read back like an open order's, never adopted as
+            # an unexplained position. Only for runs that ended unseen: a clean stop journals every fill first.
+            "OR (l.event = 'filled' AND l.run IN (SELECT run FROM runs WHERE ended_ns IS NULL) AND NOT EXISTS ("
+            "SELECT 1 FROM venue_reports v WHERE v.run = l.run AND v.kind = 'FillReport' "
+            "AND json_extract(v.body, '$.client_order_id') = ids.cid))) "
+            "AND NOT EXISTS (SELECT 1 FROM recoveries r "
             "WHERE r.kind = 'order' AND r.ref = ids.cid) ORDER BY i.seq", (self.run,)).fetchall()
         out = []
         for cid, instruction_id, run, body, event, last in rows:

@@ -298,12 +298,19 @@ def test_the_journal_lists_only_orders_whose_outcome_a_venue_must_settle(tmp_pat
     journal.record_order(2, ClientOrderId("r2i1-4"), order("r2i1-4", PERP, Side.SELL, "0.1").instruction_id,
                          "timeout", {"step": 4, "action": "SHORT_PERP"})
     intent(journal, order("r2i1-5", PERP, Side.SELL, "0.1"))  # sent again under the same id: one order
+    # r2i1-1's answer said filled, and the run died before its trade was journaled (the chaos runner's `fill` kill):
+    # listed, so its trade is read back; r2i1-6 is filled with its trade journaled: settled.
+    six = order("r2i1-6", PERP, Side.SELL, "0.1")
+    intent(journal, six)
+    journal.record_order(2, six.client_order_id, six.instruction_id, "filled", {"status": "filled"})
+    journal.record_report(2, "binance", "binance:77", "FillReport", {"client_order_id": "r2i1-6", "trade_id": "77"})
     kill(journal)
     Journal(path, "live", "live.yaml", 3)
     past = PastRuns(path)
     listed = [(o["client_order_id"], o["last_event"]) for o in past.unresolved_orders()]
-    assert listed == [("r2i1-3", "error"), ("r2i1-4", "timeout"), ("r2i1-5", "intent")]
+    assert listed == [("r2i1-1", "filled"), ("r2i1-3", "error"), ("r2i1-4", "timeout"), ("r2i1-5", "intent")]
     past.record_recovery("order", "r2i1-5", "never_sent", {})
+    past.record_recovery("order", "r2i1-1", "filled", {})
     assert [o["client_order_id"] for o in past.unresolved_orders()] == ["r2i1-3", "r2i1-4"]
     assert past.previous_unclean() is not None and past.unfinished_instructions() == ["r2i1"]
     past.close()
