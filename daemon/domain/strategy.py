@@ -591,6 +591,12 @@ def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: 
                 solvency.append((priority.distance_to_liquidation,
                                  add_margin_to_cex(spec, view, venue, deficit)))
     instructions = [i for _, i in solvency]  # already nearest-first
+    if not solvency:
+        # The long leg held loose (bought, not yet on AAVE or staked): an entry cut short — a restart abandons the
+        # instruction in progress, never re-runs it — is finished from where the book is.
+        complete = _complete_long_leg(spec, view)
+        if complete is not None:
+            return [complete]  # alone: the hedge already covers the loose ETH, and the delta is sized next cycle
     # Delta last, and not in the same cycle as a solvency fix: a margin top-up or an LTV reduction changes the
     # legs the hedge targets are computed from, and a delta adjustment sized from the books before it would
     # partly undo it (grow back the short the top-up just shrank). The next cycle sizes it on fresh books.
@@ -605,6 +611,37 @@ def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: 
         if adjust is not None:
             instructions.append(adjust)
     return instructions
+
+
+def _complete_long_leg(spec: ModeSpec, view: StrategyView) -> Instruction | None:
+    """A USDT market-neutral book whose long ETH sits loose — spot on a venue, or in the wallet beyond the gas
+    reserve — worth at least what an idle capital's entry would be (`reinvest_floor`: 5 % of equity): the rest of
+    its entry, from where the book is (the ETH withdrawn to the wallet, then staked and levered as the entry's tail
+    would). Its shorts already hedge that ETH, and the leg moved to AAVE keeps its net ETH: the delta is unchanged.
+    The wallet's own gas money stays below the floor (a live wallet holds some; a simulated one runs a gas debt)."""
+    if spec.share_class != "USDT" or not spec.staking or not spec.hedged or view.price_usd <= 0:
+        return None
+    spot = {venue: v.spot for venue, v in view.venues.items() if v.spot > 0}
+    loose = sum(spot.values(), ZERO) + max(ZERO, view.wallet_asset - spec.gas_reserve)
+    if loose * view.price_usd < reinvest_floor(spec, view):
+        return None
+    steps: list[Step] = []
+
+    def add(action: str, executor: Executor, venue: str, **params: Decimal | str) -> None:
+        steps.append(Step(len(steps) + 1, action, executor, venue, params))
+
+    for venue, amount in sorted(spot.items()):
+        add("WITHDRAW_TO_WALLET", Executor.CEX, venue, amount_eth=amount)
+    if spec.borrowing and spec.leverage == "sequential":
+        _add_sequential_entry(add, spec, loose, view.price_usd)
+    elif spec.borrowing:
+        lev = atomic_entry(loose, spec.target_ltv)
+        add("ATOMIC_LEVERAGE_ENTRY", Executor.ATOMIC, "aave_v3", equity_eth=loose, supply_eth=lev.supplied,
+            borrow_eth=lev.borrowed, lst=spec.lst)
+    else:
+        add("STAKE", Executor.STAKING, spec.staking_venue, amount_eth=loose, lst=spec.lst)
+    return Instruction(0, "COMPLETE_LONG_LEG", spec.name, loose * view.price_usd, tuple(steps), False,
+                       f"{loose:.4f} {spec.asset} held loose: the entry's long leg, not on AAVE")
 
 
 def _entry(spec: ModeSpec, view: StrategyView, amount: Decimal, net_venues: bool = True) -> list[Instruction]:

@@ -53,9 +53,5 @@ def test_kill9_loses_no_fill_and_repeats_no_order_or_transaction(summary: dict[s
     assert summary["books_equal_truth"] == TRIALS, report
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14, open: an entry abandoned at a restart is never completed — seed "
-                   "3 trial 0 kills the daemon at the entry's 4th order intent (the OKX short); restarted, recovery "
-                   "abandons the entry (as it must), and the strategy, holding the shorts and the ETH on Binance spot, "
-                   "never levers on AAVE. Remove this mark once it passes.")
 def test_kill9_every_trial_finishes_its_script_without_the_daemon_halting_itself(summary: dict[str, Any]) -> None:
     assert clean(summary), "\n".join(summary["lines"])

@@ -108,3 +108,33 @@ def test_a_usdt_class_entry_moves_only_usdt_the_wallet_holds_its_gas_eth_is_not_
     assert sent <= wallet_usdt + back, (sent, back, wallet_usdt)
     # and it deploys the USDT: nearly all of it goes to the venues (the withdrawal fees aside)
     assert sent >= wallet_usdt - 100, (sent, wallet_usdt)
+
+
+def test_an_entry_cut_short_after_its_shorts_is_finished_from_where_the_book_is() -> None:
+    """A restart abandons the instruction in progress (never re-runs it): the book holds the shorts and the ETH
+    bought, loose on the spot venue or already in the wallet, and nothing on AAVE. The next decision finishes the
+    entry's tail — the ETH to the wallet, then levered at λ — and plans nothing else that cycle; the wallet's gas
+    money alone is not a long leg to lever."""
+    price, long_eth = D(3000), D("16.65")
+    s = spec("usdt_market_neutral")
+    shorts = {"binance": D("-6.66"), "bybit": D("-5.0"), "okx": D("-4.99")}
+
+    def book(spot: Decimal, wallet_eth: Decimal) -> StrategyView:
+        venues = {v: VenueView(D(20_000), spot if v == "binance" else D(0), size, price, price)
+                  for v, size in shorts.items()}
+        equity = D(60_000) + (spot + wallet_eth) * price  # the shorts at their entry price: no P&L yet
+        return StrategyView(equity, price, D("1.05"), D(0), D(0), wallet_eth, D(0), D(0), venues)
+
+    for spot, wallet in ((long_eth, D(1)), (D(0), long_eth + D(1))):
+        decision = decide(Change.REBALANCE, s, book(spot, wallet))
+        (instruction,) = decision.instructions
+        assert instruction.type == "COMPLETE_LONG_LEG", decision
+        actions = [step.action for step in instruction.steps]
+        assert actions == (["WITHDRAW_TO_WALLET", "ATOMIC_LEVERAGE_ENTRY"] if spot else ["ATOMIC_LEVERAGE_ENTRY"])
+        lever = instruction.steps[-1].params
+        loose = long_eth + (D(1) - s.gas_reserve)  # the wallet's ETH beyond its gas reserve goes too
+        assert D(str(lever["equity_eth"])) == loose
+        assert D(str(lever["supply_eth"])) - D(str(lever["borrow_eth"])) == loose
+        assert abs(D(str(lever["borrow_eth"])) / D(str(lever["supply_eth"])) - s.target_ltv) < D("1e-12")
+    # Gas money alone (1 ETH of a 60,000 USDT book): nothing to complete.
+    assert all(i.type != "COMPLETE_LONG_LEG" for i in decide(Change.REBALANCE, s, book(D(0), D(1))).instructions)
