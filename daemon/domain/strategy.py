@@ -593,10 +593,11 @@ def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: 
     instructions = [i for _, i in solvency]  # already nearest-first
     if not solvency:
         # The long leg held loose (bought, not yet on AAVE or staked): an entry cut short — a restart abandons the
-        # instruction in progress, never re-runs it — is finished from where the book is.
+        # instruction in progress, never re-runs it — is finished from where the book is. It moves ETH without
+        # changing the book's delta, so the delta adjustment below (sized on the same book) still holds beside it.
         complete = _complete_long_leg(spec, view)
         if complete is not None:
-            return [complete]  # alone: the hedge already covers the loose ETH, and the delta is sized next cycle
+            instructions.append(complete)
     # Delta last, and not in the same cycle as a solvency fix: a margin top-up or an LTV reduction changes the
     # legs the hedge targets are computed from, and a delta adjustment sized from the books before it would
     # partly undo it (grow back the short the top-up just shrank). The next cycle sizes it on fresh books.
@@ -617,7 +618,8 @@ def _complete_long_leg(spec: ModeSpec, view: StrategyView) -> Instruction | None
     """A USDT market-neutral book whose long ETH sits loose — spot on a venue, or in the wallet beyond the gas
     reserve — worth at least what an idle capital's entry would be (`reinvest_floor`: 5 % of equity): the rest of
     its entry, from where the book is (the ETH withdrawn to the wallet, then staked and levered as the entry's tail
-    would). Its shorts already hedge that ETH, and the leg moved to AAVE keeps its net ETH: the delta is unchanged.
+    would). The leg moved to AAVE keeps its net ETH: the delta is unchanged (an unhedged part is the delta
+    adjustment's, in the same cycle).
     The wallet's own gas money stays below the floor (a live wallet holds some; a simulated one runs a gas debt)."""
     if spec.share_class != "USDT" or not spec.staking or not spec.hedged or view.price_usd <= 0:
         return None
