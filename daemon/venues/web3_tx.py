@@ -653,7 +653,7 @@ class _Following:
                 try:
                     return await self.tx.wait(self.sent, timeout_s=self.p.stuck_after_s)
                 except TxNotMined:
-                    pass
+                    pass  # not mined within stuck_after_s: stuck — rebroadcast or replace it below
                 except RetryableVenueError as e:
                     await self._unreachable(e)
                     look = True

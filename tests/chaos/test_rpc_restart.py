@@ -7,28 +7,17 @@ transactions sent and booked after the restart), reconciled clean against the ve
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.fakes.local_world import CONFIG, ThreadedLocalWorld
 from tests.integration.daemon_process import ROOT, DaemonProcess
+from tests.integration.test_live_chain_daemon import basisd
 
 pytestmark = [pytest.mark.chaos, pytest.mark.anvil, pytest.mark.exchange_fake, pytest.mark.subprocess]
-
-
-def basisd(env: dict[str, str], *args: str) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "daemon", *args, "--config", str(CONFIG), "--json"], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return answer
 
 
 def test_the_chain_s_node_restarted_mid_session_is_survived_and_the_chain_traded_again(

@@ -61,6 +61,17 @@ async def close(venue: CcxtExchange) -> None:
     await venue.close()
 
 
+
+def book_reports(reports: LosslessChannel[VenueReport], ledger: Ledger) -> list[BalancesChanged]:
+    """Book every report published so far, as the positions actor does; the reports booked."""
+    booked = []
+    while len(reports):
+        report = reports.receive_nowait()
+        assert isinstance(report, BalancesChanged)
+        ledger.apply(report.change)
+        booked.append(report)
+    return booked
+
 @dataclass
 class Rig:
     fake: Any
@@ -70,14 +81,7 @@ class Rig:
     ledger: Ledger
 
     def book(self) -> list[BalancesChanged]:
-        """Book every report published so far, as the positions actor does."""
-        booked = []
-        while len(self.reports):
-            report = self.reports.receive_nowait()
-            assert isinstance(report, BalancesChanged)
-            self.ledger.apply(report.change)
-            booked.append(report)
-        return booked
+        return book_reports(self.reports, self.ledger)
 
     async def reconcile(self, *, allowances: bool = True) -> Any:
         reports = [await v.fetch_account() for v in self.venues.values()]

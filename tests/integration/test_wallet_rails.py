@@ -32,7 +32,7 @@ from daemon.venues.ccxt_exchange import CcxtExchange
 from daemon.venues.ccxt_transfers import TransferDesk, TransferStillMoving, VenueFunds
 from tests.fakes.chain.chain import AaveChain
 from tests.fakes.chain_bridge import ChainBridge
-from tests.integration.test_ccxt_transfers import EXCHANGES, adapter, close
+from tests.integration.test_ccxt_transfers import EXCHANGES, adapter, book_reports, close
 
 pytestmark = [pytest.mark.anvil, pytest.mark.exchange_fake, pytest.mark.asyncio]
 
@@ -55,13 +55,7 @@ class World:
     wallet: str
 
     def book(self) -> list[BalancesChanged]:
-        booked = []
-        while len(self.reports):
-            report = self.reports.receive_nowait()
-            assert isinstance(report, BalancesChanged)
-            self.ledger.apply(report.change)
-            booked.append(report)
-        return booked
+        return book_reports(self.reports, self.ledger)
 
     async def wallet_report(self) -> AccountReport:
         """The chain's view of the wallet (what the chain adapter's `fetch_wallet` reports), read here directly."""
