@@ -1,14 +1,17 @@
 """The live run's exchange accounts: one `CcxtExchange` per venue of the config, started together, and the books'
 opening read from what they hold.
 
-`start()` runs every venue's start-up checks concurrently (markets, clock, account modes, leverage) within
+`prepare()` runs every venue's start-up checks concurrently (markets, clock, account modes, leverage) within
 `exchange.startup_timeout_s`; any venue that cannot be traded stops the run before anything is sent (exit 78 for
-what a human must fix: keys, clock, account modes). It then reads every account: the books open on exactly that —
-each wallet's balances and each open perp at the venue's own entry price — so a restart comes back to what the
-venues hold, not to `strategy.initial_capital`. Between the two, `daemon.recovery` resolves what the journal's
-earlier runs left open (orders by client id on their venue, the instruction in progress abandoned), so the accounts
-read are the venues' truth after it; the perps they hold are then checked against what the journal accounts for
-(`recovery.positions`: adopt, or come up HALTED). `recovery` holds the summary (`RecoveryReport`).
+what a human must fix: keys, clock, account modes). Then `daemon.recovery` resolves what the journal's earlier runs
+left open (orders by client id on their venue, the instruction in progress abandoned), and the transfer desk comes
+back with the transfers its store carries. `read()` reads every account and `open()` makes the books' opening of
+exactly that — each wallet's balances and each open perp at the venue's own entry price, plus what is in transit
+between our accounts (`daemon.live_opening` reads the venues, the wallet and the transfers at one consistent
+moment) — so a restart comes back to what the venues hold, not to `strategy.initial_capital`; the perps they hold
+are checked against what the journal accounts for (`recovery.positions`: adopt, or come up HALTED). `recovery`
+holds the summary (`RecoveryReport`). `begin()` starts what follows from the read (funding, the streams); `start()`
+does it all for the worlds without a chain.
 
 Fills then come from each venue's private streams (`daemon.venues.ccxt_streams.FillStream`: ccxt.pro, reconnected
 with backoff, a REST backstop after every connect and every `exchange.fills_poll_interval_s`); with
@@ -61,7 +64,7 @@ class LiveAccounts:
                  reports: LosslessChannel[VenueReport], session: Any = None) -> None:
         s = config.settings
         self._settings = s.exchange
-        self._clock = clock
+        self._clock = self.clock = clock
         cache = s.exchange.market_cache_dir or (str(Path(s.runtime.state_dir) / "markets") if s.runtime.state_dir
                                                 else None)
         asset = self._asset = config.params.asset
@@ -101,18 +104,75 @@ class LiveAccounts:
         self._transfer_poll_s = s.chain.transfer_poll_interval_s
         self._positions_policy = s.recovery.positions
         self.recovery: RecoveryReport | None = None  # once `start` has recovered (None: no journal to read)
+        self._past: PastRuns | None = None  # the journal's earlier runs, open from `prepare` to `open`
 
     async def start(self) -> None:
         """Every venue's start-up checks, concurrently, the recovery of what the last run left open, then the
-        opening books from their accounts."""
+        opening books from their accounts (`daemon.live_opening`: the CEX-only worlds; with a chain, the live world
+        runs the same steps with the wallet's read beside the venues')."""
+        from daemon.live_opening import read_opening
+
+        await self.prepare()
+        await read_opening(self, None)
+
+    @property
+    def deposit_assets(self) -> tuple[str, ...]:
+        """The assets an operator may fund the accounts with (deposits from outside are looked for in them)."""
+        return self._funded_assets
+
+    async def prepare(self) -> None:
+        """Every venue's start-up checks, concurrently, then what the journal's earlier runs left open, resolved on
+        the venues (`daemon.recovery`), and the transfer desk with the transfers its store carries: all before the
+        accounts are read, so that the read is the venues' truth after them."""
         names = list(self.exchanges)
         try:
             with anyio.fail_after(self._settings.startup_timeout_s):
                 await asyncio.gather(*(self.exchanges[n].start() for n in names))
-                read_ms, details = await self._recover_and_read(names)
+                self._past = self._past_runs()
+                if self._past is not None:
+                    self.recovery = await recover_orders(self._past, self.exchanges)
         except TimeoutError:
+            self._close_past()
             raise FatalVenueError(f"the venues did not pass their start-up checks within "
                                   f"{self._settings.startup_timeout_s:g} s (exchange.startup_timeout_s)") from None
+        except BaseException:
+            self._close_past()
+            raise
+        # The transfers in flight survive a restart in the state directory; deposits from outside (an operator
+        # funding an account) are capital flows from the first run's opening read on (a restart's opening read
+        # marks those it holds as booked: `TransferDesk.open_at`).
+        self.desk = TransferDesk({name: VenueFunds(name, exchange.ccxt_clients) for name, exchange in
+                                  self.exchanges.items()}, self._reports, self._clock,
+                                 deposits_since_ms=int(time.time() * 1000),
+                                 store=StateStore(self._state_dir) if self._state_dir else None,
+                                 landing_wait_s=self._transfer_wait_s, landing_poll_s=self._transfer_poll_s,
+                                 count=self.count)
+
+    async def read(self) -> tuple[int, list[AccountDetail]]:
+        """Every account, read concurrently (within `exchange.startup_timeout_s`): the wall time of the read (funding
+        paid from then on is not in it) and each venue's balances and perps."""
+        names = list(self.exchanges)
+        read_ms = int(time.time() * 1000)
+        try:
+            with anyio.fail_after(self._settings.startup_timeout_s):
+                details = list(await asyncio.gather(*(self.exchanges[n].fetch_account_detail() for n in names)))
+        except TimeoutError:
+            raise FatalVenueError(f"the venues' accounts could not be read within "
+                                  f"{self._settings.startup_timeout_s:g} s (exchange.startup_timeout_s)") from None
+        return read_ms, details
+
+    def open(self, details: list[AccountDetail], extra: tuple[TokenChange, ...] = ()) -> ChangeSet:
+        """The books' opening: each venue's balances and each open perp at the venue's own entry price, plus `extra`
+        (the wallet's tokens, what is in transit); the perps checked against what the journal accounts for."""
+        names = list(self.exchanges)
+        try:
+            if self._past is not None and self.recovery is not None:
+                check_positions(self._past, [(name, p) for name, d in zip(names, details, strict=True)
+                                             for p in d.positions], self._positions_policy, self.recovery)
+        finally:
+            self._close_past()
+        if self.recovery is not None:
+            log_report(self.recovery)
         tokens: list[TokenChange] = []
         perps: list[PerpChange] = []
         for name, detail in zip(names, details, strict=True):
@@ -130,19 +190,16 @@ class LiveAccounts:
                             detail="the venue holds open perps: the books open on them at the venue's entry price")
         for name in names:
             self._check_lot_steps(name)
-        now = self._clock.now_ns()
-        self.opening = ChangeSet(Reason.INITIAL_CAPITAL, now, tuple(tokens), tuple(perps), ref="live-opening")
+        self.opening = ChangeSet(Reason.INITIAL_CAPITAL, self._clock.now_ns(), (*tokens, *extra), tuple(perps),
+                                 ref="live-opening")
+        return self.opening
+
+    async def begin(self, read_ms: int) -> None:
+        """Once the books have opened: funding from the moment of the read, and the private streams."""
         for name, exchange in self.exchanges.items():
             perps_client = exchange.ccxt_clients[EXCHANGE_IDS[name]["Perp"]]
             self.funding_pollers[name] = FundingPoller(name, perps_client, self._instruments[name], self._reports,
                                                        self._clock, since_ms=read_ms, count=self.count)
-        # Deposits from outside (an operator funding an account) are capital flows from the moment the accounts were
-        # read; the transfers in flight survive a restart in the state directory.
-        self.desk = TransferDesk({name: VenueFunds(name, exchange.ccxt_clients) for name, exchange in
-                                  self.exchanges.items()}, self._reports, self._clock, deposits_since_ms=read_ms,
-                                 store=StateStore(self._state_dir) if self._state_dir else None,
-                                 landing_wait_s=self._transfer_wait_s, landing_poll_s=self._transfer_poll_s,
-                                 count=self.count)
         if self._settings.fills_stream:
             settings = StreamSettings(backstop_interval_s=self._settings.fills_poll_interval_s,
                                       dead_after_s=self._settings.stream_dead_after_s,
@@ -152,24 +209,10 @@ class LiveAccounts:
             await asyncio.gather(*(stream.start() for stream in self.streams.values()))
         self.started = True
 
-    async def _recover_and_read(self, names: list[str]) -> tuple[int, list[AccountDetail]]:
-        """What the journal's earlier runs left open, resolved on the venues (daemon.recovery); then every account,
-        read: the venues' truth after it; then the perps they hold against what the journal accounts for."""
-        past = self._past_runs()
-        try:
-            if past is not None:
-                self.recovery = await recover_orders(past, self.exchanges)
-            read_ms = int(time.time() * 1000)  # payments from here on are not in the balances read now
-            details = list(await asyncio.gather(*(self.exchanges[n].fetch_account_detail() for n in names)))
-            if past is not None and self.recovery is not None:
-                check_positions(past, [(name, p) for name, d in zip(names, details, strict=True)
-                                       for p in d.positions], self._positions_policy, self.recovery)
-        finally:
-            if past is not None:
-                past.close()
-        if self.recovery is not None:
-            log_report(self.recovery)
-        return read_ms, details
+    def _close_past(self) -> None:
+        if self._past is not None:
+            self._past.close()
+            self._past = None
 
     def _past_runs(self) -> PastRuns | None:
         """The journal the daemon keeps under `runtime.state_dir` (daemon.app opened this run in it already)."""

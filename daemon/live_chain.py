@@ -2,11 +2,13 @@
 from the settings (`chain.*`, the address book, `credentials.rpc_url` / `credentials.wallet_private_key`) and started
 before anything trades.
 
-`start()` refuses a node on another chain than the config and the book name (nothing is ever signed for the wrong
+`prepare()` refuses a node on another chain than the config and the book name (nothing is ever signed for the wrong
 chain), resolves what the transaction journal says the last run left in flight — every attempt is followed until it
 is mined or dropped, so the books open *after* it: its effect is in the balances read, never booked twice, never
 lost — deploys the flash-loan executor once if the mode needs one and the book names none (before the opening read:
-its gas is in the balances too), and reads the wallet: its balances join the exchanges' in the books' opening.
+its gas is in the balances too), and hands the transfer desk every transfer to a venue that a killed run mined and
+never handed to it (in transit now: `daemon.live_opening`). `read()` reads the wallet: its balances join the
+exchanges' in the books' opening; `begin()` starts the liquidation watch and the chain's market data.
 
 For the whole session, `liquidations()` scans the AAVE Pool's `LiquidationCall` events for the wallet every
 `chain.poll_interval_s` (from the block after the last one scanned: the state directory keeps it across restarts),
@@ -27,6 +29,7 @@ import anyio
 import structlog
 from eth_abi.abi import encode
 from web3 import AsyncWeb3
+from web3.exceptions import TransactionNotFound
 
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
@@ -34,11 +37,11 @@ from daemon.config import ResolvedConfig
 from daemon.domain.ledger import WALLET, TokenChange
 from daemon.domain.messages import MarketData, VenueReport
 from daemon.domain.strategy import ModeSpec
-from daemon.errors import FatalVenueError, NonRetryableVenueError, VenueError
+from daemon.errors import FatalVenueError, NonRetryableVenueError, RetryableVenueError, VenueError
 from daemon.live_accounts import LiveAccounts
 from daemon.state_store import StateStore
 from daemon.venues.address_book import AddressBook, load_address_book
-from daemon.venues.web3_chain import ChainContracts, ChainPolicy, Web3Chain
+from daemon.venues.web3_chain import TRANSFER_LABELS, ChainContracts, ChainPolicy, Web3Chain
 from daemon.venues.web3_liquidations import LiquidationWatch
 from daemon.venues.web3_market import ChainMarketSource, FixedRateDex
 from daemon.venues.web3_reads import ChainReader
@@ -139,9 +142,19 @@ class LiveChain:
         self.market = ThrottledChainSource(c.poll_interval_s)  # the live feed's chain source, read once started
         self.watch: LiquidationWatch | None = None
         self.opening: tuple[TokenChange, ...] = ()
+        self._accounts = accounts
+        self._opened_balances: dict[str, str] = {}
 
     async def start(self) -> None:
-        """The node's chain, what the last run left in flight, the executor, then the wallet the books open on."""
+        """`prepare`, `read` and `begin` in one (the live world runs them apart, the venues' read beside the
+        wallet's: `daemon.live_opening`)."""
+        await self.prepare()
+        self.opening = await self.read()
+        await self.begin()
+
+    async def prepare(self) -> None:
+        """The node's chain, what the last run left in flight, the executor, and the wallet's transfers to the
+        venues that a killed run never handed to the transfer desk: all before the wallet is read."""
         try:
             node_chain = int(await self.w3.eth.chain_id)
         except Exception as e:  # the URL may carry a key: the type only
@@ -154,8 +167,28 @@ class LiveChain:
         await self._settle_in_flight()
         if self._needs_executor():
             await self._ensure_executor()
+        await self._adopt_unfollowed_deposits()
+
+    async def read(self) -> tuple[TokenChange, ...]:
+        """The wallet's balances, for the books' opening."""
         wallet = await self.chain.fetch_wallet()
-        self.opening = tuple(TokenChange(WALLET, token, amount) for token, amount in wallet.balances)
+        self._opened_balances = {t: str(a) for t, a in wallet.balances}
+        return tuple(TokenChange(WALLET, token, amount) for token, amount in wallet.balances)
+
+    async def mined(self, tx_hash: str) -> bool:
+        """Whether the chain holds `tx_hash` mined and successful (a venue's payment to the wallet is in the
+        wallet's read only then)."""
+        try:
+            receipt = await self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            return False
+        except Exception as e:  # the URL may carry a key: the type only
+            raise RetryableVenueError(f"the chain's RPC node did not answer a receipt read ({type(e).__name__})") \
+                from None
+        return int(receipt["status"]) == 1
+
+    async def begin(self) -> None:
+        """Once the books have opened: the liquidation watch and the chain's market data."""
         head = int(await self.w3.eth.block_number)
         saved = self._state.load(LIQUIDATION_STATE_KEY) or {}
         from_block = int(saved.get("last_scanned_block", head)) + 1
@@ -165,9 +198,32 @@ class LiveChain:
         self.market.source = ChainMarketSource(self._market_reader, self.book.market, dex=await self._dex(),
                                                w3=self.w3,
                                                priority_fee_percentile=self._settings.priority_fee_percentile)
-        log.info("live_chain_opened", wallet=self.wallet, chain_id=node_chain, block=head,
-                 executor=self.chain.executor, balances={t: str(a) for t, a in wallet.balances},
-                 liquidations_from_block=from_block)
+        log.info("live_chain_opened", wallet=self.wallet, chain_id=self._settings.chain_id, block=head,
+                 executor=self.chain.executor, balances=self._opened_balances, liquidations_from_block=from_block)
+
+    async def _adopt_unfollowed_deposits(self) -> None:
+        """A transfer to a venue mined in a run killed before the desk carried it (between its receipt and
+        `deposit_sent`, or in flight at the kill and mined by `_settle_in_flight`): the wallet's read no longer holds
+        it and no venue may have credited it yet — it is in transit, and the desk follows it from here on (else the
+        books would open without it, and its credit at the venue would look like a deposit from outside)."""
+        desk = self._accounts.desk
+        if desk is None:
+            return
+        found = [(sent, moved) for sent in self.journal.mined(self._settings.chain_id, self.wallet,
+                                                                 tuple(TRANSFER_LABELS))
+                 if (moved := self.chain.decode_transfer(sent)) is not None and not desk.knows_deposit(sent.tx_hash)]
+        if not found:
+            return
+        addresses: dict[tuple[str, str], str] = {}
+        for venue in desk.venues:
+            for asset in {m.asset for _, m in found}:
+                addresses[(venue, asset)] = (await desk.deposit_address(venue, asset)).lower()
+        for sent, moved in found:
+            to_venue = next((v for (v, a), addr in addresses.items() if a == moved.asset and addr == moved.to.lower()),
+                            None)
+            if to_venue is None:
+                continue  # to an address that is no venue's (not ours to follow): the wallet's read holds the debit
+            desk.adopt_deposit(to_venue, moved.asset, moved.amount, sent.tx_hash, int(sent.sent_at * 1000))
 
     async def _settle_in_flight(self) -> None:
         """Every transaction the last run left in flight, followed until mined (or found used): the opening read

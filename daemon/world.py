@@ -174,6 +174,7 @@ def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessCh
     (`daemon.live_chain`: AAVE, staking, the DEX and the transfers to and from the exchanges), else none (the
     CEX-only modes, each venue trading with what it holds)."""
     from daemon.live_accounts import LiveAccounts  # ccxt is imported by the worlds that use it only
+    from daemon.live_opening import read_opening
 
     s = config.settings
     clock = WallClock()
@@ -209,12 +210,14 @@ def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessCh
     world = World(clock, accounts.exchanges, chain, board, feed, accounts.opening, (), closers)
 
     async def start() -> None:
-        await accounts.start()
-        opening = accounts.opening
+        # Everything resolved before anything is read, then one opening read of the venues, the wallet and what
+        # moves between them (daemon.live_opening), then the services that follow from it.
+        await accounts.prepare()
         if live_chain is not None:
-            await live_chain.start()
-            opening = replace(opening, tokens=(*opening.tokens, *live_chain.opening))
-        world.opening = opening
+            await live_chain.prepare()
+        world.opening = await read_opening(accounts, live_chain)
+        if live_chain is not None:
+            await live_chain.begin()
 
     world.start = start
     world.services = (accounts.backstop, accounts.funding, accounts.transfers)  # and watch_access (daemon.app)

@@ -93,6 +93,10 @@ class TransitBook:
 
     # --- reading ----------------------------------------------------------------------------------------------
 
+    @property
+    def linger_ns(self) -> int:
+        return self._linger_ns
+
     def get(self, transfer_id: str) -> Transfer | None:
         return self._transfers.get(transfer_id)
 

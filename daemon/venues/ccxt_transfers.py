@@ -48,6 +48,12 @@ followed by `poll` and by a repeat of the same call: nothing is sent twice (`wit
 `ref`, `deposit_sent` on the transaction hash), and the reconciler's allowances excuse it in both the venue's and the
 wallet's account until it has landed.
 
+**After a restart** (`sight`, `open_at`; `daemon.live_opening` runs them). The books of the new run open on the
+venues' reads, which hold some legs of a transfer in flight and not others: `sight` says where each transfer is as
+the venues show it (never listed, debited, landed, given back), read before and after the accounts; `open_at`
+brings the book there without booking a leg the reads already hold, and returns what is still moving for the
+opening's `transit`. `adopt_deposit` carries a wallet transfer a killed run mined and never handed over.
+
 A withdrawal whose request got no answer stays *requested* (the reconciler keeps excusing its debit) until `poll`
 finds it in the venue's withdrawal history by address and amount, or `abandon_unanswered` gives up on it.
 """
@@ -59,9 +65,10 @@ import hashlib
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+from enum import StrEnum
 from typing import Any
 
 import ccxt.async_support as ccxt
@@ -70,7 +77,7 @@ import structlog
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
 from daemon.domain.ids import VenueId
-from daemon.domain.ledger import WALLET, ChangeSet, Reason, TokenChange
+from daemon.domain.ledger import TRANSIT, WALLET, ChangeSet, Reason, TokenChange
 from daemon.domain.messages import BalancesChanged, VenueReport
 from daemon.domain.reconcile import ReportCount
 from daemon.domain.transit import FINISHED, Allowance, TransitBook, TransitState
@@ -115,6 +122,36 @@ class TransferStillMoving(RetryableVenueError):
     def __init__(self, message: str, transfer_id: str, retry_after_s: float | None = None) -> None:
         super().__init__(message, retry_after_s)
         self.transfer_id = transfer_id
+
+
+class Stage(StrEnum):
+    """Where a transfer is, as the venues (and the chain) show it at one moment."""
+
+    UNSEEN = "unseen"  # asked for, and the source lists no such withdrawal: nothing was debited
+    DEBITED = "debited"  # the source debited it; the destination has not credited it (into what its read holds)
+    LANDED = "landed"  # credited at the destination (or, out of our books, done)
+    RETURNED = "returned"  # the source gave it back
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    transfer_id: str
+    stage: Stage
+    venue_id: str | None = None  # the source's withdrawal id (a requested transfer the source lists)
+    credited: Decimal | None = None  # what the destination credited (landed)
+    txid: str | None = None  # its chain transaction, once the venues name it
+
+
+@dataclass(frozen=True, slots=True)
+class Sightings:
+    """Every transfer in flight and the deposits from outside, at one moment: two equal sightings around a read
+    mean that read holds exactly this (each stage only ever moves forward)."""
+
+    transfers: tuple[Sighting, ...]
+    outside_deposits: frozenset[str]  # `<venue>:deposit-<id>` keys credited, not yet booked
+
+
+ZERO = Decimal(0)
 
 
 def same_tx(a: str | None, b: str | None) -> bool:
@@ -445,6 +482,10 @@ class TransferDesk:
         # A fresh sequence must not reuse a pending request's id.
         self._sequence = itertools.count(len(self._meta) + len(self.book.transfers) + 1)
 
+    @property
+    def venues(self) -> tuple[str, ...]:
+        return tuple(self._venues)
+
     def venue(self, name: str) -> VenueFunds:
         funds = self._venues.get(name)
         if funds is None:
@@ -638,6 +679,190 @@ class TransferDesk:
         await self._send(transfer.destination, change)
         return 1
 
+    # --- the opening read after a restart ------------------------------------------------------------------------
+
+    def knows_deposit(self, tx_hash: str) -> bool:
+        """Whether the wallet's transaction `tx_hash` is one of the desk's transfers (carried now, or landed)."""
+        return self.book.get(f"{WALLET}:{tx_hash}") is not None or any(same_tx(tx_hash, t) for t in self._our_txids)
+
+    def adopt_deposit(self, venue: str, asset: str, amount: Decimal, tx_hash: str, sent_ms: int) -> None:
+        """A transfer of the wallet's to `venue` that a killed run sent and never handed to the desk (it died between
+        the transaction and `deposit_sent`): carried from here as if it had, found at the venue by its hash."""
+        self.venue(venue)
+        transfer_id = f"{WALLET}:{tx_hash}"
+        if self.knows_deposit(tx_hash):
+            return
+        self.book.carry(transfer_id, asset, WALLET, venue, amount)
+        self._our_txids.add(tx_hash)
+        self._arrivals[transfer_id] = _Arrival(tx_hash, sent_ms)
+        self._save()
+        log.warning("transfer_adopted_at_restart", transfer=transfer_id, venue=venue, asset=asset, amount=str(amount),
+                    detail="the wallet's transfer was mined in a run that died before following it: followed now")
+
+    async def sight(self, deposit_assets: Iterable[str],
+                    wallet_has: Callable[[str], Awaitable[bool]] | None = None) -> Sightings:
+        """Where every transfer in flight is as the venues show it now, and the deposits from outside they credited —
+        read, never booked: the opening read after a restart (`daemon.live_opening`) sights before and after reading
+        the accounts, and a sighting that did not change in between is what those reads hold. A credit into a
+        venue's funding account is swept into its trading account first (idempotent: the key the desk always uses),
+        since only that one is in the account read. `wallet_has(txid)`: whether the wallet's chain has mined a
+        transaction (a withdrawal to the wallet is in the wallet's read only once mined); None: the venue's word.
+        `deposit_assets`: the assets whose deposits from outside are looked for (as `poll_deposits`)."""
+        async with self._lock:
+            seen = [await self._sight(t, wallet_has) for t in self.book.pending()]
+            outside = await self._outside_deposits(tuple(deposit_assets))
+        return Sightings(tuple(sorted(seen, key=lambda s: s.transfer_id)), outside)
+
+    async def _sight(self, transfer: TransitTransfer, wallet_has: Callable[[str], Awaitable[bool]] | None) -> Sighting:
+        tid = transfer.transfer_id
+        arrival = self._arrivals.get(tid)
+        if arrival is not None:  # the wallet's transfer to a venue: debited on chain; credited there?
+            assert transfer.destination is not None
+            credited = await self._credited(transfer.destination, transfer.asset, arrival.txid, arrival.sent_ms, tid)
+            if credited is None:
+                return Sighting(tid, Stage.DEBITED)
+            return Sighting(tid, Stage.LANDED, credited=credited, txid=arrival.txid)
+        flight = self._meta.get(tid)
+        if flight is None:  # nothing to look it up by (a state file from before flights were kept): as the book says
+            stage = Stage.DEBITED if transfer.state is TransitState.IN_TRANSIT else Stage.UNSEEN
+            return Sighting(tid, stage)
+        funds = self.venue(transfer.source)
+        listed = await funds.withdrawals(transfer.asset, flight.sent_ms - 60_000)
+        venue_id = flight.venue_id
+        if transfer.state is TransitState.REQUESTED:
+            known = {m.venue_id for m in self._meta.values() if m.venue_id is not None}
+            mine = next((tx for tx in listed if tx.transaction_id not in known and tx.address == flight.address
+                         and tx.amount == transfer.requested), None)
+            if mine is None:  # never reached the venue: what an OKX withdrawal moved into funding goes back
+                if funds.withdraws_from_funding:
+                    await self._sweep_back(funds, transfer.asset, flight.rule.debit(transfer.requested), tid)
+                return Sighting(tid, Stage.UNSEEN)
+            venue_id = mine.transaction_id
+        else:
+            mine = next((tx for tx in listed if tx.transaction_id == venue_id), None)
+            if mine is None:  # accepted (its debit is in the source's read), not in the listing now
+                return Sighting(tid, Stage.DEBITED, venue_id)
+        return await self._sight_listed(transfer, flight, mine, wallet_has)
+
+    async def _sight_listed(self, transfer: TransitTransfer, flight: _Flight, mine: VenueTransaction,
+                            wallet_has: Callable[[str], Awaitable[bool]] | None) -> Sighting:
+        """A withdrawal the source lists (`mine`): given back, done, paid to the wallet, or credited at a venue."""
+        tid, venue_id, funds = transfer.transfer_id, mine.transaction_id, self.venue(transfer.source)
+        if mine.status in _FAILED:  # refunded at the source (OKX: into funding — back to trading)
+            if funds.withdraws_from_funding:
+                await self._sweep_back(funds, transfer.asset, flight.rule.debit(transfer.requested), tid)
+            return Sighting(tid, Stage.RETURNED, venue_id)
+        if transfer.destination is None:
+            return Sighting(tid, Stage.LANDED if mine.status == "ok" else Stage.DEBITED, venue_id)
+        if transfer.destination == WALLET:
+            paid = mine.status == "ok" and bool(mine.txid) and (wallet_has is None or await wallet_has(str(mine.txid)))
+            if not paid:
+                return Sighting(tid, Stage.DEBITED, venue_id)
+            return Sighting(tid, Stage.LANDED, venue_id, flight.rule.received(transfer.requested), mine.txid)
+        if not mine.txid:
+            return Sighting(tid, Stage.DEBITED, venue_id)
+        credited = await self._credited(transfer.destination, transfer.asset, mine.txid, flight.sent_ms, tid)
+        if credited is None:
+            return Sighting(tid, Stage.DEBITED, venue_id, txid=mine.txid)
+        return Sighting(tid, Stage.LANDED, venue_id, credited, mine.txid)
+
+    async def _credited(self, venue: str, asset: str, txid: str, sent_ms: int, transfer_id: str) -> Decimal | None:
+        """What `venue` credited for the chain transaction `txid` — in its trading account — or None (not yet)."""
+        landing = self.venue(venue)
+        arrived = next((d for d in await landing.deposits(asset, sent_ms - 60_000)
+                        if same_tx(d.txid, txid) and d.status == "ok"), None)
+        if arrived is None:
+            return None
+        if landing.deposits_to_funding:
+            await landing.sweep(asset, arrived.amount, to_trading=True, key=f"{transfer_id}-in")
+        return arrived.amount
+
+    async def _sweep_back(self, funds: VenueFunds, asset: str, amount: Decimal, transfer_id: str) -> None:
+        """Funding → trading for a withdrawal that did not go out (the key its own refusal would use). A venue that
+        refuses it holds nothing of it in funding (the killed run died before moving it there)."""
+        try:
+            await funds.sweep(asset, amount, to_trading=True, key=f"{transfer_id}-back")
+        except (VenueRejected, NonRetryableVenueError) as exc:
+            log.info("transfer_sweep_back_refused", transfer=transfer_id, venue=funds.venue, error=str(exc),
+                     detail="nothing of it in the funding account: the run died before moving it there")
+
+    async def _outside_deposits(self, assets: tuple[str, ...]) -> frozenset[str]:
+        """The deposits from outside the venues credited (swept into trading where they credit funding), by their
+        key: in the account read once sighted before it, so `open_at` marks them booked (the opening holds them)."""
+        found: set[str] = set()
+        for name, funds in self._venues.items():
+            for asset in assets:
+                incoming = [t for t in self.book.pending() if t.destination == name and t.asset == asset
+                            and t.transfer_id not in self._arrivals]
+                if incoming:
+                    continue  # cannot be told from a transfer of ours still moving: `poll_deposits` decides later
+                for key, tx in await self._unbooked_deposits(name, funds, asset):
+                    if self._ours(tx) or any(same_tx(tx.txid, a.txid) for a in self._arrivals.values()):
+                        continue
+                    if funds.deposits_to_funding:
+                        await funds.sweep(asset, tx.amount, to_trading=True, key=f"deposit-{tx.transaction_id}")
+                    found.add(key)
+        return frozenset(found)
+
+    def open_at(self, sightings: Sightings, now_ns: int) -> tuple[TokenChange, ...]:
+        """Bring the book to `sightings` (what the opening read holds) without a leg to book — the opening has their
+        effect — and return what is still moving, for the opening books: `transit +carried` per asset. A request
+        the source never listed is abandoned (nothing was debited; its run is gone); outside deposits sighted are
+        marked booked (the opening holds them)."""
+        moving: dict[str, Decimal] = {}
+        for s in sightings.transfers:
+            transfer = self.book.get(s.transfer_id)
+            if transfer is None or transfer.state in FINISHED:
+                continue
+            what = dict(transfer=s.transfer_id, asset=transfer.asset, source=transfer.source,
+                        destination=transfer.destination, stage=s.stage.value)
+            if s.stage is Stage.UNSEEN:
+                self._abandon(s.transfer_id)
+                log.warning("transfer_abandoned_at_restart", **what, amount=str(transfer.requested),
+                            detail="asked for by a run that died; the source lists no such withdrawal: nothing was "
+                                   "debited, nothing is outstanding")
+                continue
+            tid = s.transfer_id
+            if transfer.state is TransitState.REQUESTED:  # adopted: the source's listing names it
+                flight = self._meta[tid]
+                assert s.venue_id is not None
+                tid = f"{transfer.source}:{s.venue_id}"
+                self.book.rename(s.transfer_id, tid)
+                self._meta.pop(s.transfer_id)
+                self._meta[tid] = _Flight(flight.rule, flight.address, flight.sent_ms, s.venue_id)
+                self._refs = {r: tid if t == s.transfer_id else t for r, t in self._refs.items()}
+                self.book.debit(tid, flight.rule.debit(transfer.requested), flight.rule.fee, now_ns)  # in the read
+            carried = self.book.get(tid)
+            assert carried is not None
+            if s.txid:
+                self._our_txids.add(s.txid)
+            if s.stage is Stage.DEBITED:
+                moving[carried.asset] = moving.get(carried.asset, ZERO) + carried.carried
+                log.info("transfer_in_transit_at_restart", **what, carried=str(carried.carried),
+                         detail="debited at its source, not yet credited: the books open with it in transit")
+            elif s.stage is Stage.LANDED:
+                credited = s.credited if s.credited is not None else carried.carried
+                self.book.land(tid, credited, now_ns)  # both legs are in the read
+                for ref, t in list(self._refs.items()):
+                    if t == tid and carried.destination == WALLET:
+                        self._landed[ref] = str(credited)
+                log.info("transfer_landed_while_down", **what, credited=str(credited),
+                         detail="it landed while the daemon was down: the opening read holds it")
+            else:
+                self.book.give_back(tid, carried.debited, now_ns)
+                self._refs = {r: t for r, t in self._refs.items() if t != tid}
+                log.info("transfer_returned_while_down", **what,
+                         detail="the source gave it back while the daemon was down: the opening read holds it")
+        self._deposits_seen |= sightings.outside_deposits
+        # Nothing finished before this opening has a leg the new books still lack: no allowance lingers for it.
+        self.book.prune(now_ns + self.book.linger_ns)
+        live = {t.transfer_id for t in self.book.transfers}
+        self._meta = {i: f for i, f in self._meta.items() if i in live}
+        self._arrivals = {i: a for i, a in self._arrivals.items() if i in live}
+        self._refs = {r: i for r, i in self._refs.items() if i in live}
+        self._save()
+        return tuple(TokenChange(TRANSIT, asset, amount) for asset, amount in sorted(moving.items()) if amount)
+
     # --- following transfers -------------------------------------------------------------------------------------
 
     async def poll(self) -> int:
@@ -741,13 +966,8 @@ class TransferDesk:
                 # The wallet's transfers name their chain transaction from the start: they never hide a deposit.
                 incoming = [t for t in self.book.pending() if t.destination == name and t.asset == asset
                             and t.transfer_id not in self._arrivals]
-                for tx in await funds.deposits(asset, self._deposits_since_ms):
-                    key = f"{name}:deposit-{tx.transaction_id}"
-                    if key in self._deposits_seen or tx.status != "ok":
-                        continue
-                    if tx.ts_ms is not None and tx.ts_ms < self._deposits_since_ms:
-                        continue
-                    if tx.txid is not None and any(same_tx(tx.txid, ours) for ours in self._our_txids):
+                for key, tx in await self._unbooked_deposits(name, funds, asset):
+                    if self._ours(tx):
                         self._deposits_seen.add(key)  # the landing of one of our transfers: booked by it
                         continue
                     if incoming:
@@ -763,6 +983,22 @@ class TransferDesk:
                     self._save()
                     booked += 1
         return booked
+
+    async def _unbooked_deposits(self, name: str, funds: VenueFunds, asset: str) -> list[tuple[str, VenueTransaction]]:
+        """`name`'s credited deposits of `asset` from the desk's cursor on that are not booked yet, with their keys."""
+        found = []
+        for tx in await funds.deposits(asset, self._deposits_since_ms):
+            key = f"{name}:deposit-{tx.transaction_id}"
+            if key in self._deposits_seen or tx.status != "ok":
+                continue
+            if tx.ts_ms is not None and tx.ts_ms < self._deposits_since_ms:
+                continue
+            found.append((key, tx))
+        return found
+
+    def _ours(self, tx: VenueTransaction) -> bool:
+        """The chain transaction of one of our own transfers (its landing, not a deposit from outside)."""
+        return tx.txid is not None and any(same_tx(tx.txid, ours) for ours in self._our_txids)
 
     async def _send(self, venue: str, change: ChangeSet) -> None:
         now = self._clock.now_ns()

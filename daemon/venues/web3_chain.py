@@ -49,7 +49,7 @@ from daemon.errors import NonRetryableVenueError, RetryableVenueError, VenueBadP
 from daemon.ports import WalletRails
 from daemon.venues import web3_calls as calls
 from daemon.venues.web3_reads import MAX_UINT256, ChainAddresses, ChainReader, ChainSnapshot, ReserveAddresses
-from daemon.venues.web3_tx import CONNECTION_ERRORS, TxCall, TxReverted, TxSender
+from daemon.venues.web3_tx import CONNECTION_ERRORS, SentTx, TxCall, TxReverted, TxSender
 from daemon.venues.web3_wallet import changes_between, wallet_balances
 
 WAD = 10**18
@@ -59,6 +59,21 @@ BPS = Decimal(10_000)
 READ_ATTEMPTS = 3  # reading a mined transaction's effect: a flaky node must not leave it unbooked
 ALLOWANCE_HEADROOM_PPM = 1  # on an allowance for "all of it" (repay max, unwind): the balance accrues until mined
 WHOLE = Decimal("1e-9")  # a leg within this fraction of the whole position is the whole position
+# The labels of the wallet's transfers to an exchange (web3_calls.transfer / send_eth as sent below): a restart looks
+# for mined ones the transfer desk never followed (daemon.live_chain).
+TRANSFER_USDT_LABEL = "transfer USDT"
+TRANSFER_ETH_LABEL = "transfer ETH"
+TRANSFER_LABELS = (TRANSFER_USDT_LABEL, TRANSFER_ETH_LABEL)
+ERC20_TRANSFER = bytes.fromhex("a9059cbb")  # transfer(address,uint256)
+
+
+@dataclass(frozen=True, slots=True)
+class WalletTransfer:
+    """What one of the wallet's transfer transactions moved, from its own bytes."""
+
+    asset: str
+    to: str
+    amount: Decimal
 AllowanceMode = Literal["exact", "bounded"]
 
 
@@ -212,9 +227,21 @@ class Web3Chain:
             address = await self._rails.deposit_address(venue, "ETH")
             units = self._wei(amount_eth)
             await self._ensure_native(units, ref)
-            mined = await self._send(calls.send_eth(address, units, "transfer ETH"), Reason.VENUE_TRANSFER, ref,
+            mined = await self._send(calls.send_eth(address, units, TRANSFER_ETH_LABEL), Reason.VENUE_TRANSFER, ref,
                                      transit=(TokenChange(TRANSIT, "ETH", self._decimal(units, 18)),))
         await self._rails.deposit_sent(venue, "ETH", self._decimal(units, 18), mined.tx_hash, ref)
+
+    def decode_transfer(self, sent: SentTx) -> WalletTransfer | None:
+        """The asset, recipient and amount of a transfer this adapter sent to an exchange (`TRANSFER_LABELS`), read
+        from the signed call itself; None for any other transaction."""
+        if sent.label == TRANSFER_ETH_LABEL and not sent.data and sent.value > 0:
+            return WalletTransfer("ETH", sent.to, self._decimal(sent.value, 18))
+        usdt = self._reserve("USDT") if sent.label == TRANSFER_USDT_LABEL else None
+        if usdt is None or len(sent.data) != 68 or sent.data[:4] != ERC20_TRANSFER \
+                or sent.to.lower() != usdt.underlying.lower():
+            return None
+        to = AsyncWeb3.to_checksum_address(sent.data[16:36])
+        return WalletTransfer("USDT", to, self._decimal(int.from_bytes(sent.data[36:68], "big"), usdt.decimals))
 
     async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> Decimal:
         return await self._rails.withdraw_to_wallet(venue, "ETH", amount_eth, self._wallet, ref)

@@ -143,6 +143,17 @@ class TxJournal:
                 latest[sent.nonce] = sent
         return [latest[n] for n in sorted(latest)]
 
+    def mined(self, chain_id: int, sender: str, labels: tuple[str, ...]) -> list[SentTx]:
+        """The attempts that mined, of the operations labelled `labels`, oldest first (a restart's look for the
+        wallet's transfers no one followed)."""
+        marks = ", ".join("?" for _ in labels)
+        rows = self._db.execute(
+            "SELECT tx_hash, nonce, label, ref, raw, to_address, data, value, gas, max_fee_per_gas, "
+            "max_priority_fee_per_gas, base_fee, replaces, sent_at FROM chain_txs "
+            f"WHERE chain_id = ? AND sender = ? AND state = ? AND label IN ({marks}) ORDER BY nonce",
+            (chain_id, sender, TxRecordState.MINED.value, *labels)).fetchall()
+        return [_sent(row) for row in rows]
+
     def rows(self, sender: str | None = None) -> list[dict[str, Any]]:
         """Every record (tests, and the `sqlite3` shell's view of it), oldest first; `raw` and `data` as hex."""
         cursor = self._db.execute(
