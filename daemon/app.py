@@ -544,6 +544,9 @@ class Daemon:
             "portfolio": None if snap is None else {
                 "nav_usd": f"{snap.nav_usd:.2f}", "eth_usd": str(snap.eth_usd),
                 "net_delta_eth": f"{snap.net_delta_eth:.4f}",
+                # Every balance the books hold, exactly (account:token, in transit too): an operator, or a
+                # chaos run, compares them with the venues' own figures.
+                "balances": {key: str(amount) for key, amount in snap.cash},
                 "positions": [{"instrument": p.instrument_id, "quantity": str(p.quantity),
                                "entry": f"{p.average_price:.2f}", "mark": str(p.mark_price),
                                "unrealized_pnl": f"{p.unrealized_pnl:.2f}"} for p in snap.positions]},

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,9 @@ def test_basisd_halt_stops_trading_cancels_orders_and_survives_a_restart_until_r
         assert report["trading"] == "HALTED" and report["status"]["open_orders_cancelled"] == 6
         assert set(report["status"]["actors"]) >= {"positions", "risk", "strategy", "execution"}
         assert report["status"]["portfolio"]["positions"]  # the hedges are still held: a halt is not an unwind
+        balances = report["status"]["portfolio"]["balances"]  # every balance of the books, exactly
+        assert {k.split(":")[0] for k in balances} >= {"binance", "bybit", "okx"}
+        assert all(Decimal(v) for v in balances.values())
         assert report["status"]["reconciliation"]["runs"] >= 1 and report["status"]["journal"]["records"] > 0
         human = basisd("status", "--socket", str(sock))
         assert human.returncode == 0 and "trading: HALTED" in human.stdout and "reconciled: " in human.stdout
