@@ -17,6 +17,9 @@ all three. Every instruction has `instruction_timeout_s` to finish: past it, the
 (never resent: its client order id, or chain reference, is journaled and the venue is the one to ask), the
 instruction is reported failed with the steps done and the step it was in, and trading halts — an outcome nobody
 knows is a position nobody designed, and a human (or `basisd reconcile`) must look before anything else goes out.
+
+The journal gets each instruction's plan before its first step and its end (completed or not, steps done) before
+`InstructionFinished` goes out: a restart abandons only an instruction that really did not finish.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ class ExecutionActor:
         self._venues = venues
         self._events = events
         self._chain = chain
-        self._journal = journal  # each order's intent before it is sent, and the venue's answer
+        # Each order's intent before it is sent and the venue's answer; each instruction's start and end.
+        self._journal = journal
         self.sent = 0
 
     async def run(self, ctx: ActorContext) -> None:
@@ -194,6 +198,13 @@ class ExecutionActor:
             return
         limits = self._limits() if self._limits is not None else None
         timeout_s = limits.instruction_timeout_s if limits is not None else None
+        journal = self._journal
+        if journal is not None:
+            # Its plan, before its first step: a restart tells the instruction a kill cut short (started, never
+            # finished) from one that had finished, and names the steps it had left (daemon.recovery).
+            journal.record_instruction(ctx.clock.now_ns(), command.instruction_id, "started", {
+                "type": instruction.type, "steps": [{"step": s.step, "action": s.action, "venue": s.venue,
+                                                     "order": s.action in ORDER_STEPS} for s in instruction.steps]})
         in_flight: Step | None = None
         with anyio.move_on_after(timeout_s) as deadline:
             for step in instruction.steps:
@@ -231,6 +242,10 @@ class ExecutionActor:
         log = ctx.log.info if completed else ctx.log.error
         log("instruction_finished", instruction_id=command.instruction_id, type=instruction.type,
             completed=completed, steps_done=done, steps=len(instruction.steps), reason=reason)
+        if journal is not None:  # durable before anyone hears of it
+            journal.record_instruction(now, command.instruction_id, "finished", {
+                "completed": completed, "steps_done": done, "steps": len(instruction.steps), "reports": reports,
+                "reason": reason})
         await self._finish(InstructionFinished(command.instruction_id, completed, done, reports, reason, now, now))
 
     async def _finish(self, event: InstructionFinished) -> None:

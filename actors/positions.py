@@ -53,10 +53,10 @@ class PositionsActor:
         self.ledger = ledger
         self._opening_snapshot = ledger.snapshot()  # empty books: the opening capital is the first flow
         self._step_changes: list[ChangeSet] = []
+        self._booked: set[str] = set()
         for change in opening():
             self.book_opening(change)
         self.board = MarketBoard()
-        self._booked: set[str] = set()
         # Per account, the reports booked that touch it: the reconciler's "have the books caught up" (the tuple is
         # what snapshots carry, remade only when a report is booked).
         self._booked_by_account: dict[str, int] = {}
@@ -70,11 +70,23 @@ class PositionsActor:
         self.hours_attributed = 0
         self._open_hour = -1  # the market hour whose changes are being gathered
 
-    def book_opening(self, change: ChangeSet) -> None:
+    def book_opening(self, change: ChangeSet, key: str | None = None) -> None:
         """Book the run's opening capital (before the actor runs): the first flow of the first hour. A live run
-        books it once the venues have been read (daemon.live_accounts)."""
+        books it once the venues have been read (daemon.live_accounts); `key`: its journal key (booked once)."""
         self.ledger.apply(change)
         self._step_changes.append(change)
+        if key is not None:
+            self._booked.add(key)
+
+    def book_history(self, changes: Iterable[tuple[str, ChangeSet]]) -> None:
+        """Before the actor runs: the books an earlier live run left, as the journal holds them (daemon.journal_books),
+        each under its report key — a venue's report of one of them again (a backstop re-reading an old trade, a
+        transfer's leg published again after the kill) is booked no more. They are not this run's flows: the first
+        hour starts from the books they make."""
+        for key, change in changes:
+            self.ledger.apply(change)
+            self._booked.add(key)
+        self._opening_snapshot = self.ledger.snapshot()
 
     async def run(self, ctx: ActorContext) -> None:
         async def on_report(report: OrderFilled | BalancesChanged) -> None:

@@ -273,7 +273,13 @@ class ReconcilerActor:
             for account in {t.account for t in change.tokens}:
                 self._corrected[account] = self._corrected.get(account, 0) + 1
             now = ctx.clock.now_ns()
-            await self._books.send(BalancesChanged(RECONCILER, f"correction-{self.corrections_sent}", change, now,
-                                                   now))
+            # Unique across runs (the journal's run in it), and journaled as any report: the books a restart
+            # rebuilds from the journal (daemon.journal_books) hold the correction too.
+            run = f"{self._journal.run}-" if self._journal is not None else ""
+            report = BalancesChanged(RECONCILER, f"correction-{run}{self.corrections_sent}", change, now, now)
+            if self._journal is not None:
+                self._journal.record_report(now, RECONCILER, f"{RECONCILER}:{report.report_id}", "BalancesChanged",
+                                            report)
+            await self._books.send(report)
         if halt:
             ctx.trading.halt(f"reconciliation: {halt}", source="reconciler")

@@ -42,8 +42,8 @@ from daemon.bus import ConflatingChannel, Fanout, LosslessChannel
 from daemon.chaos import with_chaos
 from daemon.config import ResolvedConfig, diff_reloadable, load_settings, reload_problems
 from daemon.control import ControlError, serve_control, socket_path
-from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId
-from daemon.domain.ledger import Ledger
+from daemon.domain.ids import ClientOrderId, InstructionId, InstrumentId, VenueId
+from daemon.domain.ledger import Ledger, Reason
 from daemon.domain.limits import ExecutionLimits
 from daemon.domain.messages import (
     BalancesChanged,
@@ -68,6 +68,7 @@ from daemon.errors import BasisdError, ConfigError, ConfigProblem, IncompleteRun
 from daemon.failures import describe
 from daemon.gate import LISTENERS, RECONCILIATION, StartGate
 from daemon.journal import Journal
+from daemon.journal_books import opening_key
 from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
 from daemon.mode_spec import mode_spec
@@ -320,7 +321,7 @@ class Daemon:
                     # any actor runs (a venue that cannot be traded stops the run here: nothing was sent).
                     self.notifier.status("starting: checking the venues")
                     await self.world.start()
-                    self.positions.book_opening(self.world.opening)
+                    self._book_live_opening()
                     self._halt_on_recovery()
                 for service in self.world.services:
                     tg.start_soon(service)
@@ -531,6 +532,20 @@ class Daemon:
             sent.append(f"{instruction_id} ({len(instruction.steps)} steps: "
                         f"{', '.join(s.action for s in instruction.steps)})")
         return "; ".join(sent)
+
+    def _book_live_opening(self) -> None:
+        """The live books: the journal's (a restart: every earlier report, each under its key), then this run's
+        opening — journaled as a report of its own (`opening:run-<n>`), so the next restart's books start from it."""
+        self.positions.book_history(self.world.history)
+        opening = self.world.opening
+        key = None
+        if self.journal is not None and (opening.tokens or opening.perps or opening.reason is Reason.INITIAL_CAPITAL):
+            key = opening_key(self.journal.run)
+            now = self.clock.now_ns()
+            venue, report_id = key.split(":", 1)
+            self.journal.record_report(now, venue, key, "BalancesChanged",
+                                       BalancesChanged(VenueId(venue), report_id, opening, now, now))
+        self.positions.book_opening(opening, key)
 
     def status_report(self) -> dict[str, Any]:
         """What `basisd status` prints: trading state, positions, risk and actor health."""

@@ -7,7 +7,8 @@ journal says which fills it had, which orders it had sent (and may have to ask t
 id), who halted it and why, and what the last reconciliation found. At a live start-up
 `daemon.recovery` reads it back (`PastRuns`): every order a previous run sent without a final outcome is resolved
 on its venue by client id, the instruction in progress is abandoned explicitly, and each resolution is a
-`recoveries` row of the new run, so the next restart does not resolve it again.
+`recoveries` row of the new run, so the next restart does not resolve it again. Each instruction's start (its plan)
+and end (`instructions`) tell an instruction a kill cut short from one that had finished just before it.
 
 Writes are synchronous (`synchronous=FULL`: each commit is on disk before the call returns), so a fill is never
 reported onwards before it is durable. Values are JSON with exact decimals as strings. A venue report is keyed by
@@ -29,7 +30,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -108,6 +109,16 @@ CREATE TABLE IF NOT EXISTS risk_actions (
     reason TEXT NOT NULL,
     sent TEXT NOT NULL                   -- the unwind's instructions, or why none went out
 );
+CREATE TABLE IF NOT EXISTS instructions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run INTEGER NOT NULL REFERENCES runs (run),
+    recorded_ns INTEGER NOT NULL,
+    wall_ns INTEGER,
+    instruction_id TEXT NOT NULL,
+    event TEXT NOT NULL,                 -- started (before its first step) | finished (after its last, or its stop)
+    body TEXT NOT NULL                   -- started: type and steps; finished: completed, steps_done, reason
+);
+CREATE INDEX IF NOT EXISTS instructions_by_id ON instructions (instruction_id);
 CREATE TABLE IF NOT EXISTS recoveries (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run INTEGER NOT NULL REFERENCES runs (run),  -- the run that recovered (at its start-up)
@@ -119,7 +130,8 @@ CREATE TABLE IF NOT EXISTS recoveries (
     body TEXT NOT NULL
 );
 """
-RECORD_TABLES = ("venue_reports", "orders", "trading_state", "reconciliations", "risk_actions", "recoveries")
+RECORD_TABLES = ("venue_reports", "orders", "instructions", "trading_state", "reconciliations", "risk_actions",
+                 "recoveries")
 # Columns added since the first schema: a journal written by an older daemon gains them (NULL in its rows).
 MIGRATIONS = {"runs": {"ended_ns": "INTEGER", "end_reason": "TEXT", "previous_unclean": "TEXT"},
               **{table: {"wall_ns": "INTEGER"} for table in RECORD_TABLES}}
@@ -273,6 +285,13 @@ class Journal:
                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
                      (self.run, recorded_ns, time.time_ns(), client_order_id, instruction_id, event, encode(body)))
 
+    def record_instruction(self, recorded_ns: int, instruction_id: str, event: str, body: Any) -> None:
+        """An instruction's start (its plan) or its end (completed or not, how many steps): what a restart needs to
+        tell the instruction a killed run was in the middle of from one that had finished (`PastRuns`)."""
+        self._append("INSERT INTO instructions (run, recorded_ns, wall_ns, instruction_id, event, body) "
+                     "VALUES (?, ?, ?, ?, ?, ?)",
+                     (self.run, recorded_ns, time.time_ns(), instruction_id, event, encode(body)))
+
     def record_trading_state(self, recorded_ns: int, previous: str, current: str, source: str, reason: str) -> None:
         self._append("INSERT INTO trading_state (run, recorded_ns, wall_ns, previous, current, source, reason) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -369,13 +388,18 @@ class PastRuns:
             (instruction_id, self.run))]
 
     def unfinished_instructions(self) -> list[str]:
-        """Instructions of earlier runs with a step timed out (`timeout`: a chain step's outcome unknown too), not
-        abandoned by a start-up yet; and the last instruction the previous run journaled, had it ended unclean (the
-        journal holds its orders, not its plan: it may have been mid-way)."""
-        ids = [row[0] for row in self._db.execute(
-            "SELECT DISTINCT instruction_id FROM orders WHERE event = 'timeout' AND run < ? ORDER BY seq",
+        """Instructions of earlier runs that did not finish, not abandoned by a start-up yet, oldest first: every one
+        with a step timed out (`timeout`: a step's outcome unknown, a chain step's too); every one a live run started
+        (an `instructions` row) and never finished — killed, or stopped mid-way; and, for a run killed before
+        instructions were journaled (an older daemon's), the last instruction whose orders it journaled (it may
+        have been mid-way)."""
+        ids = self.timed_out_instructions()
+        ids += [row[0] for row in self._db.execute(
+            "SELECT s.instruction_id FROM instructions s WHERE s.event = 'started' AND s.run < ? "
+            "AND s.run IN (SELECT run FROM runs WHERE runtime_mode = 'live') AND NOT EXISTS (SELECT 1 FROM "
+            "instructions f WHERE f.instruction_id = s.instruction_id AND f.event = 'finished') ORDER BY s.seq",
             (self.run,))]
-        if self.previous_unclean() is not None:
+        if self.previous_unclean() is not None and not self._journals_instructions(self.run - 1):
             last = self._db.execute("SELECT instruction_id FROM orders WHERE run = ? ORDER BY seq DESC LIMIT 1",
                                     (self.run - 1,)).fetchone()
             if last is not None:
@@ -383,10 +407,70 @@ class PastRuns:
         done = {row[0] for row in self._db.execute("SELECT ref FROM recoveries WHERE kind = 'instruction'")}
         return [i for i in dict.fromkeys(ids) if i not in done]
 
+    def timed_out_instructions(self) -> list[str]:
+        """Instructions of earlier runs with a step whose outcome was left unknown (a `timeout` row), oldest first:
+        finished or not, each is abandoned explicitly at a restart."""
+        return [row[0] for row in self._db.execute(
+            "SELECT instruction_id FROM orders WHERE event = 'timeout' AND run < ? GROUP BY instruction_id "
+            "ORDER BY MIN(seq)", (self.run,))]
+
+    def _journals_instructions(self, run: int) -> bool:
+        return self._db.execute("SELECT 1 FROM instructions WHERE run = ? LIMIT 1", (run,)).fetchone() is not None
+
+    def instruction_plan(self, instruction_id: str) -> dict[str, Any] | None:
+        """The instruction as its run started it ({type, steps: [{step, action, venue}]}), or None (not journaled)."""
+        row = self._db.execute("SELECT body FROM instructions WHERE instruction_id = ? AND event = 'started' "
+                               "AND run < ? ORDER BY seq LIMIT 1", (instruction_id, self.run)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def instruction_ends(self, instruction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """instruction id → how it finished ({completed, steps_done, steps, reports, reason}), for those that did."""
+        ids = list(dict.fromkeys(instruction_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        return {i: json.loads(body) for i, body in self._db.execute(
+            f"SELECT instruction_id, body FROM instructions WHERE event = 'finished' AND run < ? AND instruction_id "
+            f"IN ({marks}) ORDER BY seq", (self.run, *ids))}
+
+    def last_instruction(self) -> str | None:
+        """The last instruction the previous run started, had that run ended unclean (None: it stopped cleanly, or
+        started none): the one a kill may have cut short, whichever way it turns out."""
+        if self.previous_unclean() is None:
+            return None
+        row = self._db.execute("SELECT instruction_id FROM instructions WHERE run = ? AND event = 'started' "
+                               "ORDER BY seq DESC LIMIT 1", (self.run - 1,)).fetchone()
+        return None if row is None else str(row[0])
+
     def report_seen(self, report_key: str) -> bool:
         """Whether any run journaled this venue report (a fill: "venue:trade id")."""
         return self._db.execute("SELECT 1 FROM venue_reports WHERE report_key = ? LIMIT 1",
                                 (report_key,)).fetchone() is not None
+
+    def funding_since_ms(self, venue: str) -> int | None:
+        """Where the funding `venue` paid while the daemon was down begins (ms), or None (no live run before this one:
+        its balances are all capital). The later of the last payment a live run journaled for it and the start of
+        the newest live run that opened its books (it reconciled them): what that run opened on holds every payment
+        before it; from there on, a payment is in the journal (skipped by its id) or was never booked (a kill
+        before its poll, or made while down)."""
+        live = "SELECT run FROM runs WHERE runtime_mode = 'live' AND run < ?"
+        row = self._db.execute(
+            f"SELECT COALESCE((SELECT MAX(started_ns) FROM runs WHERE run IN ({live}) AND run IN "
+            f"(SELECT run FROM reconciliations)), (SELECT MAX(started_ns) FROM runs WHERE run IN ({live})))",
+            (self.run, self.run)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        paid = self._db.execute(
+            f"SELECT MAX(json_extract(body, '$.ts_event')) FROM venue_reports WHERE venue = ? AND report_key LIKE ? "
+            f"AND run IN ({live})", (venue, f"{venue}:funding-%", self.run)).fetchone()[0]
+        return max(int(row[0]) // 1_000_000, int(paid) // 1_000_000 if paid is not None else 0)
+
+    def funding_ids(self, venue: str) -> set[str]:
+        """The venue's own ids of every funding payment a live run journaled for `venue` (`funding-<id>` report
+        ids)."""
+        return {key.removeprefix(f"{venue}:funding-") for (key,) in self._db.execute(
+            "SELECT report_key FROM venue_reports WHERE venue = ? AND report_key LIKE ? AND run IN "
+            "(SELECT run FROM runs WHERE runtime_mode = 'live')", (venue, f"{venue}:funding-%"))}
 
     def journaled_perps(self) -> dict[tuple[str, str], Decimal]:
         """(venue, instrument as the books name it) → the perp size the journal accounts for: every fill any live run

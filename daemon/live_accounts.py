@@ -36,16 +36,23 @@ import structlog
 from daemon.bus import LosslessChannel
 from daemon.clock import Clock
 from daemon.config import ResolvedConfig
-from daemon.domain.ledger import ChangeSet, PerpChange, Reason, TokenChange
+from daemon.domain.ledger import ChangeSet, Ledger, PerpChange, Reason, TokenChange
 from daemon.domain.messages import VenueReport
 from daemon.domain.reconcile import ReportCount
 from daemon.domain.transit import Allowance
 from daemon.errors import FatalVenueError, VenueError
 from daemon.journal import PastRuns
-from daemon.recovery import RecoveryReport, check_positions, log_report, recover_orders
+from daemon.recovery import (
+    RecoveryReport,
+    check_positions,
+    funding_paid_while_down,
+    log_report,
+    opening_less,
+    recover_orders,
+)
 from daemon.state_store import StateStore
 from daemon.venues.ccxt_exchange import AccountDetail, CcxtExchange, CcxtVenueConfig, Credentials, VenueStartupError
-from daemon.venues.ccxt_funding import FundingPoller
+from daemon.venues.ccxt_funding import FundingBooked, FundingPoller
 from daemon.venues.ccxt_streams import FillStream, StreamSettings
 from daemon.venues.ccxt_transfers import TransferDesk, VenueFunds
 
@@ -105,6 +112,7 @@ class LiveAccounts:
         self._positions_policy = s.recovery.positions
         self.recovery: RecoveryReport | None = None  # once `start` has recovered (None: no journal to read)
         self._past: PastRuns | None = None  # the journal's earlier runs, open from `prepare` to `open`
+        self._while_down: list[FundingBooked] = []  # funding the venues paid while the daemon was down
 
     async def start(self) -> None:
         """Every venue's start-up checks, concurrently, the recovery of what the last run left open, then the
@@ -161,9 +169,22 @@ class LiveAccounts:
                                   f"{self._settings.startup_timeout_s:g} s (exchange.startup_timeout_s)") from None
         return read_ms, details
 
-    def open(self, details: list[AccountDetail], extra: tuple[TokenChange, ...] = ()) -> ChangeSet:
-        """The books' opening: each venue's balances and each open perp at the venue's own entry price, plus `extra`
-        (the wallet's tokens, what is in transit); the perps checked against what the journal accounts for."""
+    async def funding_while_down(self, read_ms: int) -> None:
+        """Each venue's funding poller, from the moment of the read; and the payments the venues made while the
+        daemon was down (after what the journal booked, before the read: `daemon.recovery.funding_paid_while_down`),
+        booked as funding once the books have opened (`begin`)."""
+        self.funding_pollers = {name: FundingPoller(name, exchange.ccxt_clients[EXCHANGE_IDS[name]["Perp"]],
+                                                    self._instruments[name], self._reports, self._clock,
+                                                    since_ms=read_ms, count=self.count)
+                                for name, exchange in self.exchanges.items()}
+        if self._past is not None:
+            with anyio.fail_after(self._settings.startup_timeout_s):
+                self._while_down = await funding_paid_while_down(self._past, self.funding_pollers, read_ms,
+                                                                 self.recovery)
+
+    def _close_recovery(self, details: list[AccountDetail]) -> None:
+        """The perps the venues hold checked against what the journal accounts for (`recovery.positions`); the
+        recovery's summary logged; the journal's earlier runs closed."""
         names = list(self.exchanges)
         try:
             if self._past is not None and self.recovery is not None:
@@ -173,6 +194,39 @@ class LiveAccounts:
             self._close_past()
         if self.recovery is not None:
             log_report(self.recovery)
+
+    def open_continued(self, details: list[AccountDetail], books: Ledger) -> ChangeSet:
+        """A restart's opening on the journal's books (`books`: the earlier runs' ledger, replayed): each perp a venue
+        holds beyond them adopted at the venue's entry price (`Reason.RECONCILIATION`; `recovery.positions: halt`
+        also comes up HALTED naming it) — their tokens are the start-up reconciliation's to compare."""
+        self._close_recovery(details)
+        perps: list[PerpChange] = []
+        for name, detail in zip(self.exchanges, details, strict=True):
+            held = {p.instrument: p for p in detail.positions if p.quantity}
+            ours = {instrument: pos.quantity for instrument, pos in books.open_perps(name)}
+            for instrument in sorted(set(held) | set(ours)):
+                venue_qty = held[instrument].quantity if instrument in held else Decimal(0)
+                diff = venue_qty - ours.get(instrument, Decimal(0))
+                if not diff:
+                    continue
+                venue = held.get(instrument)
+                # At the venue's entry (what it holds is priced so); a position gone from the venue at the books'
+                # average (no P&L invented for it: the start-up reconciliation finds its USDT).
+                price = (venue.entry_price or venue.mark_price) if venue is not None else None
+                price = price or books.perp(name, instrument).average_price
+                perps.append(PerpChange(name, instrument, diff, price))
+                log.warning("live_position_adopted_at_restart", venue=name, instrument=instrument,
+                            journal=str(ours.get(instrument, 0)), venue_holds=str(venue_qty), entry=str(price),
+                            detail="the venue holds another size than the journal's books: the books follow it")
+        self.opening = ChangeSet(Reason.RECONCILIATION, self._clock.now_ns(), (), tuple(perps),
+                                 ref="restart-adopted")
+        return self.opening
+
+    def open(self, details: list[AccountDetail], extra: tuple[TokenChange, ...] = ()) -> ChangeSet:
+        """The books' opening: each venue's balances and each open perp at the venue's own entry price, plus `extra`
+        (the wallet's tokens, what is in transit); the perps checked against what the journal accounts for."""
+        self._close_recovery(details)
+        names = list(self.exchanges)
         tokens: list[TokenChange] = []
         perps: list[PerpChange] = []
         for name, detail in zip(names, details, strict=True):
@@ -190,16 +244,19 @@ class LiveAccounts:
                             detail="the venue holds open perps: the books open on them at the venue's entry price")
         for name in names:
             self._check_lot_steps(name)
+        tokens = opening_less(tokens, self._while_down)  # booked as funding after the opening (`begin`)
         self.opening = ChangeSet(Reason.INITIAL_CAPITAL, self._clock.now_ns(), (*tokens, *extra), tuple(perps),
                                  ref="live-opening")
         return self.opening
 
     async def begin(self, read_ms: int) -> None:
-        """Once the books have opened: funding from the moment of the read, and the private streams."""
-        for name, exchange in self.exchanges.items():
-            perps_client = exchange.ccxt_clients[EXCHANGE_IDS[name]["Perp"]]
-            self.funding_pollers[name] = FundingPoller(name, perps_client, self._instruments[name], self._reports,
-                                                       self._clock, since_ms=read_ms, count=self.count)
+        """Once the books have opened: the funding paid while down, booked (through the venue reports, journaled
+        as any payment), and the private streams."""
+        if not self.funding_pollers:
+            await self.funding_while_down(read_ms)
+        for payment in self._while_down:
+            self.count.count(payment)
+            await self._reports.send(payment)
         if self._settings.fills_stream:
             settings = StreamSettings(backstop_interval_s=self._settings.fills_poll_interval_s,
                                       dead_after_s=self._settings.stream_dead_after_s,

@@ -201,6 +201,23 @@ class LiveChain:
         log.info("live_chain_opened", wallet=self.wallet, chain_id=self._settings.chain_id, block=head,
                  executor=self.chain.executor, balances=self._opened_balances, liquidations_from_block=from_block)
 
+    async def book_unbooked(self, booked: frozenset[str], since_ns: int) -> int:
+        """After a restart whose books come from the journal: every transaction of ours mined since `since_ns` (the
+        wall time the journal's books start from) whose report the journal lacks — the run died between its receipt
+        and the report, or it was in flight at the kill and mined by `prepare` — booked now, measured at its block.
+        How many."""
+        booked_lower = {k.lower() for k in booked}
+        found = 0
+        for sent in self.journal.mined(self._settings.chain_id, self.wallet, since=since_ns / 1e9):
+            if f"{self.chain.venue}:{sent.tx_hash}".lower() in booked_lower:
+                continue
+            if await self.chain.book_recovered(sent):
+                found += 1
+                log.warning("tx_booked_at_restart", label=sent.label, ref=sent.ref, nonce=sent.nonce,
+                            tx_hash=sent.tx_hash, detail="mined in a run that died before its report was journaled: "
+                                                         "booked now, measured at its block")
+        return found
+
     async def _adopt_unfollowed_deposits(self) -> None:
         """A transfer to a venue mined in a run killed before the desk carried it (between its receipt and
         `deposit_sent`, or in flight at the kill and mined by `_settle_in_flight`): the wallet's read no longer holds

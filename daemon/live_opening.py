@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from daemon.domain.ledger import ChangeSet, TokenChange
+from daemon.domain.ledger import ChangeSet, Ledger, TokenChange
+from daemon.journal_books import JournalBooks
 from daemon.venues.ccxt_transfers import Sightings
 
 if TYPE_CHECKING:
@@ -55,11 +56,41 @@ async def read_opening(accounts: LiveAccounts, chain: LiveChain | None,
                     detail="transfers kept moving during every read: the books open on the last sighting, and the "
                            "first reconciliation books what the reads and it disagree on")
     assert sighted is not None
+    await accounts.funding_while_down(read_ms)  # (an opening on the reads holds it: taken out, booked as funding)
     transit = desk.open_at(sighted, accounts.clock.now_ns())
     if transit:
         log.warning("opening_in_transit", transit={t.token: str(t.delta) for t in transit},
                     detail="funds between our accounts at the start: the books open with them in transit")
     opening = accounts.open(details, (*wallet, *transit))
+    await accounts.begin(read_ms)
+    return opening
+
+
+async def open_after_restart(accounts: LiveAccounts, chain: LiveChain | None, books: JournalBooks,
+                             ledger: Ledger) -> ChangeSet:
+    """A restart's opening on the journal's books (`books`, replayed into `ledger` — the run's own ledger, empty
+    until now): what happened while the daemon was down, or in the instant before it died, booked as what it was —
+    a transfer's leg the journal lacks, a transfer that landed or came back, a deposit from outside, a transaction
+    of ours mined without its report, the funding the venues paid — through the venue reports (journaled as any
+    report, once each by its id); each perp a venue holds beyond the books adopted at its entry price. Whatever is
+    left is the start-up reconciliation's (before READY): it books a token difference as `reconciliation`, logged and
+    counted, and halts above `reconcile.halt_above_usd` or on any perp difference."""
+    desk = accounts.desk
+    assert desk is not None, "accounts.prepare() makes the desk"
+    for _, change in books.changes:  # (a scratch ledger: the run's own books them under their keys, daemon.app)
+        ledger.apply(change)
+    # The wallet's transactions first: a deposit's debit (wallet -> transit) is its transaction's report, and the
+    # desk's landing (transit -> venue) of the same transfer, booked before it, would take transit below zero.
+    late = await chain.book_unbooked(books.keys, books.since_ns) if chain is not None else 0
+    again = await desk.resume_after_restart(books.keys)
+    deposits = await desk.poll_deposits(accounts.deposit_assets)
+    read_ms, details = await accounts.read()
+    await accounts.funding_while_down(read_ms)
+    opening = accounts.open_continued(details, ledger)
+    log.info("opening_on_the_journal", runs=list(books.runs), reports=len(books.changes), legs_published_again=again,
+             deposits_booked=deposits, transactions_booked=late, adopted=len(opening.perps),
+             detail="the books are the journal's; what happened while down is booked as what it was, and the "
+                    "start-up reconciliation compares the rest with the venues")
     await accounts.begin(read_ms)
     return opening
 

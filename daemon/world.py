@@ -34,12 +34,13 @@ from daemon.data.cache import BarCache, SeriesCache
 from daemon.data.rewards import RewardEvent, events_for_mode, read_reward_events
 from daemon.domain.aave import EMODE_ETH_CORRELATED, ReserveParams
 from daemon.domain.bars import MarketBar
-from daemon.domain.ledger import WALLET, ChangeSet, Reason, TokenChange
+from daemon.domain.ledger import WALLET, ChangeSet, Ledger, Reason, TokenChange
 from daemon.domain.market import MarketBoard
 from daemon.domain.messages import VenueReport
 from daemon.domain.strategy import ModeSpec
 from daemon.domain.synthetic import Shock, SyntheticMarketSpec, generate
 from daemon.errors import ConfigError, ConfigProblem
+from daemon.journal_books import JournalBooksError, read_journal_books
 from daemon.ports import ChainVenue, ExchangeVenue
 from daemon.replay.feed import BarFeed
 from daemon.replay.live_feed import LiveFeed, MarketSource
@@ -66,6 +67,9 @@ class World:
     start: Callable[[], Awaitable[None]] | None = None  # before any actor runs: the venues' start-up checks
     services: tuple[Callable[[], Coroutine[Any, Any, None]], ...] = ()  # run beside the actors for the whole session
     live: Any = None  # the live accounts (daemon.live_accounts.LiveAccounts): their streams, for the metrics
+    # Live, after a restart: the books the journal says the earlier runs left (daemon.journal_books), booked before
+    # `opening` (then the adoptions of what the venues hold beyond them, or nothing).
+    history: tuple[tuple[str, ChangeSet], ...] = ()
 
     async def aclose(self) -> None:
         for close in self.closers:
@@ -174,7 +178,7 @@ def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessCh
     (`daemon.live_chain`: AAVE, staking, the DEX and the transfers to and from the exchanges), else none (the
     CEX-only modes, each venue trading with what it holds)."""
     from daemon.live_accounts import LiveAccounts  # ccxt is imported by the worlds that use it only
-    from daemon.live_opening import read_opening
+    from daemon.live_opening import open_after_restart, read_opening
 
     s = config.settings
     clock = WallClock()
@@ -210,12 +214,27 @@ def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessCh
     world = World(clock, accounts.exchanges, chain, board, feed, accounts.opening, (), closers)
 
     async def start() -> None:
-        # Everything resolved before anything is read, then one opening read of the venues, the wallet and what
-        # moves between them (daemon.live_opening), then the services that follow from it.
+        # Everything the last run left open resolved before anything is read; then the books: the journal's, with
+        # what happened while down booked as what it was (a restart), or one opening read of the venues, the wallet
+        # and what moves between them (a first start); then the services that follow from it (daemon.live_opening).
         await accounts.prepare()
         if live_chain is not None:
             await live_chain.prepare()
-        world.opening = await read_opening(accounts, live_chain)
+        books = None
+        if s.runtime.state_dir:
+            path = Path(s.runtime.state_dir) / "journal.sqlite"
+            try:
+                books = read_journal_books(path)
+            except JournalBooksError as e:  # a damaged journal: never trade on books half rebuilt
+                raise ConfigError([ConfigProblem(str(path), "runtime.state_dir", f"{e}: the books cannot be rebuilt "
+                                                 "from it; move the journal aside to start afresh from what the "
+                                                 "venues hold (the P&L history starts again)")]) from None
+        if books is not None and books.base_run is not None:
+            world.history = books.changes
+            scratch = Ledger(tuple(cex), gas_debt_allowed=config.share_class.currency == "USDT")
+            world.opening = await open_after_restart(accounts, live_chain, books, scratch)
+        else:
+            world.opening = await read_opening(accounts, live_chain)
         if live_chain is not None:
             await live_chain.begin()
 

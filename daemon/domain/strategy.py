@@ -148,6 +148,9 @@ class StrategyView:
     # transfer in transit — in its units: `strategy_view` sets it from the ledger, so that `held_delta` is the
     # book's delta (`neutrality.book_delta`) to the last digit, not a second opinion of it.
     asset_elsewhere: Decimal = ZERO
+    # Funds on their way between two of our accounts (a transfer a restart found moving, or one slower than the
+    # wait): capital the plans cannot place yet — an entry planned now would send the same leg's money twice.
+    in_transit_usd: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,10 +264,8 @@ def decide(change: Change, spec: ModeSpec, view: StrategyView, amount: Decimal =
             elif view.trading is TradingState.REDUCING:
                 entry_hold = f"reducing: {idle:.2f} {spec.share_class} idle waits for trading ACTIVE (basisd resume)"
     unfiltered = bool(instructions)
-    if view.trading is TradingState.HALTED:
-        instructions = []
-    elif view.trading is TradingState.REDUCING:
-        instructions = [i for i in instructions if i.reduces_exposure]
+    instructions, waiting = _permitted(spec, view, instructions)
+    entry_hold = entry_hold or waiting
     ordered = tuple(Instruction(n, i.type, i.venue, i.amount_usd, i.steps, i.reduces_exposure, i.reason)
                     for n, i in enumerate(instructions, start=1))
     hold = ""
@@ -273,6 +274,20 @@ def decide(change: Change, spec: ModeSpec, view: StrategyView, amount: Decimal =
                 ("reducing: no instruction due reduces exposure" if view.trading is TradingState.REDUCING and
                  unfiltered else "within every band"))
     return Decision(change, spec.name, view, desired, gaps, ordered, hold)
+
+
+def _permitted(spec: ModeSpec, view: StrategyView, instructions: list[Instruction]) -> tuple[list[Instruction], str]:
+    """The instructions the trading state lets through, and why others wait (halted: none; reducing, or funds in
+    transit: only those that reduce exposure — what travels is placed once it has landed, never sent twice)."""
+    if view.trading is TradingState.HALTED:
+        return [], ""
+    if view.trading is TradingState.REDUCING:
+        return [i for i in instructions if i.reduces_exposure], ""
+    if view.in_transit_usd >= spec.min_order_usd and any(not i.reduces_exposure for i in instructions):
+        return [i for i in instructions if i.reduces_exposure], (
+            f"{view.in_transit_usd:.2f} USD in transit between our accounts: plans that add exposure wait for it "
+            "to land")
+    return instructions, ""
 
 
 def exposure_usd(spec: ModeSpec, view: StrategyView) -> Decimal:

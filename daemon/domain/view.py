@@ -6,7 +6,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 from daemon.domain.exposure import perp_asset
-from daemon.domain.ledger import WALLET, LedgerSnapshot
+from daemon.domain.ledger import TRANSIT, WALLET, LedgerSnapshot
 from daemon.domain.market import ATOKEN_RESERVE, DEBT_RESERVE, MarketState
 from daemon.domain.messages import TradingState
 from daemon.domain.neutrality import book_delta
@@ -42,6 +42,9 @@ def strategy_view(snapshot: LedgerSnapshot, market: MarketState, spec: ModeSpec,
         lst_rate=market.lst_rates.get(spec.lst, Decimal(1)), aave_collateral=collateral, aave_debt=debt,
         wallet_asset=snapshot.balance(WALLET, asset), wallet_lst=snapshot.balance(WALLET, spec.lst),
         wallet_usdt=snapshot.balance(WALLET, "USDT"), venues=by_venue, trading=trading,
+        in_transit_usd=sum((amount * (Decimal(1) if token == "USDT" else market.price_usd(token))
+                            for account, token, amount in snapshot.balances if account == TRANSIT and amount > 0),
+                           ZERO),
     )
     held = book_delta(snapshot, market, spec.share_class, asset, spec.hedged).holdings
     listed = listed_holdings(spec, view) + sum((v.perp_size for v in by_venue.values()), ZERO)

@@ -13,6 +13,11 @@ a restart reading from an earlier point — is recognised by the books (which ke
 and booked once. A poller also skips the ids it has published itself, and takes `seen` (the ids the journal holds)
 and `since_ms` to resume where the previous run stopped.
 
+**While down.** A payment the venue made while the daemon was down is in the balances a live start opens its books
+on. `paid_between` reads such a window (from what the journal last booked to the moment the accounts were read)
+without publishing it: `daemon.recovery.funding_paid_while_down` returns those payments so the start-up can take
+them out of the opening and book them as funding, each once, and start the poller where the window ended.
+
 The rate and the position the payment was paid on travel with it where the venue says: Bybit gives both (`feeRate`,
 `execQty` and side); Binance's income record and OKX's bill give neither the rate nor a signed position (OKX gives
 the size in contracts without its side), so those are None rather than guessed.
@@ -128,9 +133,7 @@ class FundingPoller:
         self._since_ms[symbol] = max(self._since_ms[symbol], payment.ts_event // NS_PER_MS)
         if payment.payment_id in self._seen:
             return 0
-        if payment.instrument != self._symbols[symbol].rsplit(":", 1)[-1]:
-            raise VenueBadPayload(f"{self.venue}: funding {payment.payment_id} is for {payment.instrument}, asked for "
-                                  f"{symbol}")
+        self._check_instrument(symbol, payment)
         report = funding_report(payment, self._clock.now_ns())
         if self._count is not None:
             self._count.count(report)  # before the send: the reconciler waits for it to be booked
@@ -138,6 +141,43 @@ class FundingPoller:
         self._seen.add(payment.payment_id)  # once delivered: a failed send is read and sent again
         self.published += 1
         return 1
+
+    async def paid_between(self, since_ms: int, until_ms: int, seen: Iterable[str] = ()) -> list[FundingBooked]:
+        """The payments made from `since_ms` (inclusive) to `until_ms` (exclusive) on every traded perp, but for the
+        ids in `seen` (the journal's) and those this poller published, oldest first — read, not published: a start-up
+        books them after the opening (`daemon.recovery.funding_paid_while_down`). Each is then one this poller has
+        seen, so a poll from `until_ms` never publishes it again, should the venue count its bound inclusive.
+        Raises a `VenueError`."""
+        skip = self._seen | set(seen)
+        found: list[FundingBooked] = []
+        for symbol in self._symbols:
+            since = since_ms
+            for _ in range(MAX_PAGES):
+                try:
+                    entries = await self._client.fetch_funding_history(symbol, since, self._page)
+                except ccxt.BaseError as exc:
+                    raise self._error(exc, f"reading the funding history of {symbol}") from None
+                payments = sorted((parse_funding(e, self._client.id, venue=self.venue) for e in entries),
+                                  key=lambda p: (p.ts_event, p.payment_id))
+                newest = since
+                for payment in payments:
+                    newest = max(newest, payment.ts_event // NS_PER_MS)
+                    if payment.ts_event // NS_PER_MS >= until_ms or payment.payment_id in skip:
+                        continue
+                    self._check_instrument(symbol, payment)
+                    found.append(funding_report(payment, self._clock.now_ns()))
+                    skip.add(payment.payment_id)
+                # A full page that moved the window on, still short of `until_ms`: read on from its newest entry.
+                if len(entries) < self._page or newest == since or newest >= until_ms:
+                    break
+                since = newest
+        self._seen.update(r.report_id.removeprefix("funding-") for r in found)
+        return sorted(found, key=lambda r: (r.ts_event, r.report_id))
+
+    def _check_instrument(self, symbol: str, payment: FundingPayment) -> None:
+        if payment.instrument != self._symbols[symbol].rsplit(":", 1)[-1]:
+            raise VenueBadPayload(f"{self.venue}: funding {payment.payment_id} is for {payment.instrument}, asked for "
+                                  f"{symbol}")
 
     def _error(self, exc: BaseException, what: str) -> VenueError:
         error = map_error(exc, venue=self.venue, call=Call.READ,

@@ -699,6 +699,66 @@ class TransferDesk:
         log.warning("transfer_adopted_at_restart", transfer=transfer_id, venue=venue, asset=asset, amount=str(amount),
                     detail="the wallet's transfer was mined in a run that died before following it: followed now")
 
+    async def resume_after_restart(self, booked: frozenset[str]) -> int:
+        """After a restart whose books are the journal's (`daemon.journal_books`): every leg the desk's state says
+        was booked and the journal does not hold (the run died between publishing it and its journaling) is
+        published again under its own report id; a request the dead run made is adopted if its venue lists it (its
+        debit booked) or else abandoned — nothing was debited, and on OKX what was moved into funding for it goes
+        back; then one `poll` books what landed or came back while the daemon was down. How many legs were
+        published again."""
+        again = 0
+        async with self._lock:
+            for transfer in self.book.transfers:
+                for venue, change in self._legs(transfer):
+                    if f"{venue}:{change.ref}" not in booked:
+                        await self._send(venue, change)
+                        again += 1
+                        log.warning("transfer_leg_published_again", transfer=transfer.transfer_id, leg=change.ref,
+                                    detail="booked by the run that died, missing from its journal")
+            for transfer in [t for t in self.book.pending() if t.state is TransitState.REQUESTED]:
+                flight = self._meta.get(transfer.transfer_id)
+                if flight is None or await self._adopt(transfer, flight):
+                    continue
+                funds = self.venue(transfer.source)
+                if funds.withdraws_from_funding:
+                    await self._sweep_back(funds, transfer.asset, flight.rule.debit(transfer.requested),
+                                           transfer.transfer_id)
+                self._abandon(transfer.transfer_id)
+                log.warning("transfer_abandoned_at_restart", transfer=transfer.transfer_id, asset=transfer.asset,
+                            source=transfer.source, destination=transfer.destination,
+                            amount=str(transfer.requested),
+                            detail="asked for by a run that died; the source lists no such withdrawal: nothing was "
+                                   "debited, nothing is outstanding")
+        await self.poll()
+        return again
+
+    def _legs(self, transfer: TransitTransfer) -> list[tuple[str, ChangeSet]]:
+        """The legs the desk published for `transfer` so far, as it published them (venue, change set; report id =
+        the change's ref): what its state implies. A wallet transfer's debit is the chain's report, not the desk's."""
+        tid, asset, now = transfer.transfer_id, transfer.asset, self._clock.now_ns()
+        if transfer.state in (TransitState.REQUESTED, TransitState.ABANDONED):
+            return []
+        legs: list[tuple[str, ChangeSet]] = []
+        if tid not in self._arrivals and not tid.startswith(f"{WALLET}:"):
+            legs.append((transfer.source, ChangeSet(
+                Reason.VENUE_TRANSFER, now, (TokenChange(transfer.source, asset, -transfer.debited),
+                                             TokenChange(TRANSIT, asset, transfer.carried)),
+                ref=f"transfer-{tid}-debit")))
+        out = TokenChange(TRANSIT, asset, -transfer.carried)
+        if transfer.state is TransitState.LANDED:
+            if transfer.destination is None:
+                legs.append((transfer.source, ChangeSet(Reason.WITHDRAWAL, now, (out,), ref=f"transfer-{tid}-out")))
+            else:
+                venue = transfer.source if transfer.destination == WALLET else transfer.destination
+                legs.append((venue, ChangeSet(Reason.VENUE_TRANSFER, now,
+                                              (out, TokenChange(transfer.destination, asset, transfer.settled)),
+                                              ref=f"transfer-{tid}-land")))
+        elif transfer.state is TransitState.RETURNED:
+            legs.append((transfer.source, ChangeSet(Reason.VENUE_TRANSFER, now,
+                                                    (out, TokenChange(transfer.source, asset, transfer.settled)),
+                                                    ref=f"transfer-{tid}-return")))
+        return legs
+
     async def sight(self, deposit_assets: Iterable[str],
                     wallet_has: Callable[[str], Awaitable[bool]] | None = None) -> Sightings:
         """Where every transfer in flight is as the venues show it now, and the deposits from outside they credited —

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from hexbytes import HexBytes
 from web3 import AsyncWeb3
-from web3.exceptions import Web3Exception
+from web3.exceptions import TransactionNotFound, Web3Exception
 from web3.types import TxReceipt
 
 from daemon.bus import LosslessChannel
@@ -64,7 +64,27 @@ WHOLE = Decimal("1e-9")  # a leg within this fraction of the whole position is t
 TRANSFER_USDT_LABEL = "transfer USDT"
 TRANSFER_ETH_LABEL = "transfer ETH"
 TRANSFER_LABELS = (TRANSFER_USDT_LABEL, TRANSFER_ETH_LABEL)
+# ETH sent to an exchange is cut to 8 places: the venues credit and report deposits to 8 (ccxt parses the record's
+# amount as a float, and an 18-place amount comes back a hair above what was credited: sweeping it out of OKX's or
+# Bybit's funding account then fails for want of 1e-17 ETH). The wei below that are kept in the wallet, not lost.
+CEX_ETH_PLACES = Decimal("1e-8")
 ERC20_TRANSFER = bytes.fromhex("a9059cbb")  # transfer(address,uint256)
+
+
+# Why the books changed, by the operation a journaled transaction names (its label's first words, as web3_calls
+# labels them): a transaction mined in a run that died before booking it is booked at the restart with it.
+REASON_BY_LABEL: tuple[tuple[str, Reason], ...] = (
+    ("transfer", Reason.VENUE_TRANSFER), ("supply", Reason.COLLATERAL_SUPPLIED),
+    ("withdraw", Reason.COLLATERAL_WITHDRAWN), ("borrow", Reason.LOAN_CREATED), ("repay", Reason.LOAN_REPAID),
+    ("swap", Reason.TRADE_EXECUTED), ("stake", Reason.STAKE_DEPOSIT),
+    ("atomic entry", Reason.ATOMIC_LEVERAGE_EXECUTION),
+    ("atomic unwind", Reason.ATOMIC_DELEVERAGE_EXECUTION),
+    ("atomic debt reduction", Reason.ATOMIC_DELEVERAGE_EXECUTION),
+)  # anything else (approvals, wrapping, e-mode, the executor's deployment): its gas only
+
+
+def reason_of(label: str) -> Reason:
+    return next((reason for prefix, reason in REASON_BY_LABEL if label.startswith(prefix)), Reason.GAS_FEE_PAID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +245,7 @@ class Web3Chain:
     async def transfer_eth_to_cex(self, venue: str, amount_eth: Decimal, ref: str) -> None:
         async with self._lock:
             address = await self._rails.deposit_address(venue, "ETH")
-            units = self._wei(amount_eth)
+            units = self._wei(amount_eth.quantize(CEX_ETH_PLACES, rounding=ROUND_FLOOR))
             await self._ensure_native(units, ref)
             mined = await self._send(calls.send_eth(address, units, TRANSFER_ETH_LABEL), Reason.VENUE_TRANSFER, ref,
                                      transit=(TokenChange(TRANSIT, "ETH", self._decimal(units, 18)),))
@@ -242,6 +262,23 @@ class Web3Chain:
             return None
         to = AsyncWeb3.to_checksum_address(sent.data[16:36])
         return WalletTransfer("USDT", to, self._decimal(int.from_bytes(sent.data[36:68], "big"), usdt.decimals))
+
+    async def book_recovered(self, sent: SentTx) -> bool:
+        """Book a transaction of ours that mined in a run which died before its report was journaled (the books a
+        restart rebuilds from the journal lack it): measured at its block as `_send` would have (its reason from
+        its label, a transfer's transit leg from its bytes), published once under its hash. False if the chain
+        has no receipt for it (nothing to book)."""
+        try:
+            receipt = await self._receipt(sent.tx_hash)
+        except TransactionNotFound:
+            return False
+        moved = self.decode_transfer(sent)
+        ok = int(receipt["status"]) == 1
+        transit = (TokenChange(TRANSIT, moved.asset, moved.amount),) if ok and moved is not None else ()
+        async with self._booking:
+            await self._book(receipt, reason_of(sent.label) if ok else Reason.GAS_FEE_PAID, sent.ref, transit,
+                             sent.label)
+        return True
 
     async def withdraw_eth_from_cex(self, venue: str, amount_eth: Decimal, ref: str) -> Decimal:
         return await self._rails.withdraw_to_wallet(venue, "ETH", amount_eth, self._wallet, ref)

@@ -26,7 +26,7 @@ import sqlite3
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
@@ -143,15 +143,18 @@ class TxJournal:
                 latest[sent.nonce] = sent
         return [latest[n] for n in sorted(latest)]
 
-    def mined(self, chain_id: int, sender: str, labels: tuple[str, ...]) -> list[SentTx]:
-        """The attempts that mined, of the operations labelled `labels`, oldest first (a restart's look for the
-        wallet's transfers no one followed)."""
-        marks = ", ".join("?" for _ in labels)
+    def mined(self, chain_id: int, sender: str, labels: tuple[str, ...] | None = None,
+              since: float = 0.0) -> list[SentTx]:
+        """The attempts that mined (of the operations labelled `labels`; None: all), signed at `since` (wall
+        seconds) or later, by nonce: a restart's look for the wallet's transactions no report or transfer followed."""
+        where, args = "", cast(tuple[str, ...], ())
+        if labels is not None:
+            where, args = f" AND label IN ({', '.join('?' for _ in labels)})", labels
         rows = self._db.execute(
             "SELECT tx_hash, nonce, label, ref, raw, to_address, data, value, gas, max_fee_per_gas, "
             "max_priority_fee_per_gas, base_fee, replaces, sent_at FROM chain_txs "
-            f"WHERE chain_id = ? AND sender = ? AND state = ? AND label IN ({marks}) ORDER BY nonce",
-            (chain_id, sender, TxRecordState.MINED.value, *labels)).fetchall()
+            f"WHERE chain_id = ? AND sender = ? AND state = ? AND sent_at >= ?{where} ORDER BY nonce",
+            (chain_id, sender, TxRecordState.MINED.value, since, *args)).fetchall()
         return [_sent(row) for row in rows]
 
     def rows(self, sender: str | None = None) -> list[dict[str, Any]]:

@@ -58,14 +58,12 @@ class Rig:
     board: MarketBoard
 
 
-@asynccontextmanager
-async def running(gate: StartGate | None = None, chain_type: type[SimulatedChain] = SimulatedChain
-                  ) -> AsyncIterator[Rig]:
-    clock = VirtualClock(0, None)
-    orders: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 64)
-    reports: LosslessChannel[VenueReport] = LosslessChannel("fills.reports", 256)
-    events: LosslessChannel[OrderEvent] = LosslessChannel("strategy.events", 64)
-    exchanges = {v: SimulatedExchange(v, clock, reports, taker_fee_bps=D(5)) for v in VENUES}
+def simulated_venues(clock: VirtualClock, reports: LosslessChannel[VenueReport], venues: tuple[str, ...],
+                     chain_type: type[SimulatedChain]
+                     ) -> tuple[dict[str, SimulatedExchange], MarketBoard, SimulatedChain]:
+    """The simulated exchanges (spot 3000, perp 3001) and a chain of `chain_type` on a board with every quote an
+    instruction's steps read: what the execution actor's rigs run on."""
+    exchanges = {v: SimulatedExchange(v, clock, reports, taker_fee_bps=D(5)) for v in venues}
     for exchange in exchanges.values():
         exchange.set_price("Spot", D(3000))
         exchange.set_price("Perp", D(3001))
@@ -74,7 +72,17 @@ async def running(gate: StartGate | None = None, chain_type: type[SimulatedChain
                     ReserveIndexesReported("weETH", D("1.01"), D("1.01"), 0, 0),
                     ReserveIndexesReported("WETH", D("1.03"), D("1.05"), 0, 0)):
         board.update(message)
-    chain = chain_type(clock, board, reports, exchanges)
+    return exchanges, board, chain_type(clock, board, reports, exchanges)
+
+
+@asynccontextmanager
+async def running(gate: StartGate | None = None, chain_type: type[SimulatedChain] = SimulatedChain
+                  ) -> AsyncIterator[Rig]:
+    clock = VirtualClock(0, None)
+    orders: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 64)
+    reports: LosslessChannel[VenueReport] = LosslessChannel("fills.reports", 256)
+    events: LosslessChannel[OrderEvent] = LosslessChannel("strategy.events", 64)
+    exchanges, board, chain = simulated_venues(clock, reports, VENUES, chain_type)
     chain.receive(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange(WALLET, "USDT", D(100_000)),)))
     actor = ExecutionActor(orders, exchanges, events, chain, gate=gate)
     trading = TradingStateCell()

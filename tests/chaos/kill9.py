@@ -7,8 +7,19 @@ for Binance, Bybit and OKX, the bridge between them) and a scripted live session
 1. entry — the daemon enters on its own at start-up;
 2. rebalance — the world's levers move: the LST's rate up (the collateral grows, the hedge falls short) and one
    funding payment on every venue's perp;
-3. halt and resume — `basisd halt`, `basisd resume`;
-4. flatten — `basisd flatten`, until the world holds no perp, no AAVE debt and no collateral.
+3. margin_topup — ETH up on the chain and every venue together, in 2 % steps (tests/chaos/levers.py), until the
+   first venue's margin ratio (USDT of all its wallets + uPnL, over the notional: what the books read) is 0.17,
+   inside the risk's WARNING band (margin_warning_ratio 0.20): the strategy's ADD_MARGIN_TO_CEX frees ETH from AAVE
+   (a flash-loan deleverage at constant LTV), sends it to the venue, sells it there and shrinks the venue's short.
+   Done when every venue's ratio is back above 0.5, USDT has arrived on a venue, and the book is hedged. (The
+   price moves together on all venues, so all three usually need a top-up at once.)
+4. deleverage — the LST's rate down until the Pool's LTV is λ + 0.002, past the act band (URGENT): the strategy's
+   REDUCE_LTV repays to λ in one flash-loan transaction (its DELTA_ADJUST follows next decision). Done when the
+   Pool's LTV (getUserAccountData) is within the warn band of λ and the book is hedged. The script's daemon runs
+   with `risk.ltv_warn_above_target` / `ltv_act_above_target` at 0.0005 / 0.001 (the defaults 0.01 / 0.02 cannot
+   be reached by a lever before the drawdown breaker trips: see LTV_ACT_ABOVE_TARGET);
+5. halt and resume — `basisd halt`, `basisd resume`;
+6. flatten — `basisd flatten`, until the world holds no perp, no AAVE debt and no collateral.
 
 A seeded RNG (`random.Random(f"{seed}:{trial}")`: one trial re-runs alone with `--only T`) picks the trial's kill
 points, each armed at the start of one step (or at the restart after the previous kill) and fired with SIGKILL the
@@ -25,7 +36,8 @@ instant its condition is seen, polling the state directory every millisecond:
 
 After each kill the daemon is restarted on the same state directory (its journals, the transfer desk's store and the
 tx journal live there) and the script goes on from the step it was at: a step is done when the *world* says so
-(entered and hedged; rebalanced; ACTIVE again; flat), and a control command lost to a kill is sent again. At the end
+(entered and hedged; rebalanced; margins restored; LTV back in band; ACTIVE again; flat), and a control command
+lost to a kill is sent again. At the end
 the books are checked against the world's own state, never the daemon's word alone:
 
 - books_equal_truth: `basisd reconcile --json` clean, the daemon's perps (`basisd status --json`) equal to the fake's
@@ -65,11 +77,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
 from daemon.venues.client_ids import from_venue
+from tests.chaos import levers
 from tests.fakes.chain.world import BuiltWorld, build_world
 from tests.fakes.local_world import CONFIG, ETH_MARKETS, LocalWorld, ThreadedLocalWorld
 from tests.integration.daemon_process import ROOT, DaemonProcess, metric_value
@@ -80,8 +93,11 @@ KIND_WEIGHTS = (1, 2, 2, 1, 1)
 # Opt-in kinds (`--extra-kinds`), outside the seeded draw of KINDS so that adding one keeps every seed's plan:
 # `fill` fires when an order's outcome is journaled 'filled' and its FillReport is not (yet): the gap a fill is lost in.
 EXTRA_KINDS = ("fill",)
-STEPS = ("entry", "rebalance", "halt_resume", "flatten")
-STEP_WEIGHTS = {"entry": 4, "rebalance": 2, "halt_resume": 1, "flatten": 3}  # where the orders and transactions are
+STEPS = ("entry", "rebalance", "margin_topup", "deleverage", "halt_resume", "flatten")
+# Where the orders and transactions are: a top-up is a flash-loan deleverage, an ETH transfer to a venue, a spot sale
+# and a perp order; a deleverage one flash-loan transaction and then (next decision) a perp order.
+STEP_WEIGHTS = {"entry": 4, "rebalance": 2, "margin_topup": 3, "deleverage": 2, "halt_resume": 1, "flatten": 3}
+TRADING_STEPS = ("entry", "rebalance", "margin_topup", "deleverage")  # the daemon halting itself in one: a violation
 # The strategy decides every few seconds instead of every 30 s: a rebalance and a re-plan after a restart come soon.
 DECISION_INTERVAL_S = 3
 STEP_TIMEOUT_S = 25.0  # a few decisions: a restarted daemon that has not finished the step by then will not
@@ -92,6 +108,20 @@ POLL_S = 0.001
 LST = "weETH"
 LST_RATE_STEP = D("1.03")  # the rebalance lever: the LST's rate up 3 %
 FUNDING_RATE = D("0.0001")
+# The margin top-up's lever: ETH up until the first venue's margin ratio is here, inside the risk's WARNING band
+# (risk.margin_warning_ratio 0.20, above margin_urgent_ratio 0.15), which is what makes the strategy top it up.
+MARGIN_LEVER_RATIO = D("0.17")
+MARGIN_RESTORED = D("0.5")  # every venue's ratio at least this (the top-up aims at margin_ratio_target, 1.0): done
+# The deleverage's band (risk.ltv_warn_above_target / ltv_act_above_target), set for the script's daemon. The
+# default 0.01 / 0.02 cannot be reached by a lever without tripping the drawdown breaker first: at λ ≈ 0.909 the
+# collateral is 11 times the AAVE net, so the LST's fall that takes the LTV 0.02 above λ (2.2 %) loses about 24 % of
+# the AAVE net, over 10 % of the NAV, and the breaker (3 % reduce, 5 % flatten and halt) unwinds the book before the
+# strategy's REDUCE_LTV could. A band of 0.001 needs a fall of about 0.2 % of the rate: about 1 % of the NAV.
+LTV_WARN_ABOVE_TARGET = D("0.0005")
+LTV_ACT_ABOVE_TARGET = D("0.001")
+LTV_LEVER_ABOVE_TARGET = D("0.002")  # the deleverage's lever: the LST's rate down until the LTV is λ + this
+# λ = max_ltv × (1 − max_stake_spread_move), configs/modes/usdt_market_neutral.yaml (the daemon's spec.target_ltv).
+TARGET_LTV = D("0.93") * (1 - D("0.0225"))
 
 
 # --- kill points ------------------------------------------------------------------------------------------------
@@ -252,6 +282,18 @@ class Truth:
     orders: list[tuple[str, str, str, str]]  # (venue, client id, market, symbol)
     trades: list[tuple[str, int, str]]  # (venue, trade id, market)
     loose_eth: Decimal  # ETH outside AAVE: the wallet's native ETH (its gas) and WETH, the venues' spot ETH
+    # venue -> (USDT + uPnL) / (|size| × mark), with the USDT of all the venue's wallets: the margin ratio the books
+    # and the strategy read (they keep one account per venue, Binance's spot and futures wallets summed)
+    margins: dict[str, Decimal] = field(default_factory=dict)
+    usdt: dict[str, Decimal] = field(default_factory=dict)  # venue -> USDT in all its wallets
+    # venue -> the ratio with the futures wallet's USDT alone: what Binance's own margin is (Bybit's and OKX's one
+    # wallet: the same as `margins`); shown, not checked
+    futures_margins: dict[str, Decimal] = field(default_factory=dict)
+
+    @property
+    def ltv(self) -> Decimal:
+        """The Pool's own LTV of the wallet (debt / collateral at the oracle); 0 without collateral."""
+        return self.debt_usd / self.collateral_usd if self.collateral_usd else D(0)
 
     @property
     def lst_eth(self) -> Decimal:
@@ -273,7 +315,10 @@ class Truth:
     def describe(self) -> str:
         perps = " ".join(f"{k.split(':')[0]}={v}" for k, v in self.perps.items())
         return (f"AAVE collateral {self.collateral_usd} USD debt {self.debt_usd} USD (net {self.lst_eth:.4f} ETH), "
-                f"loose ETH {self.loose_eth:.4f}, perps {perps} (sum {self.shorts})")
+                f"LTV {self.ltv:.5f}, loose ETH {self.loose_eth:.4f}, perps {perps} (sum {self.shorts}), margin ratios "
+                + " ".join(f"{v}={r:.3f}" for v, r in self.margins.items()) + " (futures wallet alone: "
+                + " ".join(f"{v}={r:.3f}" for v, r in self.futures_margins.items()) + ")"
+                + ", USDT " + " ".join(f"{v}={u:.2f}" for v, u in self.usdt.items()))
 
     def flat(self) -> bool:
         return self.debt_usd == 0 and self.collateral_usd == 0 and all(v == 0 for v in self.perps.values())
@@ -293,8 +338,9 @@ def read_truth(tw: ThreadedLocalWorld) -> Truth:
     native = tw.run(chain.w3.eth.get_balance(world.wallet))
     weth = tw.run(chain.token("WETH").functions.balanceOf(world.wallet).call())
 
-    def venues() -> tuple[dict[str, Decimal], list[tuple[str, str, str, str]], list[tuple[str, int, str]], Decimal]:
-        perps, orders, trades, spot_eth = {}, [], [], D(0)
+    def venues() -> tuple[dict[str, Decimal], list[tuple[str, str, str, str]], list[tuple[str, int, str]], Decimal,
+                          dict[str, Decimal], dict[str, Decimal], dict[str, Decimal]]:
+        perps, orders, trades, spot_eth, margins, usdt, futures = {}, [], [], D(0), {}, {}, {}
         for venue, (perp, _) in ETH_MARKETS.items():
             state = getattr(fake, venue)
             position = state.position(perp)
@@ -302,11 +348,17 @@ def read_truth(tw: ThreadedLocalWorld) -> Truth:
             orders += [(venue, o.client_id, o.market, o.symbol) for o in state.orders.values()]
             trades += [(venue, t.id, t.market) for t in state.trades]
             spot_eth += sum((w.get("ETH", D(0)) for w in state.wallets.values()), D(0))
-        return perps, orders, trades, spot_eth
+            usdt[venue] = sum((w.get("USDT", D(0)) for w in state.wallets.values()), D(0))
+            if position is not None:
+                notional = abs(position.amount) * state.marks[perp]
+                margins[venue] = (usdt[venue] + state.unrealized_pnl(perp)) / notional
+                futures[venue] = (state.balance("USDT") + state.unrealized_pnl(perp)) / notional
+        return perps, orders, trades, spot_eth, margins, usdt, futures
 
-    perps, orders, trades, spot_eth = tw.call(venues)
+    perps, orders, trades, spot_eth, margins, usdt, futures = tw.call(venues)
     loose = D(native).scaleb(-18) + D(weth).scaleb(-18) + spot_eth
-    return Truth(perps, D(collateral).scaleb(-8), D(debt).scaleb(-8), D(price).scaleb(-8), orders, trades, loose)
+    return Truth(perps, D(collateral).scaleb(-8), D(debt).scaleb(-8), D(price).scaleb(-8), orders, trades, loose,
+                 margins, usdt, futures)
 
 
 def wallet_transactions(tw: ThreadedLocalWorld, first_nonce: int) -> list[tuple[int, str]]:
@@ -400,7 +452,8 @@ class Trial:
         self._stop_watch = threading.Event()
         self._watcher: threading.Thread | None = None
         self._resumed_life = 0
-        self._lever_mark = (0, 0)  # (life, instructions finished in it) when the rebalance's lever moved
+        self._lever_mark = (0, 0)  # (life, instructions finished in it) when the step's lever moved
+        self._usdt_before: dict[str, Decimal] = {}  # each venue's USDT before the margin top-up's lever
 
     # --- running ----------------------------------------------------------------------------------------------
 
@@ -408,7 +461,9 @@ class Trial:
         started = time.monotonic()
         self.tw = ThreadedLocalWorld(LocalWorld(self.dir / "world", built=self.built)).start()
         try:
-            self.env = {**self.tw.env, "BASISD_STRATEGY__DECISION_INTERVAL_S": str(DECISION_INTERVAL_S)}
+            self.env = {**self.tw.env, "BASISD_STRATEGY__DECISION_INTERVAL_S": str(DECISION_INTERVAL_S),
+                        "BASISD_RISK__LTV_WARN_ABOVE_TARGET": str(LTV_WARN_ABOVE_TARGET),
+                        "BASISD_RISK__LTV_ACT_ABOVE_TARGET": str(LTV_ACT_ABOVE_TARGET)}
             self.state = StateDir(Path(self.env["BASISD_RUNTIME__STATE_DIR"]))
             chain = self.tw.world.chain
             assert chain is not None
@@ -542,11 +597,13 @@ class Trial:
 
     def _step(self, step: str) -> None:
         self._arm(step)
-        begin: dict[str, Callable[[], bool]] = {"entry": lambda: True, "rebalance": self._lever,
-                                                "halt_resume": self._halt_and_resume, "flatten": self._flatten}
+        begin: dict[str, Callable[[], bool]] = {
+            "entry": lambda: True, "rebalance": self._lever, "margin_topup": self._margin_lever,
+            "deleverage": self._deleverage_lever, "halt_resume": self._halt_and_resume, "flatten": self._flatten}
         done: dict[str, Callable[[Truth], bool]] = {
-            "entry": lambda t: t.entered(), "rebalance": self._rebalanced,
-            "halt_resume": lambda t: self._trading() == "ACTIVE", "flatten": lambda t: t.flat()}
+            "entry": lambda t: t.entered(), "rebalance": self._rebalanced, "margin_topup": self._margin_restored,
+            "deleverage": self._deleveraged, "halt_resume": lambda t: self._trading() == "ACTIVE",
+            "flatten": lambda t: t.flat()}
         sent = begin[step]()
         deadline = time.monotonic() + self.step_timeout_s
         held_since: float | None = None
@@ -565,7 +622,7 @@ class Trial:
             last_truth = time.monotonic()
             if not sent and step in ("halt_resume", "flatten"):
                 sent = begin[step]()
-            if step in ("entry", "rebalance"):
+            if step in TRADING_STEPS:
                 self._halted_by_daemon(step)
             truth = read_truth(self._tw)
             if done[step](truth) and not self.life.in_flight():
@@ -620,32 +677,64 @@ class Trial:
     def _lever(self) -> bool:
         """The rebalance's cause: the LST's rate up (the collateral grows in ETH, the hedge falls short) and one
         funding payment on every venue's perp."""
-        world = self._tw.world
-        chain, fake = world.chain, world.fake
-        assert chain is not None and fake is not None
-        rate = self._tw.run(chain.token(LST).functions.getRate().call())
-        new_rate = (D(rate).scaleb(-18) * LST_RATE_STEP).quantize(D("0.000001"))
-        self._tw.run(chain.set_lst_rate(LST, new_rate))
-        # The DEX follows the rate, as the world's build sets it (LST -> WETH at the rate, the reverse rounded down):
-        # else the flash loan's swap would get less than the oracle says and every atomic step would revert.
-        self._tw.run(chain.set_swap_rate(LST, "WETH", new_rate))
-        self._tw.run(chain.set_swap_rate("WETH", LST, D(10**36 // int(new_rate.scaleb(18))).scaleb(-18)))
+        levers.set_lst_rate(self._tw, LST, levers.lst_rate(self._tw, LST) * LST_RATE_STEP)
+        levers.settle_funding(self._tw, FUNDING_RATE)
+        self._mark_lever()
+        return True
 
-        def funding() -> None:
-            for venue, (perp, _) in ETH_MARKETS.items():
-                getattr(fake, venue).settle_funding(perp, FUNDING_RATE)
-
-        self._tw.call(funding)
+    def _mark_lever(self) -> None:
         assert self.life is not None
         self._lever_mark = (self.life.n, len(self.life.finished()))
-        return True
+
+    def _ran_since_lever(self) -> bool:
+        """An instruction has finished since the step's lever moved, in some life (a restart counts: the new life
+        decides afresh on the moved world)."""
+        assert self.life is not None
+        life, finished = self._lever_mark
+        return self.life.n != life or len(self.life.finished()) > finished
 
     def _rebalanced(self, truth: Truth) -> bool:
         """Hedged again, at the LST's new value (an instruction has run since the lever, in some life)."""
-        assert self.life is not None
-        life, finished = self._lever_mark
-        ran = self.life.n != life or len(self.life.finished()) > finished
-        return ran and truth.entered()
+        return self._ran_since_lever() and truth.entered()
+
+    def _margin_lever(self) -> bool:
+        """The margin top-up's cause: ETH up on the chain and every venue together, in steps (levers.move_eth_price),
+        until the venue whose short has lost most of its margin is at MARGIN_LEVER_RATIO. A short's ratio at price
+        P is K/P − 1 with K = (USDT + |s|·entry)/|s| = (ratio + 1)·mark: the target is min over venues of
+        K / (1 + MARGIN_LEVER_RATIO)."""
+        truth = read_truth(self._tw)
+        shorts = {v: r for v, r in truth.margins.items() if truth.perps[instrument(v)] < 0}
+        if not shorts:
+            raise RuntimeError(f"margin_topup: no short to lever ({truth.describe()})")
+        self._usdt_before = dict(truth.usdt)
+        target = min((r + 1) * truth.eth_price for r in shorts.values()) / (1 + MARGIN_LEVER_RATIO)
+        levers.move_eth_price(self._tw, target)
+        self._mark_lever()
+        return True
+
+    def _margin_restored(self, truth: Truth) -> bool:
+        """Every venue's margin ratio back above MARGIN_RESTORED with USDT arrived on some venue (the long leg sold
+        there), and the book hedged."""
+        arrived = any(u > self._usdt_before.get(v, D(0)) + 1 for v, u in truth.usdt.items())
+        restored = bool(truth.margins) and min(truth.margins.values()) >= MARGIN_RESTORED
+        return self._ran_since_lever() and arrived and restored and truth.entered()
+
+    def _deleverage_lever(self) -> bool:
+        """The deleverage's cause: the LST's rate down (the collateral falls at the oracle, the debt does not) until
+        the Pool's LTV is LTV_LEVER_ABOVE_TARGET above λ, past the act band the script's daemon runs with."""
+        truth = read_truth(self._tw)
+        if truth.ltv <= 0:
+            raise RuntimeError(f"deleverage: no AAVE loop to lever ({truth.describe()})")
+        factor = truth.ltv / (TARGET_LTV + LTV_LEVER_ABOVE_TARGET)
+        rate = levers.lst_rate(self._tw, LST) * factor
+        levers.set_lst_rate(self._tw, LST, rate.quantize(D("0.000001"), rounding=ROUND_DOWN))
+        self._mark_lever()
+        return True
+
+    def _deleveraged(self, truth: Truth) -> bool:
+        """The Pool's LTV back within the warn band of λ (REDUCE_LTV repays to λ), and the book hedged."""
+        in_band = truth.debt_usd > 0 and abs(truth.ltv - TARGET_LTV) <= LTV_WARN_ABOVE_TARGET
+        return self._ran_since_lever() and in_band and truth.entered()
 
     def _halt_and_resume(self) -> bool:
         halted = basisd(self.env, "halt", "--reason", "chaos script")
