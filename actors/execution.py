@@ -88,8 +88,13 @@ class ExecutionActor:
         market: MarketBoard | None = None,
         positions: Positions | None = None,
         on_finished: Callable[[InstructionFinished], None] | None = None,
+        lots: Mapping[str, Decimal] | None = None,
     ) -> None:
         self.inbox = inbox
+        # venue -> the coarsest lot of its markets: an order step capped by what an earlier step produced (a
+        # deleverage frees a little less ETH than planned) is rounded down to it, so the venue takes it and the spot
+        # sale and the perp reduction of one top-up stay equal.
+        self._lots = dict(lots or {})
         # Seed 004's limits in force now (None: none applied); the market board gives the gas price and each order's
         # reference price (the venue's own mark or spot), `positions` the books' legs for the position limit.
         self._limits = limits
@@ -98,6 +103,10 @@ class ExecutionActor:
         self._on_finished = on_finished  # the risk gate follows what is in flight (actors.risk)
         self.refused = 0  # instructions refused or deferred by a limit
         self.timed_out = 0
+        # The instructions this run has begun (kept across the actor's restarts: it is the same object). One whose
+        # handler crashed comes back after the restart (`serve` redelivers it); run again, it would repeat steps
+        # already done — a second deleverage, a second transfer — so it is reported failed instead.
+        self._begun: set[str] = set()
         # The last line before the venue ports: nothing is sent while the start gate is closed (daemon.gate).
         self._gate = gate
         self._venues = venues
@@ -110,7 +119,10 @@ class ExecutionActor:
     async def run(self, ctx: ActorContext) -> None:
         async def handle(command: SubmitOrder | ExecuteInstruction) -> None:
             if isinstance(command, ExecuteInstruction):
-                await self._execute(ctx, command)
+                if command.instruction_id in self._begun:
+                    await self._interrupted(ctx, command)
+                else:
+                    await self._execute(ctx, command)
                 return
             if not command.reduce_only:
                 try:
@@ -184,6 +196,7 @@ class ExecutionActor:
 
     async def _execute(self, ctx: ActorContext, command: ExecuteInstruction) -> None:
         instruction = command.instruction
+        self._begun.add(command.instruction_id)
         done = reports = 0
         freed: Decimal | None = None  # what an earlier step actually produced, caps what later steps move
         reason = ""
@@ -222,9 +235,9 @@ class ExecutionActor:
                 in_flight = step
                 try:
                     if step.action in ORDER_STEPS:
-                        await self._order_step(ctx, command.instruction_id, step, freed, flatten,
-                                               capped=not instruction.reduces_exposure)
-                        reports += 1
+                        if await self._order_step(ctx, command.instruction_id, step, freed, flatten,
+                                                  capped=not instruction.reduces_exposure):
+                            reports += 1
                     else:
                         freed = await self._chain_step(command.instruction_id, step, freed)
                 except VenueError as exc:
@@ -247,6 +260,21 @@ class ExecutionActor:
                 "completed": completed, "steps_done": done, "steps": len(instruction.steps), "reports": reports,
                 "reason": reason})
         await self._finish(InstructionFinished(command.instruction_id, completed, done, reports, reason, now, now))
+
+    async def _interrupted(self, ctx: ActorContext, command: ExecuteInstruction) -> None:
+        """An instruction whose run crashed the actor, offered again after its restart: never run again from its
+        first step (what it had done stands, on the venues and in the books); reported failed, journaled as
+        finished, so the strategy halts and plans afresh from the books once resumed."""
+        now = ctx.clock.now_ns()
+        reason = ("not run again: the execution actor failed during it and was restarted; the steps it had done "
+                  "stand, booked from the venues' reports")
+        ctx.log.error("instruction_finished", instruction_id=command.instruction_id, type=command.instruction.type,
+                      completed=False, steps_done=0, steps=len(command.instruction.steps), reason=reason)
+        if self._journal is not None:
+            self._journal.record_instruction(now, command.instruction_id, "finished", {
+                "completed": False, "steps_done": 0, "steps": len(command.instruction.steps), "reports": 0,
+                "reason": reason})
+        await self._finish(InstructionFinished(command.instruction_id, False, 0, 0, reason, now, now))
 
     async def _finish(self, event: InstructionFinished) -> None:
         if self._on_finished is not None:
@@ -272,9 +300,20 @@ class ExecutionActor:
         return reason
 
     async def _order_step(self, ctx: ActorContext, instruction_id: InstructionId, step: Step,
-                          freed: Decimal | None, flatten: bool = False, capped: bool = False) -> None:
+                          freed: Decimal | None, flatten: bool = False, capped: bool = False) -> bool:
+        """Send the step's order; False if there was nothing to send (no report will come of it)."""
         kind, side, reduce_only = ORDER_STEPS[step.action]
         quantity = _amount(step, freed, "amount", "amount_eth").quantize(QTY, rounding=ROUND_DOWN)
+        lot = self._lots.get(step.venue)
+        if freed is not None and lot is not None and quantity % lot:
+            quantity = (quantity / lot).to_integral_value(rounding=ROUND_DOWN) * lot
+        if quantity <= 0 and freed is not None:
+            # Less than one lot to trade (the dust of a top-up's ETH beyond its lots, or nothing freed for it): no
+            # order can carry it, and refusing the instruction over it would stop a flatten half-way.
+            ctx.log.warning("order_step_skipped", instruction_id=instruction_id, step=step.step, action=step.action,
+                            venue=step.venue, planned=str(step.params.get("amount", step.params.get("amount_eth"))),
+                            reason="less than one lot of it is left to trade")
+            return False
         now = ctx.clock.now_ns()
         order = SubmitOrder(client_order_id(instruction_id, step.step), instruction_id,
                             InstrumentId(f"{step.venue}:{kind}:{step.params.get('asset', 'ETH')}USDT"), side, quantity,
@@ -285,6 +324,7 @@ class ExecutionActor:
         reason = await self._submit(ctx, order, flatten)
         if reason is not None:
             raise NonRetryableVenueError(reason)
+        return True
 
     async def _chain_step(self, instruction_id: InstructionId, step: Step, freed: Decimal | None) -> Decimal | None:
         """Carry out an on-chain or transfer step; return the ETH freed for the steps after it."""

@@ -71,7 +71,7 @@ from daemon.journal import Journal
 from daemon.journal_books import opening_key
 from daemon.lifecycle import Actor
 from daemon.metrics import MetricSources, build_registry, serve_metrics
-from daemon.mode_spec import mode_spec
+from daemon.mode_spec import coarsest_lot, mode_spec
 from daemon.operator import FlattenRefused, Operator
 from daemon.risk_wiring import BreakerPlanner, PositionLegs, breaker_settings, execution_limits
 from daemon.settings import RiskSettings, Settings
@@ -197,7 +197,8 @@ class Daemon:
                                         strategy_events, self.venue_stats.chain(self.chain), self.journal,
                                         gate=self.gate, limits=self._execution_limits, market=self.board,
                                         positions=PositionLegs(lambda: self.positions, self.spec, tuple(cex)),
-                                        on_finished=self.risk.instruction_finished)
+                                        on_finished=self.risk.instruction_finished,
+                                        lots={name: coarsest_lot(v, config.params.asset) for name, v in cex.items()})
         self.fills = FillsActor(venue_reports, positions_reports, strategy_events,  # type: ignore[arg-type]
                                 self.journal)
         self.recorder: RecorderActor | None = None

@@ -67,7 +67,7 @@ EXCHANGE_IDS: dict[str, dict[str, str]] = {
 
 
 class LiveAccounts:
-    def __init__(self, config: ResolvedConfig, spot_venue: str, clock: Clock,
+    def __init__(self, config: ResolvedConfig, clock: Clock,
                  reports: LosslessChannel[VenueReport], session: Any = None) -> None:
         s = config.settings
         self._settings = s.exchange
@@ -86,7 +86,9 @@ class LiveAccounts:
         for name, v in config.venues.items():
             if v.kind != "cex":
                 continue
-            kinds = ("Perp", "Spot") if name == spot_venue else ("Perp",)
+            # Every venue trades spot as well as its perp: the long is bought on the spot venue, and a margin top-up
+            # sends ETH to the venue short of margin and sells it there (daemon.domain.strategy.add_margin_to_cex).
+            kinds = ("Perp", "Spot")
             keys = getattr(s.credentials, name)
             credentials = Credentials(
                 keys.api_key.get_secret_value(), keys.api_secret.get_secret_value(),

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from daemon.config import ResolvedConfig
 from daemon.domain.strategy import ModeSpec
+from daemon.settings import VenueDefinition
 
 
 def mode_spec(config: ResolvedConfig) -> ModeSpec:
@@ -44,3 +45,9 @@ def _spot_lot_step(config: ResolvedConfig) -> Decimal:
     venue = config.venues.get(config.mode.spot_venue or "")
     step = venue.spot_lot_step.get(config.params.asset) if venue is not None else None
     return Decimal(str(step)) if step is not None else Decimal("0.001")
+
+
+def coarsest_lot(venue: VenueDefinition, asset: str) -> Decimal:
+    """The coarser of `venue`'s perp and spot lot steps in `asset` (0.001 where the catalog names none): what one
+    quantity traded on both of its markets must be a multiple of."""
+    return max(Decimal(str(venue.lot_step.get(asset, 0.001))), Decimal(str(venue.spot_lot_step.get(asset, 0.001))))

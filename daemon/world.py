@@ -186,7 +186,7 @@ def live_world(config: ResolvedConfig, spec: ModeSpec, venue_reports: LosslessCh
     asset = config.params.asset
     spot_venue = config.mode.spot_venue if config.mode.spot_venue in cex else cex[0]
     session = venue_session(config)
-    accounts = LiveAccounts(config, spot_venue, clock, venue_reports, session=session)
+    accounts = LiveAccounts(config, clock, venue_reports, session=session)
     board = MarketBoard()
     on_chain = s.chain.address_book is not None
     # The wallet pays gas in ETH: with a chain, ETH is valued even where the mode trades another asset.

@@ -838,8 +838,8 @@ def _exit(spec: ModeSpec, view: StrategyView, fraction: Decimal) -> list[Instruc
             # The mode's own asset (btc_basis holds BTC perps and spot): without it execution trades ETH.
             add("REDUCE_PERP_SHORT" if v.perp_size < 0 else "REDUCE_PERP_LONG", Executor.CEX, venue,
                 amount=_qty(abs(v.perp_size) * fraction, spec.lot(venue)), asset=spec.asset)
-        if v.spot > 0:
-            add("SELL_SPOT", Executor.CEX, venue, amount=_qty(v.spot * fraction, spec.spot_lot_step),
-                asset=spec.asset)
+        spot = _qty(v.spot * fraction, spec.spot_lot_step)
+        if spot > 0:  # below one lot it cannot be sold: dust (a margin top-up's ETH beyond the lots it sold)
+            add("SELL_SPOT", Executor.CEX, venue, amount=spot, asset=spec.asset)
     kind = "UNWIND" if fraction == ONE else "WITHDRAWAL"
     return [Instruction(0, kind, spec.name, view.equity * fraction, tuple(steps), True, kind.lower())] if steps else []

@@ -538,7 +538,10 @@ class CcxtExchange:
         if seen is not None:
             return seen
         kind, symbol, _ = ccxt_symbol(order.instrument_id)
-        client = self._clients[kind]
+        client = self._clients.get(kind)
+        if client is None:
+            raise NonRetryableVenueError(f"{self.venue}: order {cid} on {order.instrument_id}: no {kind} market is "
+                                         f"configured on this venue")
         refusal, price, venue_cid = self._check(order, self._config.exchanges[kind])
         if refusal is not None:
             return self._record(self._report(cid, None, "rejected", refusal))

@@ -154,6 +154,11 @@ class Sightings:
 ZERO = Decimal(0)
 
 
+def plain(amount: Decimal) -> str:
+    """`amount` as a venue takes it: fixed-point, no exponent, no trailing zeros (`2.85977887`, `15000`)."""
+    return format(amount.normalize(), "f")
+
+
 def same_tx(a: str | None, b: str | None) -> bool:
     """Two spellings of one chain transaction hash (venues differ in case and in the `0x`)."""
     return bool(a) and bool(b) and str(a).lower().removeprefix("0x") == str(b).lower().removeprefix("0x")
@@ -258,10 +263,14 @@ class VenueFunds:
             raise WalletMoveNotNeeded(f"{self.venue}: deposits and withdrawals use the spot wallet: nothing to sweep")
         funding, trading = _FUNDING_ACCOUNTS[self._fam]
         src, dst = (funding, trading) if to_trading else (trading, funding)
+        # The amount exactly as booked, over ccxt's `currency_to_precision`: without the venue's currency list ccxt
+        # rounds to the nearest step of the perp's lot (0.01 ETH), up as often as down, and a sweep rounded up is
+        # refused for want of funds, one rounded down strands the rest in the funding account.
         if self._fam == "bybit":
-            params = {"transferId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"basisd:{self.venue}:{key}"))}
+            params = {"transferId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"basisd:{self.venue}:{key}")),
+                      "amount": plain(amount)}
         else:
-            params = {"clientId": hashlib.sha256(key.encode()).hexdigest()[:32]}
+            params = {"clientId": hashlib.sha256(key.encode()).hexdigest()[:32], "amt": plain(amount)}
         try:
             await self._funds.transfer(asset, str(amount), src, dst, params)
         except ccxt.BadRequest as exc:
@@ -283,7 +292,8 @@ class VenueFunds:
         if amount <= 0:
             raise NonRetryableVenueError(f"{self.venue}: a move of {amount} {asset}")
         try:
-            done = await self._funds.transfer(asset, str(amount), _WALLETS[from_wallet], _WALLETS[to_wallet])
+            done = await self._funds.transfer(asset, str(amount), _WALLETS[from_wallet], _WALLETS[to_wallet],
+                                              {"amount": plain(amount)})  # exact, as `sweep` says why
         except ccxt.BaseError as exc:
             raise self._error(exc, Call.WRITE, f"moving {amount} {asset} from {from_wallet} to {to_wallet}") from None
         return str(done.get("id") or (done.get("info") or {}).get("tranId") or "")

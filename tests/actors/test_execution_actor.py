@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from actors.execution import ExecutionActor
 from daemon.bus import LosslessChannel
@@ -76,15 +77,15 @@ def simulated_venues(clock: VirtualClock, reports: LosslessChannel[VenueReport],
 
 
 @asynccontextmanager
-async def running(gate: StartGate | None = None, chain_type: type[SimulatedChain] = SimulatedChain
-                  ) -> AsyncIterator[Rig]:
+async def running(gate: StartGate | None = None, chain_type: type[SimulatedChain] = SimulatedChain,
+                  lots: dict[str, Decimal] | None = None) -> AsyncIterator[Rig]:
     clock = VirtualClock(0, None)
     orders: LosslessChannel[SubmitOrder | ExecuteInstruction] = LosslessChannel("execution.orders", 64)
     reports: LosslessChannel[VenueReport] = LosslessChannel("fills.reports", 256)
     events: LosslessChannel[OrderEvent] = LosslessChannel("strategy.events", 64)
     exchanges, board, chain = simulated_venues(clock, reports, VENUES, chain_type)
     chain.receive(ChangeSet(Reason.INITIAL_CAPITAL, 0, (TokenChange(WALLET, "USDT", D(100_000)),)))
-    actor = ExecutionActor(orders, exchanges, events, chain, gate=gate)
+    actor = ExecutionActor(orders, exchanges, events, chain, gate=gate, lots=lots)
     trading = TradingStateCell()
     sup = Supervisor([actor], clock=clock, trading=trading, policy=RestartPolicy(), heartbeat_interval_s=0.05,
                      heartbeat_timeout_s=1, rng=random.Random(0))
@@ -461,3 +462,88 @@ async def test_nothing_reaches_a_venue_while_the_start_gate_is_closed() -> None:
     assert isinstance(rejected, OrderRejected) and "start-up" in rejected.reason
     assert sent == (0, 0, 0)  # not one order, transfer or transaction went out
     assert done.completed  # and once the gate is open, the same instruction runs
+
+
+class ChainWithABug(SimulatedChain):
+    """A chain adapter whose leverage step raises what no venue error is (a bug: the actor crashes), after the
+    instruction's transfer, order and withdrawal have gone out."""
+
+    transfers = 0
+
+    async def transfer_usdt_to_cex(self, venue: str, amount: Decimal, ref: str) -> None:
+        self.transfers += 1
+        await super().transfer_usdt_to_cex(venue, amount, ref)
+
+    async def atomic_leverage_entry(self, equity_eth: Decimal, supply_eth: Decimal, borrow_eth: Decimal,
+                                    ref: str) -> None:
+        raise KeyError("Spot")
+
+
+@pytest.mark.asyncio
+async def test_an_instruction_that_crashed_the_actor_is_not_run_again_after_its_restart() -> None:
+    async with running(chain_type=ChainWithABug) as rig:
+        await rig.orders.send(ExecuteInstruction(InstructionId("i1"), entry_instruction(D(10)), 0, 0))
+        done = await finished(rig)  # the supervisor restarted the actor, which was offered the instruction again
+        assert not done.completed and done.steps_done == 0
+        assert "not run again" in done.reason, done.reason
+        assert isinstance(rig.chain, ChainWithABug) and rig.chain.transfers == 1  # its first step ran once
+        fills = [r for r in (rig.reports.receive_nowait() for _ in range(len(rig.reports)))
+                 if isinstance(r, FillReport)]
+        assert [f.client_order_id for f in fills] == ["i1-2", "i1-3"]  # each order once
+        # The next instruction runs as any does.
+        await rig.orders.send(ExecuteInstruction(InstructionId("i2"), Instruction(
+            2, "DELTA_ADJUST", "test", D(3000), (Step(1, "INCREASE_PERP_SHORT", Executor.CEX, "binance",
+                                                      {"amount": D(1)}),), False, "delta"), 0, 0))
+        assert (await finished(rig)).completed
+
+
+class ShortDeleverage(SimulatedChain):
+    """A deleverage that frees a little less ETH than the top-up planned (the oracle moved, the swap slipped): the
+    steps after it move what it freed, no more."""
+
+    async def atomic_deleverage(self, repay_eth: Decimal, withdraw_eth: Decimal, ref: str,
+                                free_eth: Decimal | None = None) -> Decimal:
+        short = free_eth - D("0.0048") if free_eth is not None else None
+        return await super().atomic_deleverage(repay_eth, withdraw_eth, ref, short)
+
+
+@pytest.mark.asyncio
+async def test_a_top_up_that_freed_less_trades_whole_lots_of_it_and_the_same_on_both_legs() -> None:
+    lots = {"binance": D("0.01"), "bybit": D("0.01")}
+    async with running(chain_type=ShortDeleverage, lots=lots) as rig:
+        await rig.orders.send(ExecuteInstruction(InstructionId("i1"), entry_instruction(D(10)), 0, 0))
+        assert (await finished(rig)).completed
+        [rig.reports.receive_nowait() for _ in range(len(rig.reports))]
+        eth = D("2")
+        top_up = Instruction(2, "ADD_MARGIN_TO_CEX", "binance", eth * 3000, (
+            Step(1, "ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC, "aave_v3",
+                 {"repay_eth": D(20), "withdraw_eth": D(22), "free_eth": eth}),
+            Step(2, "TRANSFER_ETH_TO_CEX", Executor.WALLET, "binance", {"amount_eth": eth}),
+            Step(3, "SELL_ETH_SPOT", Executor.CEX, "binance", {"amount_eth": eth}),
+            Step(4, "REDUCE_PERP_SHORT", Executor.CEX, "binance", {"amount_eth": eth})), True, "margin")
+        await rig.orders.send(ExecuteInstruction(InstructionId("i2"), top_up, 0, 0))
+        done = await finished(rig)
+        assert done.completed, done.reason
+        fills = [r for r in (rig.reports.receive_nowait() for _ in range(len(rig.reports)))
+                 if isinstance(r, FillReport)]
+    # 1.9952 ETH arrived: 1.99 of it sold and as much short bought back, in the venue's lots.
+    assert [(f.client_order_id, f.quantity) for f in fills] == [("i2-3", D("1.99")), ("i2-4", D("1.99"))]
+
+
+@pytest.mark.asyncio
+async def test_less_than_a_lot_left_to_sell_is_skipped_and_the_flatten_goes_on() -> None:
+    async with running(lots={"binance": D("0.01"), "bybit": D("0.01")}) as rig:
+        await rig.orders.send(ExecuteInstruction(InstructionId("i1"), entry_instruction(D(10)), 0, 0))
+        assert (await finished(rig)).completed
+        [rig.reports.receive_nowait() for _ in range(len(rig.reports))]
+        unwind = Instruction(2, "UNWIND", "test", D(30_000), (
+            Step(1, "ATOMIC_DELEVERAGE_AAVE", Executor.ATOMIC, "aave_v3",
+                 {"repay_eth": D(1), "withdraw_eth": D("1.2")}),
+            Step(2, "SELL_SPOT", Executor.CEX, "bybit", {"amount": D("0.005")}),  # dust: below bybit's lot
+            Step(3, "REDUCE_PERP_SHORT", Executor.CEX, "binance", {"amount": D(1)})), True, "unwind")
+        with capture_logs() as logs:
+            await rig.orders.send(ExecuteInstruction(InstructionId("i2"), unwind, 0, 0))
+            done = await finished(rig)
+    assert done.completed and done.steps_done == 3, done.reason
+    assert done.reports == 2  # the deleverage's transaction and the perp's fill: none for the skipped sale
+    assert [e["step"] for e in logs if e["event"] == "order_step_skipped"] == [2]

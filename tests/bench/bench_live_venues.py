@@ -149,7 +149,7 @@ class Rig:
     def accounts(self, config: ResolvedConfig | None = None) -> tuple[LiveAccounts, Any]:
         session = redirected_session(f"127.0.0.1:{self.fake.port}", self.fake.tls.cert_path)
         reports: LosslessChannel[VenueReport] = LosslessChannel("fills.reports", 10_000)
-        return LiveAccounts(config or self.config, self.spot_venue, WallClock(), reports, session=session), session
+        return LiveAccounts(config or self.config, WallClock(), reports, session=session), session
 
 
 async def timed(work: Callable[[], Awaitable[Any]]) -> int:

@@ -19,7 +19,8 @@ import pytest
 from tests.chaos.kill9 import KillPoint, Trial
 from tests.fakes.chain.world import BuiltWorld
 
-pytestmark = [pytest.mark.chaos, pytest.mark.anvil, pytest.mark.exchange_fake, pytest.mark.subprocess]
+pytestmark = [pytest.mark.chaos, pytest.mark.anvil, pytest.mark.exchange_fake, pytest.mark.subprocess,
+              pytest.mark.timeout(180)]  # a fresh world and two lives of the daemon per test
 
 STEPS = ("entry", "flatten")
 STEP_TIMEOUT_S = 25  # the runner's default: a restart with funds in transit waits for them to land before it re-plans

@@ -223,6 +223,17 @@ def test_unwind_fast_is_atomic_and_slow_is_sequential_and_closes_every_leg() -> 
     assert slow.steps[0].action == "SEQUENTIAL_DELEVERAGE_AAVE"
 
 
+def test_an_unwind_sells_the_spot_it_can_and_leaves_dust_below_a_lot() -> None:
+    # A margin top-up sells the lots of the ETH it sent; what is beyond them stays on the venue as spot.
+    view = running_view()
+    venues = {**view.venues, "bybit": replace(view.venues["bybit"], spot=D("0.00048568")),
+              "okx": replace(view.venues["okx"], spot=D("1.2345678"))}
+    unwind = decide(Change.UNWIND, spec(), replace(view, venues=venues)).instructions[0]
+    sales = [(s.venue, s.params["amount"]) for s in unwind.steps if s.action == "SELL_SPOT"]
+    assert sales == [("okx", D("1.234"))]  # never an order of nothing: the venue would refuse it
+    assert all(D(str(s.params["amount"])) > 0 for s in unwind.steps if "amount" in s.params)
+
+
 def test_withdrawal_unwinds_proportionally() -> None:
     withdrawal = decide(Change.WITHDRAWAL, spec(), running_view(), amount=D(25_000)).instructions[0]
     assert withdrawal.type == "WITHDRAWAL"
