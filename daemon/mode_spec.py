@@ -32,6 +32,8 @@ def mode_spec(config: ResolvedConfig) -> ModeSpec:
         max_leverage_iterations=p.max_leverage_iterations,
         withdrawal_fees_usdt={name: Decimal(str(v.withdrawal_fee.get("USDT", 0))) for name, v in config.venues.items()
                               if v.kind == "cex"},
+        withdrawal_fees_asset={name: Decimal(str(v.withdrawal_fee.get(p.asset, 0))) for name, v in
+                               config.venues.items() if v.kind == "cex"},
         # `live` without a chain (no `chain.address_book`): capital stays on the venues it was deposited to.
         wallet_transfers=config.settings.runtime.mode != "live" or config.settings.chain.address_book is not None,
         lot_steps={name: Decimal(str(v.lot_step[p.asset])) for name, v in config.venues.items()

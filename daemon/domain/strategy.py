@@ -95,6 +95,9 @@ class ModeSpec:
     # USDT a venue keeps of each withdrawal to the wallet (its `withdrawal_fee`): an entry that moves capital
     # between venues plans with it, so no withdrawal is refused for not covering its fee.
     withdrawal_fees_usdt: Mapping[str, Decimal] = field(default_factory=dict)
+    # Each venue's fee for withdrawing the mode's asset (ETH), in it: loose ETH on a venue worth less than
+    # WITHDRAWAL_FEE_MULTIPLE fees stays there (hedged as any spot), rather than pay a tenth of itself or more to move.
+    withdrawal_fees_asset: Mapping[str, Decimal] = field(default_factory=dict)
     unwind: str = "fast"
     gas_reserve: Decimal = ZERO  # ETH kept in the wallet for gas (ETH share class, which has no gas debt)
     leverage: str = "atomic"  # "atomic" (flash loan) | "sequential" (round after round, DOMAIN §3)
@@ -217,6 +220,11 @@ def desired_state(spec: ModeSpec, equity: Decimal, price: Decimal) -> DesiredSta
         entry = atomic_entry(long_eth, spec.target_ltv)
         return DesiredState(entry.supplied, entry.borrowed, ZERO, ZERO, shorts, margins, ZERO)
     raise ValueError(f"unknown mode {spec.name!r}")
+
+
+# Loose ETH on a venue is withdrawn to be levered only when the withdrawal's fee is at most a tenth of it: a margin
+# top-up's ETH beyond the lots it sold (0.00882 ETH) does not cover Bybit's and OKX's fee on top (0.0015) by much.
+WITHDRAWAL_FEE_MULTIPLE = Decimal(10)
 
 
 def _qty(x: Decimal, step: Decimal = QTY) -> Decimal:
@@ -638,7 +646,8 @@ def _complete_long_leg(spec: ModeSpec, view: StrategyView) -> Instruction | None
     The wallet's own gas money stays below the floor (a live wallet holds some; a simulated one runs a gas debt)."""
     if spec.share_class != "USDT" or not spec.staking or not spec.hedged or view.price_usd <= 0:
         return None
-    spot = {venue: v.spot for venue, v in view.venues.items() if v.spot > 0}
+    spot = {venue: v.spot for venue, v in view.venues.items()
+            if v.spot > 0 and v.spot >= WITHDRAWAL_FEE_MULTIPLE * spec.withdrawal_fees_asset.get(venue, ZERO)}
     loose = sum(spot.values(), ZERO) + max(ZERO, view.wallet_asset - spec.gas_reserve)
     if loose * view.price_usd < reinvest_floor(spec, view):
         return None

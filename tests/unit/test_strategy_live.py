@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from hypothesis import given, settings
@@ -141,3 +142,21 @@ def test_an_entry_cut_short_after_its_shorts_is_finished_from_where_the_book_is(
         assert abs(D(str(lever["borrow_eth"])) / D(str(lever["supply_eth"])) - s.target_ltv) < D("1e-12")
     # Gas money alone (1 ETH of a 60,000 USDT book): nothing to complete.
     assert all(i.type != "COMPLETE_LONG_LEG" for i in decide(Change.REBALANCE, s, book(D(0), D(1))).instructions)
+
+
+def test_loose_eth_on_a_venue_worth_less_than_ten_withdrawal_fees_is_left_there() -> None:
+    """A margin top-up sells whole lots of the ETH it sent and leaves the rest spot on the venue (0.00882 ETH on
+    Bybit, whose 0.0015 ETH fee comes on top): the entry's tail withdraws the ETH worth moving, not that dust — a
+    withdrawal of the whole dust is refused by the venue (its fee is not covered), and one of it minus the fee
+    pays a sixth of itself to move."""
+    price = D(3000)
+    s = replace(spec("usdt_market_neutral"), withdrawal_fees_asset={"binance": D("0.0008"), "bybit": D("0.0015"),
+                                                                   "okx": D("0.0015")})
+    spot = {"binance": D("2.85"), "bybit": D("0.00882186"), "okx": D("0.015")}
+    venues = {v: VenueView(D(20_000), spot[v], D(-5), price, price) for v in spot}
+    equity = D(60_000) + sum(spot.values(), D(0)) * price
+    view = StrategyView(equity, price, D("1.05"), D(0), D(0), s.gas_reserve, D(0), D(0), venues)
+    tail = next(i for i in decide(Change.REBALANCE, s, view).instructions if i.type == "COMPLETE_LONG_LEG")
+    withdrawals = {step.venue: step.params["amount_eth"] for step in tail.steps if step.action == "WITHDRAW_TO_WALLET"}
+    assert withdrawals == {"binance": D("2.85"), "okx": D("0.015")}  # bybit's is less than ten fees: it stays
+    assert D(str(tail.steps[-1].params["equity_eth"])) == D("2.865")  # only what comes to the wallet is levered
