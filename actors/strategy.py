@@ -25,8 +25,17 @@ from daemon.domain.messages import (
     OrderEvent,
     PortfolioSnapshotted,
 )
-from daemon.domain.risk import RiskLimits
-from daemon.domain.strategy import Change, Decision, Instruction, ModeSpec, decide, next_change
+from daemon.domain.risk import Level, RiskLimits
+from daemon.domain.strategy import (
+    Change,
+    Decision,
+    Instruction,
+    ModeSpec,
+    StrategyView,
+    decide,
+    next_change,
+    solvency_levels,
+)
 from daemon.domain.view import strategy_view
 from daemon.gate import StartGate
 from daemon.lifecycle import ActorContext, serve
@@ -50,6 +59,7 @@ class StrategyActor:
         limits: Callable[[], RiskLimits] | None = None,
         decision_interval_s: float = 3600.0,
         failure_backoff_max_s: float | None = None,
+        decide_on_risk: bool = False,
     ) -> None:
         self.market = market
         # Decisions wait for the start gate (daemon.gate): one made on books not yet checked against the venues
@@ -65,6 +75,12 @@ class StrategyActor:
         # At most one decision per interval of market time: a replay's hour (one bar), a few seconds' polls on live
         # data. The instruction ids keep the market hour, whatever the interval.
         self._interval_ns = int(decision_interval_s * 1_000_000_000)
+        # On live data (`decide_on_risk`), a venue's margin or the AAVE loop reaching a worse level than at the last
+        # decision (WARNING, URGENT, CRITICAL: `solvency_levels`) is decided on at once, inside the interval: a
+        # margin call must not wait out the timer. Off in a replay, whose interval is its bar.
+        self._decide_on_risk = decide_on_risk
+        self._levels: tuple[Level, Level] = (Level.OK, Level.OK)  # at the last decision
+        self.risk_decisions = 0
         # On live venues an instruction refused whole (a venue's rejection, a limit) is not re-sent every interval:
         # the next decision waits one interval more after each refusal in a row, up to `failure_backoff_max_s`
         # (None: no wait, the replay's rule — a refusal there is retried on the next bar).
@@ -111,16 +127,7 @@ class StrategyActor:
                     self.completed_instructions += 1
                     self._refusals = 0
                 else:
-                    self.failed_instructions += 1
-                    ctx.log.warning("instruction_failed", instruction_id=event.instruction_id, reason=event.reason,
-                                    steps_done=event.steps_done)
-                    if event.steps_done == 0:
-                        self._back_off(ctx)
-                    else:
-                        # Half an instruction is a position nobody designed (DOMAIN §8 #20): keep what is held,
-                        # send nothing new, and leave the next move to a human.
-                        ctx.trading.halt(f"instruction {event.instruction_id} stopped after {event.steps_done} "
-                                         f"step(s): {event.reason}", source="strategy")
+                    self._failed(ctx, event)
 
         async def maybe_decide() -> None:
             nonlocal last_slot
@@ -129,7 +136,7 @@ class StrategyActor:
                 return
             now = ctx.clock.now_ns()
             slot, hour = now // self._interval_ns, now // NS_PER_HOUR
-            if slot == last_slot or now < self.retry_at_ns:
+            if not self._may_decide(now, same_interval=slot == last_slot):
                 return
             try:
                 self._check_marks(board)
@@ -138,14 +145,54 @@ class StrategyActor:
                 self._waiting_for_data(ctx, str(missing))
                 return
             self.missing_data = ""
+            limits = self._limits()
+            if slot == last_slot and not self._risk_event(ctx, view, limits):
+                return
+            self._note_levels(view, limits)
             last_slot = slot
-            decision = decide(next_change(self._spec, view), self._spec, view, limits=self._limits())
+            decision = decide(next_change(self._spec, view), self._spec, view, limits=limits)
             await self._issue(ctx, decision, hour, pending)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve, ctx, self.market, on_market)
             tg.start_soon(serve, ctx, self.events, on_event)
             tg.start_soon(self._decide_once_open, maybe_decide)
+
+    def _failed(self, ctx: ActorContext, event: InstructionFinished) -> None:
+        self.failed_instructions += 1
+        ctx.log.warning("instruction_failed", instruction_id=event.instruction_id, reason=event.reason,
+                        steps_done=event.steps_done)
+        if event.steps_done == 0:
+            self._back_off(ctx)
+        else:
+            # Half an instruction is a position nobody designed (DOMAIN §8 #20): keep what is held, send nothing
+            # new, and leave the next move to a human.
+            ctx.trading.halt(f"instruction {event.instruction_id} stopped after {event.steps_done} step(s): "
+                             f"{event.reason}", source="strategy")
+
+    def _may_decide(self, now: int, *, same_interval: bool) -> bool:
+        """Not backing off, and a new interval — or, on live data, inside it if a risk event may call for it."""
+        return now >= self.retry_at_ns and (not same_interval or self._decide_on_risk)
+
+    def _note_levels(self, view: StrategyView, limits: RiskLimits) -> None:
+        if self._decide_on_risk:
+            self._levels = solvency_levels(self._spec, view, limits)
+
+    def _risk_event(self, ctx: ActorContext, view: StrategyView, limits: RiskLimits) -> bool:
+        """Inside the interval, on live data: whether a solvency reading reached a worse level than at the last
+        decision (then it is decided on now, and said); a reading better since — a top-up landed — is kept, so that
+        the next worsening is an event again."""
+        if not self._decide_on_risk:
+            return False
+        levels, was = solvency_levels(self._spec, view, limits), self._levels
+        if not any(now > before for now, before in zip(levels, was, strict=True)):
+            self._levels = (min(levels[0], was[0]), min(levels[1], was[1]))
+            return False
+        self.risk_decisions += 1
+        ctx.log.warning("deciding_on_risk", margin=levels[0].name, aave=levels[1].name, was_margin=was[0].name,
+                        was_aave=was[1].name, detail="a reading reached a worse level than at the last decision: "
+                                                     "decided now, not at the next interval")
+        return True
 
     def _back_off(self, ctx: ActorContext) -> None:
         """An instruction refused whole: on live venues, wait longer before each attempt in a row."""

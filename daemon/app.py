@@ -179,7 +179,8 @@ class Daemon:
                                       gate=self.gate, limits=self._risk_limits,
                                       decision_interval_s=decision_interval_s(s),
                                       failure_backoff_max_s=FAILURE_BACKOFF_MAX_S if s.runtime.mode in
-                                      ("paper", "live") else None)
+                                      ("paper", "live") else None,
+                                      decide_on_risk=s.runtime.mode in ("paper", "live"))
         self.risk = RiskActor(
             risk_commands, execution_orders, strategy_events, risk_snaps, self._risk_limits,
             DrawdownBreaker().configured(*breaker_settings(s.risk)),

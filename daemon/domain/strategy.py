@@ -596,6 +596,15 @@ def delta_out_of_band(spec: ModeSpec, view: StrategyView, gaps: Gaps, limits: Ri
     return gaps.drift > rebalance_band(spec, limits)
 
 
+def solvency_levels(spec: ModeSpec, view: StrategyView, limits: RiskLimits) -> tuple[Level, Level]:
+    """The worst of the venues' margin levels and the AAVE loop's level, as the rebalance reads them: a reading that
+    moves to a worse level is a risk event the strategy decides on at once, not at its next interval."""
+    margin = max((_margin(v, vv, limits).level for v, vv in view.venues.items()), default=Level.OK)
+    aave = aave_reading(view.aave_collateral, view.aave_debt, spec.liquidation_threshold, spec.target_ltv,
+                        limits).level if spec.borrowing else Level.OK
+    return margin, aave
+
+
 def _rebalance(spec: ModeSpec, view: StrategyView, desired: DesiredState, gaps: Gaps,
                limits: RiskLimits) -> list[Instruction]:
     solvency: list[tuple[Decimal, Instruction]] = []
