@@ -22,7 +22,8 @@ anything is re-sent, and a resend carries the same client id, so the venue's dup
 
 Fills are read from REST (`fetch_my_trades` since the last trade seen, page by page) and published as
 `FillReport`s on the report channel, de-duplicated by (venue, trade id): after every order that filled, and
-whenever `poll_fills()` is called (the stream path comes later).
+whenever `poll_fills()` is called — the REST backstop; the private streams (`daemon.venues.ccxt_streams.FillStream`)
+publish the same reports as they come, de-duplicated with these.
 
 Every request passes its host's gate (`daemon.venues.request_gate`): nothing is sent into a rate limit or a ban, a
 degraded host takes no new orders, lost credentials stop every later request, and an answer that cannot be read is

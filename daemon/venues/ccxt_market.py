@@ -9,8 +9,9 @@ the float ccxt parsed (`daemon.venues.ccxt_parse.exact`): a malformed answer is 
 Errors are mapped once (`daemon.venues.ccxt_errors.map_error`, as reads): the caller (the live feed) degrades the
 venue and keeps going. The streams (`daemon.venues.ccxt_market_stream`) use this source as their backstop.
 
-The Binance fields are exercised against the exchange fake; Bybit's and OKX's follow their v5 payloads as ccxt
-parses them and are not yet proven against a fake (it serves Binance only so far).
+Each venue's fields are exercised against the exchange fake, which serves Binance's, Bybit's (v5) and OKX's (v5)
+public payloads (tests/integration/test_ccxt_market_stream.py, test_paper_daemon.py: configs/paper.yaml as shipped,
+hedged on all three).
 """
 
 from __future__ import annotations

@@ -43,15 +43,17 @@ def fake(tmp_path: Path) -> Iterator[tuple[FakeExchange, asyncio.AbstractEventLo
         loop.close()
 
 
-def paper_env(exchange: FakeExchange, state_dir: Path, mode: str, hedge: dict[str, float]) -> dict[str, str]:
+def paper_env(exchange: FakeExchange, state_dir: Path, mode: str, hedge: dict[str, float] | None) -> dict[str, str]:
+    """The environment of a paper daemon on the fake; `hedge` None: the shipped config's venues and hedge (eth_basis
+    on Binance, Bybit and OKX), else the hedge (and venues) given."""
+    venues = {} if hedge is None else {"BASISD_STRATEGY__VENUES": json.dumps(list(hedge)),
+                                       "BASISD_STRATEGY__PARAMS__HEDGE_ALLOCATION": json.dumps(hedge)}
     return {
         # Tests and demos only: the venues' hosts go to the fake, whose certificate is the only one trusted.
         "BASISD_VENUE_REDIRECT__ADDRESS": f"127.0.0.1:{exchange.port}",
         "BASISD_VENUE_REDIRECT__CA_FILE": str(exchange.tls.cert_path),
-        # The fake does not serve OKX's mark price yet: the hedge goes to the venues it serves.
         "BASISD_STRATEGY__MODE": mode,
-        "BASISD_STRATEGY__VENUES": json.dumps(list(hedge)),
-        "BASISD_STRATEGY__PARAMS__HEDGE_ALLOCATION": json.dumps(hedge),
+        **venues,
         "BASISD_RUNTIME__STATE_DIR": str(state_dir),
         "BASISD_LOGGING__FORMAT": "json",
         # Decide every second on polls every half second (configs/paper.yaml: a minute and 2 s).
@@ -61,7 +63,9 @@ def paper_env(exchange: FakeExchange, state_dir: Path, mode: str, hedge: dict[st
 
 
 CASES = [
-    # mode, hedge, the fake's perp marks (venue, symbol, mark), its Binance spot (symbol, price)
+    # mode, hedge, the fake's perp marks (venue, the fake's symbol, mark), its Binance spot (symbol, price)
+    ("paper.yaml", None, [("binance", "ETHUSDT", "3210.5"), ("bybit", "ETHUSDT", "3211"), ("okx", "ETH-USDT-SWAP", "3210")],
+     ("ETHUSDT", "3209.9")),  # configs/paper.yaml as shipped: eth_basis hedged on all three venues
     ("eth_basis", {"binance": 1.0}, [("binance", "ETHUSDT", "3210.5")], ("ETHUSDT", "3209.9")),
     ("btc_basis", {"binance": 0.5, "bybit": 0.5}, [("binance", "BTCUSDT", "61000.5"), ("bybit", "BTCUSDT", "61010")],
      ("BTCUSDT", "60990")),
@@ -70,9 +74,10 @@ CASES = [
 
 @pytest.mark.parametrize(("mode", "hedge", "marks", "spot"), CASES, ids=[c[0] for c in CASES])
 def test_paper_enters_at_the_fake_s_marks_decides_on_its_timer_answers_status_and_stops_on_sigterm(
-        fake: tuple[FakeExchange, asyncio.AbstractEventLoop], tmp_path: Path, mode: str, hedge: dict[str, float],
-        marks: list[tuple[str, str, str]], spot: tuple[str, str]) -> None:
+        fake: tuple[FakeExchange, asyncio.AbstractEventLoop], tmp_path: Path, mode: str,
+        hedge: dict[str, float] | None, marks: list[tuple[str, str, str]], spot: tuple[str, str]) -> None:
     exchange, loop = fake
+    mode = "eth_basis" if mode == "paper.yaml" else mode
 
     async def seed() -> None:
         for venue, symbol, mark in marks:
@@ -92,7 +97,7 @@ def test_paper_enters_at_the_fake_s_marks_decides_on_its_timer_answers_status_an
         bought = fills[f"binance:Spot:{spot[0]}"]
         assert bought["side"] == "BUY" and abs(Decimal(bought["price"]) - Decimal(spot[1])) < Decimal("1")
         for venue, symbol, mark in marks:
-            sold = fills[f"{venue}:Perp:{symbol}"]
+            sold = fills[f"{venue}:Perp:{symbol.replace('-', '').removesuffix('SWAP')}"]  # OKX's ETH-USDT-SWAP
             assert sold["side"] == "SELL" and abs(Decimal(sold["price"]) - Decimal(mark)) < Decimal("1"), sold
 
         # The strategy decides on its timer, on the wall clock (the replay's rule, once per market hour, would
@@ -125,8 +130,11 @@ def test_paper_enters_at_the_fake_s_marks_decides_on_its_timer_answers_status_an
     assert streams and all(("/public/" in path or path.startswith(("/ws/", "/market/ws/")))
                            and "private" not in path for _, path in streams), streams
     asked -= {(host, "WS", path) for host, path in streams}
+    # OKX's market data is all under its public and market paths (instruments, mark price, funding, tickers).
+    asked -= {(h, m, p) for h, m, p in asked if h == "www.okx.com" and m == "GET"
+              and p.startswith(("/api/v5/public/", "/api/v5/market/"))}
     assert asked <= public, asked - public
-    assert not exchange.binance.orders and not exchange.bybit.orders
+    assert not exchange.binance.orders and not exchange.bybit.orders and not exchange.okx.orders
 
 
 def test_a_venue_that_stops_answering_goes_stale_in_seconds_and_trading_takes_no_new_exposure_until_it_is_back(
