@@ -325,6 +325,39 @@ async def test_a_request_lost_before_placement_is_resent_with_the_same_client_id
     assert len(fills(reports)) == 1
 
 
+async def test_a_slow_answer_within_the_timeout_is_just_slow(exchange_fake: Any,
+                                                              binance: tuple[CcxtExchange, Any]) -> None:
+    venue, reports = binance
+    exchange_fake.faults.latency(0.4, path="/fapi/v1/order", method="POST", times=1)  # the adapter waits 1 s
+    report = await venue.submit_order(order("i27-1-1", PERP, Side.BUY, "0.020"))
+    assert report.status == "filled" and len(order_posts(exchange_fake)) == 1
+    # Nothing looked up, nothing resent: the answer came, late.
+    assert not [r for r in exchange_fake.requests_to(path_prefix="/fapi/v1/order") if r.method == "GET"]
+    assert len(fills(reports)) == 1
+
+
+async def test_a_request_that_timed_out_before_the_venue_saw_it_is_looked_up_then_resent_once(
+        exchange_fake: Any, binance: tuple[CcxtExchange, Any]) -> None:
+    """Latency beyond the timeout on the way in: the venue never saw the order (the fake's latency comes before its
+    handler). Its outcome is unknown to us, so it is asked for by client id first — not found — and only then sent
+    again, under the same client id: one order."""
+    venue, reports = binance
+    exchange_fake.faults.latency(3.0, path="/fapi/v1/order", method="POST", times=1)
+    report = await venue.submit_order(order("i28-1-1", PERP, Side.SELL, "0.030"))
+    assert report.status == "filled"
+    venue_cid = to_venue(ClientOrderId("i28-1-1"), "binanceusdm")
+    assert len([o for o in exchange_fake.binance.orders.values() if o.client_id == venue_cid]) == 1
+    asked = [r for r in exchange_fake.requests_to(path_prefix="/fapi/v1/order")
+             if r.method == "GET" and r.params.get("origClientOrderId") == venue_cid]
+    [post] = order_posts(exchange_fake)  # the resend (the held first one is logged when the fake answers it)
+    assert asked and post.params["newClientOrderId"] == venue_cid
+    # The held first request never makes a second order (dropped with its connection, or refused as a duplicate
+    # client id, as the venues do), even once its latency has passed.
+    await asyncio.sleep(3.2)
+    assert len([o for o in exchange_fake.binance.orders.values() if o.client_id == venue_cid]) == 1
+    assert [f.quantity for f in fills(reports)] == [Decimal("0.03")]
+
+
 async def test_an_unknown_outcome_is_looked_up_before_a_resend(exchange_fake: Any,
                                                                 binance: tuple[CcxtExchange, Any]) -> None:
     """The order went out, the answer was lost, and the venue could not be asked either: neither sent nor failed.
