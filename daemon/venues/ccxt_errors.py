@@ -3,7 +3,8 @@
 | ccxt                                                   | read (a fetch)        | write (order, cancel, transfer)   |
 |--------------------------------------------------------|-----------------------|-----------------------------------|
 | RateLimitExceeded, DDoSProtection, any 429/418         | VenueRateLimited: wait Retry-After / the ban, + jitter    |
-| InvalidNonce (timestamp outside recvWindow)            | VenueClockSkew: re-measure the offset, then retry         |
+| InvalidNonce (timestamp outside recvWindow)            | VenueClockSkew: clocks measured again (request_gate.resync)|
+|                                                        |   apart beyond the limit: degraded; else sent once more   |
 | OnMaintenance                                          | VenueDegraded: no new orders there (nothing was done)     |
 | ExchangeNotAvailable (5xx, connection refused / reset) | VenueDegraded         | UnknownOrderOutcome, degraded     |
 | RequestTimeout, other NetworkError, BadResponse,       | RetryableVenueError   | UnknownOrderOutcome: look it up   |

@@ -34,6 +34,7 @@ never booked. With Binance's split wallets the quote an order needs is first mov
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
@@ -62,6 +63,7 @@ from daemon.errors import (
     RetryableVenueError,
     UnknownOrderOutcome,
     VenueAccessLost,
+    VenueDegraded,
     VenueError,
     VenueRejected,
 )
@@ -314,6 +316,7 @@ class CcxtExchange:
             gate = RequestGate(config.venue, exchange_id, now_ms=wall_ms, rng=rng or random.Random(),
                                policy=config.gate)
             self._by_id[exchange_id] = GatedClient(client, gate, self._classifier(client), sleep)
+            self._by_id[exchange_id].resync = functools.partial(self._resync_clock, exchange_id)
             self._client_settings[exchange_id] = settings
         self._clients = {kind: self._by_id[exchange_id] for kind, exchange_id in config.exchanges.items()}
         # Separate spot and futures wallets under one account of ours (Binance): orders are funded across them.
@@ -474,6 +477,25 @@ class CcxtExchange:
             skew = int(server) - (before + after) // 2  # against the middle of the round trip
             if abs(skew) > self._config.max_clock_skew_ms:
                 raise ClockSkewError(self._config.venue, skew, self._config.max_clock_skew_ms)
+
+    async def _resync_clock(self, exchange_id: str) -> None:
+        """The venue refused a signed request's timestamp mid-session: measure the clocks again, as at start-up.
+        Apart beyond `max_clock_skew_ms`, the venue is degraded — no new orders there (risk-reducing ones still go)
+        until a request succeeds again — and the request fails naming the skew; within it (the request was late,
+        not the clock), it is sent once more."""
+        client = self._by_id[exchange_id]
+        before = self._wall_ms()
+        server = await client.fetch_time()  # public, unsigned: no timestamp to refuse
+        after = self._wall_ms()
+        skew, limit = int(server) - (before + after) // 2, self._config.max_clock_skew_ms
+        log.warning("venue_clock_measured_again", venue=self.venue, host=exchange_id, skew_ms=skew, limit_ms=limit,
+                    detail="the venue refused a request's timestamp")
+        if abs(skew) > limit:
+            error = VenueDegraded(f"{self.venue}: the venue's clock is {skew:+d} ms from ours, beyond the limit of "
+                                  f"{limit} ms: no new orders there until the clocks agree (check this host's time "
+                                  "sync)")
+            client.gate.record(error)
+            raise error
 
     async def _set_leverage(self, client: Any, rules: MarketRules) -> None:
         # OKX sets leverage per margin mode: the cross one, which every perp order of ours carries.

@@ -102,6 +102,7 @@ class RequestGate:
         self.rate_limits_seen = 0  # 429s and 418s answered by the venue
         self.bans_seen = 0  # distinct bans (a 418 naming a new end)
         self.degraded_episodes = 0
+        self.clock_resyncs = 0  # the venue refused a timestamp and the clocks were measured again
         self.read_retries = 0
         self.bad_payloads = 0
 
@@ -205,6 +206,10 @@ class GatedClient:
         self.gate = gate
         self._classify = classify
         self._sleep = sleep
+        # Called when the venue refuses a request's timestamp (`VenueClockSkew`): measures the clocks again and
+        # raises `VenueDegraded` (recorded on the gate) if they are apart beyond the limit; else the request, which
+        # the venue refused before doing anything, is sent once more (a write too: it was never executed).
+        self.resync: Callable[[], Awaitable[None]] | None = None
         client.on_rest_response = _watching(client.on_rest_response)
 
     def __repr__(self) -> str:
@@ -220,7 +225,7 @@ class GatedClient:
         return gated
 
     async def _request(self, name: str, method: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> Any:
+                       kwargs: dict[str, Any], *, resynced: bool = False) -> Any:
         call = Call.WRITE if name in WRITES else Call.READ
         gate, policy = self.gate, self.gate.policy
         attempts = max(1, policy.read_attempts) if call is Call.READ else 1
@@ -240,6 +245,10 @@ class GatedClient:
             except ccxt.BaseError as exc:
                 exc = corrected(exc)
                 error = self._classify(exc, call)
+                if isinstance(error, VenueClockSkew) and self.resync is not None and not resynced:
+                    gate.clock_resyncs += 1
+                    await self.resync()  # raises if the clocks are apart beyond the limit
+                    return await self._request(name, method, args, kwargs, resynced=True)
                 gate.record(error)
                 if isinstance(error, VenueRejected):
                     gate.succeeded(call)  # a refusal on the merits (not found, bad symbol): the venue answers

@@ -164,6 +164,40 @@ async def test_clock_skew_beyond_the_limit_refuses_trading(exchange_fake: Any) -
         await venue.submit_order(order("i1-1-1", PERP, Side.BUY, "0.01"))
 
 
+async def test_clock_skew_arising_mid_session_degrades_the_venue_and_refuses_new_orders(
+        exchange_fake: Any, binance: tuple[CcxtExchange, Any]) -> None:
+    """The venue's clock goes 5 s behind ours after start-up: the next order's timestamp is refused (-1021). The
+    adapter measures the clocks again, finds them apart beyond the limit, and degrades the venue: the order fails
+    naming the skew, nothing was placed, and no new order goes there while it lasts; a reduce-only one still may
+    try. Back in sync, the next request succeeds and trading goes on."""
+    venue, _ = binance
+    exchange_fake.binance.clock_skew_ms = -5_000
+    with pytest.raises(VenueDegraded, match=r"clock is -[45]\d{3} ms from ours, beyond the limit of 1000 ms"):
+        await venue.submit_order(order("i29-1-1", PERP, Side.BUY, "0.020"))
+    assert exchange_fake.binance.orders == {} and venue.degraded
+    with pytest.raises(VenueDegraded, match="no new orders"):  # refused before it is sent
+        await venue.submit_order(order("i29-2-1", PERP, Side.BUY, "0.020"))
+    exchange_fake.binance.clock_skew_ms = 0
+    await venue.fetch_account()  # a request that succeeds ends the degraded state
+    assert not venue.degraded
+    assert (await venue.submit_order(order("i29-3-1", PERP, Side.BUY, "0.020"))).status == "filled"
+
+
+async def test_a_refused_timestamp_with_the_clocks_in_sync_is_sent_once_more(
+        exchange_fake: Any, binance: tuple[CcxtExchange, Any]) -> None:
+    """A request the venue found late (-1021) while the clocks agree — it waited too long somewhere on the way: the
+    clocks are measured again, and the order, which the venue did not execute, goes once more: filled, once."""
+    venue, reports = binance
+    exchange_fake.faults.binance_error(-1021, "Timestamp for this request is outside of the recvWindow.",
+                                       path="/fapi/v1/order", method="POST", times=1)
+    report = await venue.submit_order(order("i30-1-1", PERP, Side.SELL, "0.020"))
+    assert report.status == "filled" and not venue.degraded
+    venue_cid = to_venue(ClientOrderId("i30-1-1"), "binanceusdm")
+    assert len([o for o in exchange_fake.binance.orders.values() if o.client_id == venue_cid]) == 1
+    assert exchange_fake.requests_to(path_prefix="/fapi/v1/time")  # measured again
+    assert len(fills(reports)) == 1
+
+
 async def test_wrong_credentials_are_a_start_up_error_naming_the_venue_never_the_secret(exchange_fake: Any) -> None:
     creds = exchange_fake.credentials("binance")
     wrong = "wrong-secret-" + "x" * 40

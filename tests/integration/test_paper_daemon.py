@@ -63,8 +63,9 @@ def paper_env(exchange: FakeExchange, state_dir: Path, mode: str, hedge: dict[st
 
 
 CASES = [
-    # mode, hedge, the fake's perp marks (venue, the fake's symbol, mark), its Binance spot (symbol, price)
-    ("paper.yaml", None, [("binance", "ETHUSDT", "3210.5"), ("bybit", "ETHUSDT", "3211"), ("okx", "ETH-USDT-SWAP", "3210")],
+    # mode, hedge, the fake's perp marks (venue, its own symbol, mark), its Binance spot (symbol, price)
+    ("paper.yaml", None,
+     [("binance", "ETHUSDT", "3210.5"), ("bybit", "ETHUSDT", "3211"), ("okx", "ETH-USDT-SWAP", "3210")],
      ("ETHUSDT", "3209.9")),  # configs/paper.yaml as shipped: eth_basis hedged on all three venues
     ("eth_basis", {"binance": 1.0}, [("binance", "ETHUSDT", "3210.5")], ("ETHUSDT", "3209.9")),
     ("btc_basis", {"binance": 0.5, "bybit": 0.5}, [("binance", "BTCUSDT", "61000.5"), ("bybit", "BTCUSDT", "61010")],
