@@ -74,6 +74,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -332,11 +333,17 @@ def read_truth(tw: ThreadedLocalWorld) -> Truth:
     world = tw.world
     chain, fake = world.chain, world.fake
     assert chain is not None and fake is not None
-    collateral, debt, *_ = tw.run(chain.pool.functions.getUserAccountData(world.wallet).call())
+    # Every chain read at one mined block, in that block's own environment. A read at "latest" failed once with
+    # Panic 0x11 (underflow) in a trial where three top-ups sent a burst of transactions; the likely cause: anvil
+    # runs such a call with the wall clock's timestamp, which a burst of blocks (+1 s each) runs ahead of, and AAVE's
+    # interest accrual computes block.timestamp − lastUpdateTimestamp. One block is also one consistent picture of
+    # the wallet and the Pool.
+    block = tw.run(chain.w3.eth.block_number)
+    collateral, debt, *_ = tw.run(chain.pool.functions.getUserAccountData(world.wallet).call(block_identifier=block))
     oracle = chain.contract("AaveOracle", chain.book["AaveOracle"])
-    price = tw.run(oracle.functions.getAssetPrice(chain.reserve("WETH")["underlying"]).call())
-    native = tw.run(chain.w3.eth.get_balance(world.wallet))
-    weth = tw.run(chain.token("WETH").functions.balanceOf(world.wallet).call())
+    price = tw.run(oracle.functions.getAssetPrice(chain.reserve("WETH")["underlying"]).call(block_identifier=block))
+    native = tw.run(chain.w3.eth.get_balance(world.wallet, block_identifier=block))
+    weth = tw.run(chain.token("WETH").functions.balanceOf(world.wallet).call(block_identifier=block))
 
     def venues() -> tuple[dict[str, Decimal], list[tuple[str, str, str, str]], list[tuple[str, int, str]], Decimal,
                           dict[str, Decimal], dict[str, Decimal], dict[str, Decimal]]:
@@ -477,7 +484,9 @@ class Trial:
                 self._step(step)
             self._check()
         except Exception as e:  # a trial that cannot go on is a failed trial, with why
-            self.result.violations.append(f"runner: {type(e).__name__}: {e}"[:3000])
+            where = " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+                               for f in reversed(traceback.extract_tb(e.__traceback__)[-6:]))
+            self.result.violations.append(f"runner: {type(e).__name__}: {e} (at {where})"[:3000])
         finally:
             self._finish()
             self.result.elapsed_s = round(time.monotonic() - started, 1)
