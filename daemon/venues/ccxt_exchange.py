@@ -741,7 +741,7 @@ class CcxtExchange:
         if state.filled:
             since = found.get("timestamp")
             try:
-                trades = await client.fetch_my_trades(symbol, int(since) if since else None, TRADES_PAGE)
+                trades = await self._trades_since(client, symbol, int(since) if since else None)
             except ccxt.BaseError as exc:
                 raise self._error(exc, Call.READ, what=f"reading the trades of order {cid} at a restart") from None
             for trade in trades:
@@ -866,18 +866,33 @@ class CcxtExchange:
         while True:
             since = self._since_ms.get(instrument)
             try:
-                trades = await client.fetch_my_trades(symbol, since, TRADES_PAGE)
+                trades = await self._trades_since(client, symbol, since)
                 for trade in sorted(trades, key=lambda t: (t["timestamp"] or 0, str(t["id"]))):
                     new += await self._publish(client, instrument, symbol, trade)
             except ccxt.BaseError as exc:
                 raise self._error(exc, Call.READ, what=f"reading the trades on {symbol}") from None
-            if len(trades) >= TRADES_PAGE and self._since_ms.get(instrument) != since:
+            if len(trades) >= _trades_page(client.id) and self._since_ms.get(instrument) != since:
                 continue  # a full page: the rest follows from its last trade
             if window is not None and since is not None and since + window < self._wall_ms():
                 # The venue answers one window from `since` (ccxt bounds Binance USDⓈ-M's to 7 days): step on.
                 self._since_ms[instrument] = max(self._since_ms.get(instrument, since), since + window)
                 continue
             return new
+
+    async def _trades_since(self, client: Any, symbol: str, since: int | None) -> list[Any]:
+        """The trades of `symbol` from `since` on. Binance answers oldest first (the caller pages on from the last);
+        OKX newest first and 100 at most, so a full page is followed by the pages older than it (its `after`
+        cursor, the oldest bill id) back to `since`: else the trades beyond the newest 100 were skipped for good."""
+        page_size = _trades_page(client.id)
+        trades = list(await client.fetch_my_trades(symbol, since, page_size))
+        if client.id != "okx":
+            return trades
+        page = trades
+        while len(page) >= page_size:
+            oldest = min(int(t["info"]["billId"]) for t in page)
+            page = list(await client.fetch_my_trades(symbol, since, page_size, {"after": str(oldest)}))
+            trades += page
+        return trades
 
     async def _publish(self, client: Any, instrument: InstrumentId, symbol: str, trade: Mapping[str, Any],
                        advance: bool = True) -> int:
@@ -987,6 +1002,11 @@ class CcxtExchange:
 RATE_LIMITER: dict[str, Any] = {"rateLimiterAlgorithm": "rollingWindow", "rollingWindowSize": 60_000}
 
 TRADES_PAGE = 500
+_TRADES_PAGE_OF = {"okx": 100}  # OKX's fills: 100 at most a request (a larger limit is refused)
+
+
+def _trades_page(exchange_id: str) -> int:
+    return _TRADES_PAGE_OF.get(exchange_id, TRADES_PAGE)
 # How far from `since` one trade-history request reaches, where the venue (or ccxt) bounds it.
 _TRADE_WINDOW_MS = {"binanceusdm": 7 * 24 * 3600 * 1000}
 

@@ -1062,3 +1062,19 @@ async def test_a_spot_trade_and_a_perp_trade_with_the_same_number_are_two_fills(
     async with venue:
         perps, spot = venue.ccxt_clients["binanceusdm"], venue.ccxt_clients["binance"]
         assert venue.trade_id(perps, "7") == "7" and venue.trade_id(spot, "7") == "binance-7"
+
+
+async def test_okx_more_trades_since_the_last_poll_than_one_page_are_all_booked(
+        exchange_fake: Any, okx: tuple[CcxtExchange, Any]) -> None:
+    """OKX answers a trades query newest first, 100 at most: 150 fills since the last poll (a stream down for a
+    while, a restart) are read page by page back to the last one seen — none is lost to the page's size."""
+    venue, reports = okx
+    assert await venue.poll_fills() == 0
+    raw = await exchange_fake.client("okx")
+    for i in range(150):
+        cid = to_venue(ClientOrderId(f"r1i{60 + i}-1-1"), "okx")
+        await raw.create_order("ETH/USDT:USDT", "market", "buy" if i % 2 == 0 else "sell", 1, None, {"clOrdId": cid})
+    assert await venue.poll_fills() == 150
+    got = fills(reports)
+    assert len({f.trade_id for f in got}) == 150
+    assert await venue.poll_fills() == 0  # and none twice

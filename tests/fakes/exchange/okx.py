@@ -373,10 +373,21 @@ class OkxRoutes:
         return [self._order(o) for o in sorted(rows, key=lambda o: -o.order_id)]
 
     async def fills(self, call: Call, p: dict[str, Any]) -> Json:
+        """Newest first, at most `limit` (OKX: 100 by default and at most), from `begin` to `end` (ms, inclusive), and
+        older than the `after` / newer than the `before` billId: one page, as OKX answers."""
         want = p.get("instType")
         rows = [t for t in self.state.trades if p.get("instId") in (None, t.symbol)
                 and want in (None, "SWAP" if t.market == "futures" else "SPOT")]
-        return [self._fill(t) for t in sorted(rows, key=lambda t: -t.id)]
+        if p.get("begin"):
+            rows = [t for t in rows if t.time_ms >= int(p["begin"])]
+        if p.get("end"):
+            rows = [t for t in rows if t.time_ms <= int(p["end"])]
+        if p.get("after"):
+            rows = [t for t in rows if t.id < int(p["after"])]
+        if p.get("before"):
+            rows = [t for t in rows if t.id > int(p["before"])]
+        limit = min(int(p.get("limit") or 100), 100)
+        return [self._fill(t) for t in sorted(rows, key=lambda t: -t.id)[:limit]]
 
     async def bills(self, call: Call, p: dict[str, Any]) -> Json:
         """Funding fees only (type 8; subType 173 expense, 174 income): what ccxt's fetch_funding_history reads."""
