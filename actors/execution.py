@@ -250,31 +250,28 @@ class ExecutionActor:
                 done += 1
         if deadline.cancelled_caught:
             reason = self._timed_out(ctx, command, in_flight, timeout_s)
-        now = ctx.clock.now_ns()
-        completed = done == len(instruction.steps)
-        log = ctx.log.info if completed else ctx.log.error
-        log("instruction_finished", instruction_id=command.instruction_id, type=instruction.type,
-            completed=completed, steps_done=done, steps=len(instruction.steps), reason=reason)
-        if journal is not None:  # durable before anyone hears of it
-            journal.record_instruction(now, command.instruction_id, "finished", {
-                "completed": completed, "steps_done": done, "steps": len(instruction.steps), "reports": reports,
-                "reason": reason})
-        await self._finish(InstructionFinished(command.instruction_id, completed, done, reports, reason, now, now))
+        await self._ended(ctx, command, done, reports, reason)
 
     async def _interrupted(self, ctx: ActorContext, command: ExecuteInstruction) -> None:
         """An instruction whose run crashed the actor, offered again after its restart: never run again from its
         first step (what it had done stands, on the venues and in the books); reported failed, journaled as
         finished, so the strategy halts and plans afresh from the books once resumed."""
+        await self._ended(ctx, command, 0, 0, "not run again: the execution actor failed during it and was "
+                                              "restarted; the steps it had done stand, booked from the venues' reports")
+
+    async def _ended(self, ctx: ActorContext, command: ExecuteInstruction, done: int, reports: int,
+                     reason: str) -> None:
+        """How the instruction ended: logged, journaled (durable before anyone hears of it), then reported."""
         now = ctx.clock.now_ns()
-        reason = ("not run again: the execution actor failed during it and was restarted; the steps it had done "
-                  "stand, booked from the venues' reports")
-        ctx.log.error("instruction_finished", instruction_id=command.instruction_id, type=command.instruction.type,
-                      completed=False, steps_done=0, steps=len(command.instruction.steps), reason=reason)
+        steps = len(command.instruction.steps)
+        completed = done == steps
+        log = ctx.log.info if completed else ctx.log.error
+        log("instruction_finished", instruction_id=command.instruction_id, type=command.instruction.type,
+            completed=completed, steps_done=done, steps=steps, reason=reason)
         if self._journal is not None:
             self._journal.record_instruction(now, command.instruction_id, "finished", {
-                "completed": False, "steps_done": 0, "steps": len(command.instruction.steps), "reports": 0,
-                "reason": reason})
-        await self._finish(InstructionFinished(command.instruction_id, False, 0, 0, reason, now, now))
+                "completed": completed, "steps_done": done, "steps": steps, "reports": reports, "reason": reason})
+        await self._finish(InstructionFinished(command.instruction_id, completed, done, reports, reason, now, now))
 
     async def _finish(self, event: InstructionFinished) -> None:
         if self._on_finished is not None:

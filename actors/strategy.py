@@ -146,9 +146,10 @@ class StrategyActor:
                 return
             self.missing_data = ""
             limits = self._limits()
-            if slot == last_slot and not self._risk_event(ctx, view, limits):
+            levels = self._solvency(view, limits)
+            if slot == last_slot and not self._risk_event(ctx, levels):
                 return
-            self._note_levels(view, limits)
+            self._levels = levels or self._levels
             last_slot = slot
             decision = decide(next_change(self._spec, view), self._spec, view, limits=limits)
             await self._issue(ctx, decision, hour, pending)
@@ -174,17 +175,17 @@ class StrategyActor:
         """Not backing off, and a new interval — or, on live data, inside it if a risk event may call for it."""
         return now >= self.retry_at_ns and (not same_interval or self._decide_on_risk)
 
-    def _note_levels(self, view: StrategyView, limits: RiskLimits) -> None:
-        if self._decide_on_risk:
-            self._levels = solvency_levels(self._spec, view, limits)
+    def _solvency(self, view: StrategyView, limits: RiskLimits) -> tuple[Level, Level] | None:
+        """The solvency readings now, on live data (`solvency_levels`); None in a replay, which never reads them."""
+        return solvency_levels(self._spec, view, limits) if self._decide_on_risk else None
 
-    def _risk_event(self, ctx: ActorContext, view: StrategyView, limits: RiskLimits) -> bool:
-        """Inside the interval, on live data: whether a solvency reading reached a worse level than at the last
-        decision (then it is decided on now, and said); a reading better since — a top-up landed — is kept, so that
-        the next worsening is an event again."""
-        if not self._decide_on_risk:
+    def _risk_event(self, ctx: ActorContext, levels: tuple[Level, Level] | None) -> bool:
+        """Inside the interval, on live data (`levels` the solvency readings now; None off live data): whether one
+        reached a worse level than at the last decision (then it is decided on now, and said); a reading better
+        since — a top-up landed — is kept, so that the next worsening is an event again."""
+        if levels is None:
             return False
-        levels, was = solvency_levels(self._spec, view, limits), self._levels
+        was = self._levels
         if not any(now > before for now, before in zip(levels, was, strict=True)):
             self._levels = (min(levels[0], was[0]), min(levels[1], was[1]))
             return False
